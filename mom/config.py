@@ -1,0 +1,102 @@
+"""MomConfig: what mom does to a model, as one frozen, validated value.
+
+`MomConfig()` is plain Hugging Face behaviour, so a baseline is always one config away.
+Every other setting computes the same function as the baseline with less memory:
+
+- `mini_sequences` (M) or `mini_sequence_size` (C): token-wise blocks (the MLP) run over the
+  prompt in M pieces, or pieces of C tokens. Never both.
+- `trim_last_layer`: when only the last position's logits are wanted, the last decoder layer
+  runs its MLP and the LM head for that position only. `None` (the default) means "on whenever
+  another mom feature is on", which keeps `MomConfig()` the baseline while any real mom config
+  trims by default.
+- `offload`: where the KV cache lives ("none", "prefill", "stream", "auto"; see engine/cache.py).
+- `kv_gpu_budget`: bytes of KV cache kept on the GPU in "auto" mode; None = what fits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+OFFLOAD_MODES = ("none", "prefill", "stream", "auto")
+
+
+class MomConfigError(ValueError):
+    """A MomConfig that cannot be run; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class MomConfig:
+    """How mom runs a model. See the module docstring for each field.
+
+    Raises:
+        MomConfigError: on an impossible combination, at construction.
+    """
+
+    mini_sequences: int | None = None
+    mini_sequence_size: int | None = None
+    trim_last_layer: bool | None = None
+    offload: str = "none"
+    kv_gpu_budget: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mini_sequences is not None and self.mini_sequence_size is not None:
+            raise MomConfigError(
+                "give mini_sequences (a count M) or mini_sequence_size (tokens per piece C), not both"
+            )
+        for name in ("mini_sequences", "mini_sequence_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise MomConfigError(f"{name} must be a positive integer or None, got {value!r}")
+        if self.offload not in OFFLOAD_MODES:
+            raise MomConfigError(f"offload must be one of {OFFLOAD_MODES}, got {self.offload!r}")
+        if self.trim_last_layer not in (None, True, False):
+            raise MomConfigError(f"trim_last_layer must be True, False or None, got {self.trim_last_layer!r}")
+        if self.kv_gpu_budget is not None:
+            if self.offload != "auto":
+                raise MomConfigError('kv_gpu_budget only applies to offload="auto"; drop it or set offload="auto"')
+            if isinstance(self.kv_gpu_budget, bool) or not isinstance(self.kv_gpu_budget, int) or self.kv_gpu_budget < 0:
+                raise MomConfigError(f"kv_gpu_budget must be a non-negative number of bytes, got {self.kv_gpu_budget!r}")
+
+    @classmethod
+    def paper(cls) -> MomConfig:
+        """The MOM paper's setting: 4096-token MLP pieces, last-layer trim, offload during prefill."""
+        return cls(mini_sequence_size=4096, trim_last_layer=True, offload="prefill")
+
+    @property
+    def uses_mini_sequences(self) -> bool:
+        return self.mini_sequences is not None or self.mini_sequence_size is not None
+
+    @property
+    def trims_last_layer(self) -> bool:
+        """The resolved trim setting (None means: on with any other mom feature)."""
+        if self.trim_last_layer is not None:
+            return self.trim_last_layer
+        return self.uses_mini_sequences or self.offload != "none"
+
+    @property
+    def is_baseline(self) -> bool:
+        return not (self.uses_mini_sequences or self.trims_last_layer or self.offload != "none")
+
+    def piece_size(self, seq_len: int) -> int:
+        """Tokens per mini-sequence piece for a prompt of `seq_len` tokens (>= 1)."""
+        if self.mini_sequence_size is not None:
+            return self.mini_sequence_size
+        if self.mini_sequences is not None:
+            return max(1, math.ceil(seq_len / self.mini_sequences))
+        return max(1, seq_len)
+
+    def describe(self) -> str:
+        """A short human label, e.g. 'M=16, trim, offload=auto' or 'baseline'."""
+        if self.is_baseline:
+            return "baseline"
+        parts = []
+        if self.mini_sequences is not None:
+            parts.append(f"M={self.mini_sequences}")
+        if self.mini_sequence_size is not None:
+            parts.append(f"C={self.mini_sequence_size}")
+        if self.trims_last_layer:
+            parts.append("trim")
+        if self.offload != "none":
+            parts.append(f"offload={self.offload}")
+        return ", ".join(parts)

@@ -1,0 +1,121 @@
+"""The one place that knows Hugging Face module internals.
+
+Every supported family (llama, mistral, qwen2, qwen3, phi3) shares one decoder-layer shape:
+
+    h = x + attn_dropout(self_attn(input_layernorm(x)))
+    y = h + mlp_dropout(mlp(post_attention_layernorm(h)))
+
+so one adapter table of attribute names is enough; the rest of the engine is generic. A new
+family with the same shape is one table row. A new transformers release that renames things
+should need changes here alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class UnsupportedModelError(TypeError):
+    """The model is not a causal LM of a family mom knows."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """Attribute names of one family's decoder layer."""
+
+    name: str
+    input_norm: str = "input_layernorm"
+    attention: str = "self_attn"
+    post_attention_norm: str = "post_attention_layernorm"
+    mlp: str = "mlp"
+    attention_dropout: str | None = None  # residual dropout after attention (phi3)
+    mlp_dropout: str | None = None  # residual dropout after the MLP (phi3)
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in [
+        Family("llama"),
+        Family("mistral"),
+        Family("qwen2"),
+        Family("qwen3"),
+        Family("phi3", attention_dropout="resid_attn_dropout", mlp_dropout="resid_mlp_dropout"),
+    ]
+}
+
+
+def family_of(model: nn.Module) -> Family:
+    """The adapter for `model`, a *ForCausalLM instance.
+
+    Raises:
+        UnsupportedModelError: not a causal LM, or a model type mom does not support.
+    """
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(model, "generate"):
+        raise UnsupportedModelError(
+            f"mom needs a Hugging Face causal LM (an *ForCausalLM model), got {type(model).__name__}"
+        )
+    model_type = getattr(config, "model_type", None)
+    if model_type not in FAMILIES:
+        raise UnsupportedModelError(
+            f"model type {model_type!r} is not supported by mom; supported: {', '.join(sorted(FAMILIES))}"
+        )
+    if not isinstance(getattr(model, "lm_head", None), nn.Module) or not hasattr(model, "model"):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is not a causal LM (no lm_head); load it with AutoModelForCausalLM or mom.load"
+        )
+    return FAMILIES[model_type]
+
+
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    return list(model.model.layers[: model.config.num_hidden_layers])
+
+
+def embedding(model: nn.Module) -> nn.Module:
+    return model.model.embed_tokens
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    return model.model.norm
+
+
+def lm_head(model: nn.Module) -> nn.Module:
+    return model.lm_head
+
+
+def submodule(layer: nn.Module, name: str | None) -> nn.Module | None:
+    return getattr(layer, name) if name else None
+
+
+def kv_geometry(model: nn.Module) -> tuple[int, int, int]:
+    """(layers, key/value heads, head dim) of the KV cache."""
+    c = model.config
+    heads = c.num_attention_heads
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
+    return c.num_hidden_layers, getattr(c, "num_key_value_heads", None) or heads, head_dim
+
+
+def kv_bytes_per_token(model: nn.Module, dtype: torch.dtype | None = None) -> int:
+    """Bytes of K and V per token, all layers (128 KiB for Llama-3.1-8B in bf16)."""
+    layers, kv_heads, head_dim = kv_geometry(model)
+    itemsize = (dtype or model.dtype).itemsize
+    return 2 * layers * kv_heads * head_dim * itemsize
+
+
+def sliding_window(model: nn.Module) -> int | None:
+    """The attention window if some layer uses one, else None."""
+    c = model.config
+    window = getattr(c, "sliding_window", None)
+    if window is None or getattr(c, "use_sliding_window", True) is False:
+        return None
+    layer_types = getattr(c, "layer_types", None)
+    if layer_types is not None and "sliding_attention" not in layer_types:
+        return None
+    return int(window)
+
+
+def attention_implementation(model: nn.Module) -> str:
+    return getattr(model.config, "_attn_implementation", None) or "eager"

@@ -1,0 +1,248 @@
+"""enable(model, config) -> Handle: patch one model instance, restore it exactly.
+
+Mechanism (after Liger-Kernel's instance patching): a wrapper is bound into the module's
+`__dict__["forward"]`, which `nn.Module.__call__` finds before the class's forward. Classes
+are never touched, so a second, unpatched model of the same class is unaffected, and restore
+puts back exactly what each module's `__dict__` held before (nothing, or someone else's
+instance patch). A handle is kept on the model so a second enable is refused.
+
+What gets patched:
+- the causal LM's forward: decides per call whether only the last position is wanted
+  (`logits_to_keep=1`, as `generate()` asks) and installs the mom cache when offloading;
+- every decoder layer's MLP forward: runs over mini-sequences during prefill;
+- the last decoder layer's forward: the trimmed forward of engine/layer.py when trimming.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import MomConfig
+from . import families
+from .layer import trimmed_last_layer_forward
+from .minisequence import run_in_pieces
+
+logger = logging.getLogger(__name__)
+
+_HANDLE_ATTR = "_mom_handle"
+_MISSING = object()
+MASK_WARN_BYTES = 1 << 30
+
+# (layer index, piece index, piece count, "start" | "end")
+PieceHook = Callable[[int, int, int, str], None]
+
+
+class AlreadyEnabledError(RuntimeError):
+    """mom is already enabled on this model."""
+
+
+@dataclass
+class _Patch:
+    module: nn.Module
+    name: str
+    previous: Any  # what module.__dict__[name] held before, or _MISSING
+
+
+@dataclass
+class _CallState:
+    trim: bool = False
+    seq_len: int = 0
+
+
+@dataclass
+class Handle:
+    """A model patched by `mom.enable`. Use as a context manager or call `.restore()`."""
+
+    model: nn.Module
+    config: MomConfig
+    family: families.Family
+    piece_hooks: list[PieceHook] = field(default_factory=list)
+    _patches: list[_Patch] = field(default_factory=list)
+    _state: _CallState = field(default_factory=_CallState)
+    _warned_mask: bool = False
+    cache_factory: Callable[..., Any] | None = None  # set by the cache module for offload modes
+
+    @property
+    def active(self) -> bool:
+        return getattr(self.model, _HANDLE_ATTR, None) is self
+
+    def restore(self) -> None:
+        """Undo every patch, newest first. Safe to call twice."""
+        while self._patches:
+            patch = self._patches.pop()
+            if patch.previous is _MISSING:
+                patch.module.__dict__.pop(patch.name, None)
+            else:
+                patch.module.__dict__[patch.name] = patch.previous
+        if self.active:
+            del self.model.__dict__[_HANDLE_ATTR]
+
+    def __enter__(self) -> Handle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+    def _bind(self, module: nn.Module, name: str, fn: Callable) -> None:
+        self._patches.append(_Patch(module, name, module.__dict__.get(name, _MISSING)))
+        module.__dict__[name] = fn
+
+
+def handle_of(model: nn.Module) -> Handle | None:
+    """The active Handle of a model, or None."""
+    return model.__dict__.get(_HANDLE_ATTR)
+
+
+def enable(model: nn.Module, config: MomConfig | None = None) -> Handle:
+    """Patch `model` (this instance only) to run with mom.
+
+    Args:
+        model: a Hugging Face *ForCausalLM of a supported family.
+        config: what to do; `MomConfig()` (the default) patches nothing and is plain Hugging Face.
+
+    Returns:
+        A Handle; `with mom.enable(model, cfg): ...` restores on exit, also on error.
+
+    Raises:
+        UnsupportedModelError: not a causal LM of a supported family.
+        AlreadyEnabledError: mom is already enabled on this model.
+    """
+    config = config or MomConfig()
+    family = families.family_of(model)
+    if handle_of(model) is not None:
+        raise AlreadyEnabledError("mom is already enabled on this model; restore() the first handle before enabling again")
+    handle = Handle(model, config, family)
+    model.__dict__[_HANDLE_ATTR] = handle
+    try:
+        _install(handle)
+    except BaseException:
+        handle.restore()
+        raise
+    return handle
+
+
+def _install(handle: Handle) -> None:
+    config, model = handle.config, handle.model
+    if config.offload != "none":
+        from .cache import install_cache_factory  # the cache checks CUDA and host RAM
+
+        install_cache_factory(handle)
+    handle._bind(model, "forward", _causal_lm_forward(handle, model.forward))
+    layers = families.decoder_layers(model)
+    if config.uses_mini_sequences:
+        for index, layer in enumerate(layers):
+            mlp = getattr(layer, handle.family.mlp)
+            handle._bind(mlp, "forward", _mini_sequence_forward(handle, index, mlp.forward))
+    if config.trims_last_layer:
+        last = layers[-1]
+        handle._bind(last, "forward", _last_layer_forward(handle, last, last.forward))
+
+
+def _causal_lm_forward(handle: Handle, original: Callable) -> Callable:
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def forward(*args, **kwargs):
+        call = signature.bind_partial(*args, **kwargs).arguments
+        extra = call.get("kwargs", {})
+        seq_len = _sequence_length(call)
+        handle._state.seq_len = seq_len
+        handle._state.trim = handle.config.trims_last_layer and seq_len > 1 and _only_last_position(call, extra)
+        if seq_len > 1:
+            _warn_if_mask_materializes(handle, call, seq_len)
+        if handle.cache_factory is not None:
+            kwargs = handle.cache_factory(args, kwargs, call)
+        try:
+            return original(*args, **kwargs)
+        finally:
+            handle._state.trim = False
+
+    return forward
+
+
+def _sequence_length(call: dict) -> int:
+    for name in ("input_ids", "inputs_embeds"):
+        value = call.get(name)
+        if value is not None:
+            return value.shape[1]
+    return 0
+
+
+def _only_last_position(call: dict, extra: dict) -> bool:
+    """True when the caller wants the last position's logits and nothing per-position."""
+    keep = call.get("logits_to_keep", 0)
+    if isinstance(keep, torch.Tensor) or keep != 1:
+        return False
+    if call.get("labels") is not None:
+        return False
+    return not (extra.get("output_hidden_states") or extra.get("output_attentions"))
+
+
+def _mini_sequence_forward(handle: Handle, layer_index: int, original: Callable) -> Callable:
+    def on_piece(piece: int, count: int, stage: str) -> None:
+        for hook in handle.piece_hooks:
+            hook(layer_index, piece, count, stage)
+
+    @functools.wraps(original)
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        # x: [B, S, D]; decode steps (S == 1) take the plain path.
+        piece_size = handle.config.piece_size(x.shape[-2])
+        if x.shape[-2] <= piece_size:
+            return original(x)
+        return run_in_pieces(original, x, piece_size, on_piece if handle.piece_hooks else None)
+
+    return forward
+
+
+def _last_layer_forward(handle: Handle, layer: nn.Module, original: Callable) -> Callable:
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def forward(*args, **kwargs):
+        if not handle._state.trim:
+            return original(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs).arguments
+        hidden_states = bound.pop("hidden_states")
+        bound.update(bound.pop("kwargs", {}))
+        if hidden_states.shape[-2] <= 1:
+            return original(*args, **kwargs)
+        return trimmed_last_layer_forward(layer, handle.family, hidden_states, **bound)
+
+    return forward
+
+
+def _warn_if_mask_materializes(handle: Handle, call: dict, seq_len: int) -> None:
+    """Warn once when sdpa/eager will build a dense [B, S, S] mask (16 GiB at 128k tokens).
+
+    Hugging Face passes no mask (causal flag instead) when nothing is padded and the sliding
+    window, if any, exceeds the prompt; mom keeps that fast path. Otherwise the mask is dense.
+    """
+    if handle._warned_mask or families.attention_implementation(handle.model) not in ("sdpa", "eager"):
+        return
+    window = families.sliding_window(handle.model)
+    mask = call.get("attention_mask")
+    padded = mask is not None and mask.dim() == 2 and not bool(mask.all())
+    windowed = window is not None and seq_len > window
+    if not (padded or windowed):
+        return
+    batch = (call.get("input_ids") if call.get("input_ids") is not None else call["inputs_embeds"]).shape[0]
+    mask_bytes = batch * seq_len * seq_len
+    if mask_bytes < MASK_WARN_BYTES:
+        return
+    handle._warned_mask = True
+    reason = f"the sliding window ({window}) is shorter than the prompt" if windowed else "the batch is padded"
+    warnings.warn(
+        f"{reason}, so {families.attention_implementation(handle.model)} attention builds a dense mask of "
+        f"{mask_bytes / 2**30:.1f} GiB for {seq_len} tokens; load the model with "
+        'attn_implementation="flash_attention_2" (or send unpadded prompts) to avoid it',
+        stacklevel=3,
+    )
