@@ -90,6 +90,23 @@ def submodule(layer: nn.Module, name: str | None) -> nn.Module | None:
     return getattr(layer, name) if name else None
 
 
+def cache_argument(kwargs: dict):
+    """The KV cache among a decoder layer's keyword arguments (renamed across transformers 5.x)."""
+    for name in ("past_key_values", "cache", "past_key_value"):
+        if kwargs.get(name) is not None:
+            return kwargs[name]
+    return None
+
+
+def cache_layer_tensors(cache, layer: int) -> list:
+    """The K/V tensors a transformers Cache holds for one layer (empty if none yet)."""
+    layers = getattr(cache, "layers", None)
+    if layers is None or layer >= len(layers):
+        return []
+    entry = layers[layer]
+    return [t for t in (getattr(entry, "keys", None), getattr(entry, "values", None)) if t is not None and t.numel()]
+
+
 def kv_geometry(model: nn.Module) -> tuple[int, int, int]:
     """(layers, key/value heads, head dim) of the KV cache."""
     c = model.config

@@ -1,0 +1,1 @@
+"""Measuring memory: hooks, probes, profiles. Knows tensors and hooks, never widgets."""
