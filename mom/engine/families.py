@@ -98,6 +98,22 @@ def cache_argument(kwargs: dict):
     return None
 
 
+def cache_in_call(model: nn.Module, call: dict) -> tuple[str, object]:
+    """(keyword name, cache or None) of a causal LM forward call, bound by its signature.
+
+    transformers 5.17 names it `past_key_values`, later releases `cache`; callers may use either.
+    """
+    extra = call.get("kwargs", {})
+    for name in ("cache", "past_key_values"):
+        for source in (call, extra):
+            if source.get(name) is not None:
+                return name, source[name]
+    import inspect
+
+    params = inspect.signature(type(model).forward).parameters
+    return ("cache" if "cache" in params else "past_key_values"), None
+
+
 def cache_layer_tensors(cache, layer: int) -> list:
     """The K/V tensors a transformers Cache holds for one layer (empty if none yet)."""
     layers = getattr(cache, "layers", None)

@@ -70,6 +70,7 @@ class Handle:
     _state: _CallState = field(default_factory=_CallState)
     _warned_mask: bool = False
     cache_factory: Callable[..., Any] | None = None  # set by the cache module for offload modes
+    host_pool: Any = None  # pinned host buffers reused between runs (offload modes)
 
     @property
     def active(self) -> bool:
@@ -85,6 +86,9 @@ class Handle:
                 patch.module.__dict__[patch.name] = patch.previous
         if self.active:
             del self.model.__dict__[_HANDLE_ATTR]
+        if self.host_pool is not None:
+            self.host_pool.clear()
+        self.cache_factory = None
 
     def __enter__(self) -> Handle:
         return self
