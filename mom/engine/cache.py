@@ -34,6 +34,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from . import families
+from .pinned import HostPool
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +63,6 @@ class Mover:
         self.device = device
         self.cuda = device.type == "cuda"
         self.stream = torch.cuda.Stream(device) if self.cuda else None
-
-    def host_empty(self, shape, dtype) -> torch.Tensor:
-        return torch.empty(shape, dtype=dtype, pin_memory=self.cuda)
 
     def copy(self, dst: torch.Tensor, src: torch.Tensor, keep_alive: torch.Tensor | None = None):
         """Enqueue dst.copy_(src) after all work queued so far; returns an event (None on CPU)."""
@@ -212,8 +210,9 @@ class MomCache(Cache):
         super().__init__(layers=layers)
         self.mode, self.kv_gpu_budget = mode, kv_gpu_budget
         self.device = next(model.parameters()).device
+        self.dtype, self.model_config = model.dtype, model.config
         self.mover = Mover(self.device)
-        self.pool = host_pool or HostPool(self.mover)
+        self.pool = host_pool or HostPool(pin=self.mover.cuda)
         # a cache that is dropped gives its pinned buffers back to the pool for the next run
         weakref.finalize(self, self.pool.give_owner, id(self))
         self.slots: list[tuple[torch.Tensor, torch.Tensor] | None] = [None, None]
@@ -325,6 +324,12 @@ class MomCache(Cache):
         for buffer in buffers or ():
             self.pool.give(buffer)
 
+    def host_block_sizes(self, batch: int, seq_len: int) -> list[int]:
+        """Bytes of each host buffer a prefill of this size will take, in order of need."""
+        _, kv_heads, head_dim = families.kv_geometry_of_config(self.model_config)
+        nbytes = batch * kv_heads * (seq_len + growth(seq_len)) * head_dim * self.dtype.itemsize
+        return [nbytes] * (2 * len(self.mom_layers()))
+
     def bytes_by_layer(self) -> list[tuple[int, int]]:
         """(device bytes, host bytes) per layer; the shared stream slots are in `slot_bytes`."""
         out = []
@@ -348,52 +353,6 @@ def device_buffers(like: torch.Tensor, needed: int, device) -> tuple[torch.Tenso
 
 def layer_index(cache: Cache, layer) -> int:
     return next(i for i, other in enumerate(cache.layers) if other is layer)
-
-
-class HostPool:
-    """Pinned host buffers kept between runs: pinning costs about 1.7 GiB/s, so pin once.
-
-    Buffers are flat byte tensors; `take` hands out a typed view of the smallest free one that
-    is large enough, or pins a new one.
-    """
-
-    def __init__(self, mover: Mover):
-        self.mover = mover
-        self.free: list[torch.Tensor] = []
-        self._lent: dict[int, tuple[torch.Tensor, int]] = {}  # view data_ptr -> (flat buffer, owner)
-
-    def take(self, shape, dtype, owner: int = 0) -> torch.Tensor:
-        nbytes = torch.Size(shape).numel() * dtype.itemsize
-        fits = [b for b in self.free if b.numel() >= nbytes]
-        if fits:
-            flat = min(fits, key=torch.Tensor.numel)
-            self.free.remove(flat)
-        else:
-            flat = self.mover.host_empty((nbytes,), torch.uint8)
-        view = flat[:nbytes].view(dtype).view(shape)
-        self._lent[view.data_ptr()] = (flat, owner)
-        return view
-
-    def give(self, view: torch.Tensor) -> None:
-        flat, _ = self._lent.pop(view.data_ptr(), (None, None))
-        if flat is not None:
-            self.free.append(flat)
-
-    def give_owner(self, owner: int) -> None:
-        for key in [k for k, (_, o) in self._lent.items() if o == owner]:
-            self.free.append(self._lent.pop(key)[0])
-
-    @property
-    def free_bytes(self) -> int:
-        return sum(b.numel() for b in self.free)
-
-    @property
-    def held_bytes(self) -> int:
-        return self.free_bytes + sum(b.numel() for b, _ in self._lent.values())
-
-    def clear(self) -> None:
-        self.free.clear()
-        self._lent.clear()
 
 
 def kv_bytes_by_layer(cache, device: torch.device | str) -> list[tuple[int, int]]:
@@ -438,7 +397,7 @@ def install_cache_factory(handle) -> None:
     """Make the patched forward swap a fresh cache for a MomCache in offload modes."""
     model, config = handle.model, handle.config
     device = next(model.parameters()).device
-    pool = HostPool(Mover(device))
+    pool = HostPool(pin=device.type == "cuda")
     handle.host_pool = pool
 
     def factory(args, kwargs, call):
@@ -449,6 +408,8 @@ def install_cache_factory(handle) -> None:
             return kwargs
         ids = call.get("input_ids") if call.get("input_ids") is not None else call.get("inputs_embeds")
         check_host_memory(model, ids.shape[0], ids.shape[1], pool)
-        return {**kwargs, name: MomCache(model, config.offload, config.kv_gpu_budget, pool)}
+        cache = MomCache(model, config.offload, config.kv_gpu_budget, pool)
+        pool.reserve(cache.host_block_sizes(ids.shape[0], ids.shape[1]))
+        return {**kwargs, name: cache}
 
     handle.cache_factory = factory

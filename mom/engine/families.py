@@ -125,7 +125,10 @@ def cache_layer_tensors(cache, layer: int) -> list:
 
 def kv_geometry(model: nn.Module) -> tuple[int, int, int]:
     """(layers, key/value heads, head dim) of the KV cache."""
-    c = model.config
+    return kv_geometry_of_config(model.config)
+
+
+def kv_geometry_of_config(c) -> tuple[int, int, int]:
     heads = c.num_attention_heads
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
     return c.num_hidden_layers, getattr(c, "num_key_value_heads", None) or heads, head_dim

@@ -91,6 +91,9 @@ class Profile:
     oom: bool = False
     error: str | None = None
     events: list[MemoryEvent] = field(default_factory=list)
+    seed: int = 0
+    start_bytes: int = 0  # device bytes allocated when the run began (weights and anything else)
+    layer_weight_bytes: list[int] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -102,6 +105,14 @@ class Profile:
             out.pop("events")
         return out
 
+    def frame(self):
+        """The events as a pandas DataFrame (see `events_frame`)."""
+        return events_frame(self.events)
+
+    def layer_table(self, phase: str = "prefill"):
+        """One row per decoder layer (see `layer_table`)."""
+        return layer_table(self.events, self.layer_weight_bytes, phase)
+
 
 @dataclass
 class MaxContextResult:
@@ -111,7 +122,61 @@ class MaxContextResult:
     resolution: int
     tries: list[Profile] = field(default_factory=list)
 
+    def to_dict(self, with_events: bool = False) -> dict[str, Any]:
+        return {
+            "maximum": self.maximum,
+            "resolution": self.resolution,
+            "tries": [p.to_dict(with_events) for p in self.tries],
+        }
+
     @property
     def first_failure_above(self) -> Profile | None:
         failing = [p for p in self.tries if p.oom and (self.maximum is None or p.context > self.maximum)]
         return min(failing, key=lambda p: p.context, default=None)
+
+
+EVENT_COLUMNS = tuple(MemoryEvent.__dataclass_fields__)
+LAYER_COLUMNS = (
+    "layer", "weights_bytes", "bytes_before", "peak_bytes", "activation_peak_bytes",
+    "attention_peak_bytes", "mlp_peak_bytes", "kv_gpu_bytes", "kv_host_bytes", "duration_s",
+)
+
+
+def events_frame(events: list[MemoryEvent]):
+    """A pandas DataFrame with one row per event and the MemoryEvent fields as columns."""
+    import pandas as pd
+
+    return pd.DataFrame([e.to_dict() for e in events], columns=list(EVENT_COLUMNS))
+
+
+def layer_table(events: list[MemoryEvent], layer_weight_bytes: list[int] | None = None, phase: str = "prefill"):
+    """Per decoder layer, over the events of one phase ("prefill" or "decode"):
+
+    weights_bytes (the layer's parameters), bytes_before (device bytes entering the layer, first
+    call), peak_bytes (device high-water mark inside it, max over calls), activation_peak_bytes
+    (peak minus bytes before, max over calls), attention_peak_bytes / mlp_peak_bytes (the same
+    peaks of its attention and MLP), kv_gpu_bytes / kv_host_bytes (KV cache, all layers, after
+    the layer's last call), duration_s (summed).
+    """
+    import pandas as pd
+
+    frame = events_frame([e for e in events if e.phase == phase and e.layer is not None])
+    if frame.empty:
+        return pd.DataFrame(columns=list(LAYER_COLUMNS))
+    frame["activation"] = frame["peak_bytes"] - frame["bytes_before"]
+    layers = frame[frame["module"] == "layer"].groupby("layer")
+    table = pd.DataFrame({
+        "bytes_before": layers["bytes_before"].first(),
+        "peak_bytes": layers["peak_bytes"].max(),
+        "activation_peak_bytes": layers["activation"].max(),
+        "kv_gpu_bytes": layers["kv_gpu_bytes"].last(),
+        "kv_host_bytes": layers["kv_host_bytes"].last(),
+        "duration_s": layers["duration_s"].sum(),
+    })
+    for module in ("attention", "mlp"):
+        table[f"{module}_peak_bytes"] = frame[frame["module"] == module].groupby("layer")["peak_bytes"].max()
+    weights = list(layer_weight_bytes or [])
+    table["weights_bytes"] = [weights[i] if i < len(weights) else 0 for i in table.index]
+    table = table.reset_index()
+    table[["attention_peak_bytes", "mlp_peak_bytes"]] = table[["attention_peak_bytes", "mlp_peak_bytes"]].fillna(0)
+    return table.astype({"attention_peak_bytes": "int64", "mlp_peak_bytes": "int64"})[list(LAYER_COLUMNS)]

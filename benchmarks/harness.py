@@ -1,0 +1,167 @@
+"""One measured run of one variant at one context, the way BENCHMARKS.md defines it.
+
+Variants (side by side, same model object, memory freed between runs):
+  standard     plain forward with every position's logits, then greedy decode
+  hf           Hugging Face as generate() runs it: logits_to_keep=1, GPU DynamicCache
+  hf-offload   DynamicCache(offloading=True)
+  hf-chunked   prefill in chunks of 8192 tokens into a GPU DynamicCache
+  mom-paper    mini-sequences of 4096 + last-layer trim + offload in prefill, reload for decode
+  mom-prefill / mom-stream / mom-auto   mom with mini-sequences of 4096 and that offload mode
+  mom          everything: mini-sequences of 4096, trim, offload="auto"
+
+TTFT is the synchronized wall time of the prefill call; decode is the synchronized wall time
+of the greedy loop over the remaining tokens divided by their count. Peaks are
+torch.cuda.max_memory_allocated() after reset, weights included. Host bytes are what the
+KV cache holds in host memory at the end.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import traceback
+
+import torch
+
+import mom
+from mom.engine import families
+from mom.engine.cache import kv_bytes_by_layer
+
+GiB = 2**30
+CHUNK = 8192
+
+VARIANTS = {
+    "standard": None,
+    "hf": None,
+    "hf-offload": None,
+    "hf-chunked": None,
+    "mom-paper": mom.MomConfig.paper(),
+    "mom-prefill": mom.MomConfig(mini_sequence_size=4096, offload="prefill"),
+    "mom-stream": mom.MomConfig(mini_sequence_size=4096, offload="stream"),
+    "mom-auto": mom.MomConfig(mini_sequence_size=4096, offload="auto"),
+    "mom": mom.MomConfig(mini_sequence_size=4096, offload="auto"),
+}
+
+
+def free_memory() -> None:
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
+def sync_time() -> float:
+    torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def _cache_of(output):
+    return output.cache if "cache" in output else output.past_key_values
+
+
+def _prefill(model, variant: str, ids: torch.Tensor, cache_name: str):
+    if variant == "standard":
+        return model(ids, use_cache=True)
+    if variant == "hf-offload":
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=model.config, offloading=True)
+        return model(ids, logits_to_keep=1, use_cache=True, **{cache_name: cache})
+    if variant == "hf-chunked":
+        cache, out = None, None
+        for start in range(0, ids.shape[1], CHUNK):
+            kwargs = {cache_name: cache} if cache is not None else {}
+            out = model(ids[:, start : start + CHUNK], logits_to_keep=1, use_cache=True, **kwargs)
+            cache = _cache_of(out)
+        return out
+    return model(ids, logits_to_keep=1, use_cache=True)
+
+
+def _decode(model, first_token, cache, cache_name: str, steps: int) -> list[int]:
+    token, tokens = first_token, []
+    for _ in range(steps):
+        out = model(token, logits_to_keep=1, use_cache=True, **{cache_name: cache})
+        token = out.logits[:, -1:].argmax(-1)
+        tokens.append(token)
+    return tokens
+
+
+@torch.no_grad()
+def measure(model, variant: str, context: int, new_tokens: int = 32, seed: int = 0, decode_tokens: int | None = None):
+    """One run; returns a flat dict of every raw figure. An OOM is a result (oom=True)."""
+    record = dict(variant=variant, context=context, new_tokens=new_tokens, oom=False, error=None)
+    steps = (decode_tokens or new_tokens) - 1
+    cache_name = families.cache_in_call(model, {})[0]
+    generator = torch.Generator("cuda").manual_seed(seed)
+    ids = torch.randint(0, model.config.vocab_size, (1, context), device="cuda", generator=generator)
+    handle = mom.enable(model, VARIANTS[variant]) if VARIANTS[variant] is not None else None
+    out = cache = None
+    try:
+        free_memory()
+        torch.cuda.reset_peak_memory_stats()
+        start = sync_time()
+        out = _prefill(model, variant, ids, cache_name)
+        record["ttft_s"] = sync_time() - start
+        record["prefill_peak_gib"] = torch.cuda.max_memory_allocated() / GiB
+        cache = _cache_of(out)
+        first = out.logits[:, -1:].argmax(-1)
+        out = None
+        start = sync_time()
+        tokens = _decode(model, first, cache, cache_name, steps)
+        elapsed = sync_time() - start
+        record["decode_s_per_token"] = elapsed / max(steps, 1)
+        record["decode_tokens_per_s"] = max(steps, 1) / elapsed
+        record["peak_gib"] = torch.cuda.max_memory_allocated() / GiB
+        per_layer = kv_bytes_by_layer(cache, "cuda")
+        record["kv_gpu_gib"] = sum(d for d, _ in per_layer) / GiB
+        record["kv_host_gib"] = sum(h for _, h in per_layer) / GiB
+        record["decode_steps_timed"] = steps
+        record["tokens"] = [int(first)] + [int(t) for t in tokens]
+        if hasattr(cache, "mom_layers"):
+            record["tiers"] = [layer.tier for layer in cache.mom_layers()]
+    except torch.OutOfMemoryError as error:
+        record.update(oom=True, error=str(error).splitlines()[0], peak_gib=torch.cuda.max_memory_allocated() / GiB)
+    except Exception as error:  # a failed run is recorded, the sweep goes on
+        record.update(error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc(limit=3))
+    finally:
+        out = cache = None
+        if handle is not None:
+            handle.restore()
+        free_memory()
+    return record
+
+
+def pinned_bandwidth(gib: float = 2.0, repeats: int = 5) -> dict:
+    """Pinned host<->device copy bandwidth in GB/s (10^9), median of `repeats`."""
+    n = int(gib * GiB)
+    host = torch.empty(n, dtype=torch.uint8).pin_memory()
+    device = torch.empty(n, dtype=torch.uint8, device="cuda")
+    results = {}
+    for name, (dst, src) in {"h2d": (device, host), "d2h": (host, device)}.items():
+        times = []
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            dst.copy_(src, non_blocking=True)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1000)
+        results[f"{name}_gb_per_s"] = n / sorted(times)[len(times) // 2] / 1e9
+    del host, device
+    free_memory()
+    return results
+
+
+def environment() -> dict:
+    import platform
+    import subprocess
+
+    import psutil
+    import transformers
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    props = torch.cuda.get_device_properties(0)
+    return dict(card=torch.cuda.get_device_name(), gpu_total_gib=props.total_memory / GiB,
+                host_ram_gib=psutil.virtual_memory().total / GiB, torch=torch.__version__,
+                transformers=transformers.__version__, python=platform.python_version(), commit=commit)

@@ -1,0 +1,488 @@
+"""Where memory numbers come from: CUDA allocator statistics, or a tensor-accounting tracker.
+
+A `Probe` answers four questions about the compute device: bytes allocated now, the
+high-water mark since the last reset, bytes reserved, and the limit. Two backends:
+
+- `CudaProbe` reads the caching allocator's counters. They are host-side bookkeeping, so
+  reading them never synchronizes the device: the recorder can ask at every module boundary.
+- `TensorTracker` counts live tensor bytes itself, with a `TorchDispatchMode` that sees every
+  op's outputs. It gives the same recorder, plots and notebooks real numbers without a GPU, and
+  its `limit_bytes` raises the very `torch.OutOfMemoryError` a GPU would, so OOM handling and
+  maximum-context search can be taught and tested on a laptop.
+
+Tracker accounting, and why it is right:
+- A tensor is counted by its *storage* (untyped storage, keyed by its C++ address), once:
+  views share a storage and cost nothing; in-place and `out=` ops return an input's storage.
+  An op output whose storage is also an input's (a view of a tensor made before tracking) is
+  not an allocation either.
+- Storage Python objects are preserved by torch for as long as the C++ storage lives, so a
+  weak reference to one fires exactly when the memory is freed; that is where bytes are given
+  back. Freed means freed: the MLP intermediates disappear when the MLP returns.
+- The model's parameters and buffers are counted at construction as the weights baseline.
+- A tensor on another device than the tracked one (pinned host KV of a CUDA model), or made
+  inside `host_tier()`, counts as host memory. The KV cache enters `host_tier()` through the
+  optional `mom.engine.cache.HOST_TIER_CONTEXTS` list, so the engine never imports this module.
+- What a kernel allocates and frees inside one op (workspace) is invisible to the tracker.
+
+Peaks nest. Measuring the peak inside a module means resetting the device counter at its
+start, which would hide the peak of the enclosing module from before that point. Every reset
+goes through `Probe.reset_peak`, which first folds the current peak into every open `Watch`,
+so nested watches (run, layer, attention, piece) and several recorders on one probe stay exact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import weakref
+from collections.abc import Iterator
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .events import format_bytes
+
+logger = logging.getLogger(__name__)
+
+
+class Watch:
+    """The high-water mark of a probe's device bytes since this watch was opened."""
+
+    def __init__(self, probe: Probe):
+        self._probe = probe
+        probe.reset_peak()  # folds the peak so far into the enclosing watches
+        self.start_bytes = self._max = probe.allocated()
+        probe._watches.append(self)
+
+    def _fold(self, value: int) -> None:
+        if value > self._max:
+            self._max = value
+
+    @property
+    def peak(self) -> int:
+        """Peak since opening (reading folds in the probe's current peak)."""
+        if self in self._probe._watches:
+            self._fold(self._probe.peak())
+        return self._max
+
+    def close(self) -> int:
+        """Stop watching; returns the final peak."""
+        peak = self.peak
+        with contextlib.suppress(ValueError):
+            self._probe._watches.remove(self)
+        return peak
+
+
+class Probe:
+    """Device memory counters. Subclasses implement the `_raw_*` methods.
+
+    `backend` names where numbers come from; `limit` is the device bytes available (None:
+    unknown); `device` is the compute device measured.
+    """
+
+    backend = "none"
+
+    def __init__(self, device: torch.device | str):
+        self.device = torch.device(device)
+        self._watches: list[Watch] = []
+
+    def allocated(self) -> int:
+        """Device bytes allocated now."""
+        raise NotImplementedError
+
+    def reserved(self) -> int:
+        """Device bytes reserved by the allocator (equal to allocated for the tracker)."""
+        return self.allocated()
+
+    def host_allocated(self) -> int:
+        """Host bytes this backend can see (pinned host memory, or the tracker's host tier)."""
+        return 0
+
+    @property
+    def limit(self) -> int | None:
+        return None
+
+    @property
+    def device_name(self) -> str:
+        return str(self.device)
+
+    def peak(self) -> int:
+        """Device high-water mark since the last `reset_peak`."""
+        return self._raw_peak()
+
+    def reset_peak(self) -> None:
+        """Restart the high-water mark from the current allocation, folding it into open watches."""
+        if self._watches:
+            value = self._raw_peak()
+            for watch in self._watches:
+                watch._fold(value)
+        self._raw_reset()
+
+    def watch(self) -> Watch:
+        """Open a `Watch`: the peak from now on, exact across nested resets."""
+        return Watch(self)
+
+    def synchronize(self) -> None:
+        """Wait for the device (only timing asks for this)."""
+
+    def free_cached(self) -> None:
+        """Give cached, unused device memory back (after an OOM)."""
+
+    def __enter__(self) -> Probe:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def _raw_peak(self) -> int:
+        raise NotImplementedError
+
+    def _raw_reset(self) -> None:
+        raise NotImplementedError
+
+
+class CudaProbe(Probe):
+    """CUDA caching-allocator statistics of one device; reading them never synchronizes.
+
+    Note: `reset_peak` resets the device's peak statistics (torch.cuda.max_memory_allocated)
+    for everyone; use a recorder's `peak_bytes`, which is exact across resets.
+    """
+
+    backend = "cuda"
+
+    def __init__(self, device: torch.device | str | int | None = None):
+        device = torch.device("cuda", torch.cuda.current_device()) if device is None else torch.device(device)
+        if device.type != "cuda":
+            raise ValueError(f"CudaProbe measures a CUDA device, got {device}")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        super().__init__(device)
+
+    def allocated(self) -> int:
+        return torch.cuda.memory_allocated(self.device)
+
+    def reserved(self) -> int:
+        return torch.cuda.memory_reserved(self.device)
+
+    def host_allocated(self) -> int:
+        stats = getattr(torch.cuda, "host_memory_stats", None)
+        if stats is None:
+            return 0
+        with contextlib.suppress(Exception):
+            return int(stats().get("allocated_bytes.current", 0))
+        return 0
+
+    @property
+    def limit(self) -> int:
+        """Total device memory times the per-process fraction, when torch can tell it."""
+        total = torch.cuda.get_device_properties(self.device).total_memory
+        fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+        return int(total * fraction(self.device)) if fraction is not None else total
+
+    @property
+    def device_name(self) -> str:
+        return torch.cuda.get_device_name(self.device)
+
+    def synchronize(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+    def free_cached(self) -> None:
+        torch.cuda.empty_cache()
+
+    def _raw_peak(self) -> int:
+        return torch.cuda.max_memory_allocated(self.device)
+
+    def _raw_reset(self) -> None:
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+
+_CUDA_PROBES: dict[torch.device, CudaProbe] = {}
+
+
+def cuda_probe(device: torch.device | str | int | None = None) -> CudaProbe:
+    """The shared CudaProbe of a device: recorders on one device must share it to nest peaks."""
+    probe = CudaProbe(device)
+    return _CUDA_PROBES.setdefault(probe.device, probe)
+
+
+class _Entry:
+    __slots__ = ("ref", "nbytes", "host")
+
+    def __init__(self, ref, nbytes: int, host: bool):
+        self.ref, self.nbytes, self.host = ref, nbytes, host
+
+
+class TensorTracker(Probe):
+    """Counts live tensor bytes of one device, op by op, with an optional device limit.
+
+    Args:
+        model: its parameters and buffers are counted at once as the weights baseline
+            (and its device is the tracked device unless `device` is given).
+        device: the compute device whose bytes are "device" memory; others are host.
+        limit_bytes: device bytes available; an op that would go past it raises
+            torch.OutOfMemoryError, like a GPU, and nothing of it is counted.
+
+    Use as a context manager (re-entrant): ops are seen only while it is active, frees are
+    seen always.
+    """
+
+    backend = "tracker"
+
+    def __init__(
+        self,
+        model: torch.nn.Module | None = None,
+        device: torch.device | str | None = None,
+        limit_bytes: int | None = None,
+    ):
+        if device is None:
+            device = _model_device(model) if model is not None else torch.device("cpu")
+        super().__init__(device)
+        self.limit_bytes = limit_bytes
+        self._live: dict[int, _Entry] = {}
+        self._device_bytes = 0
+        self._host_bytes = 0
+        self._peak = 0
+        self._host_peak = 0
+        self._host_depth = 0
+        self._depth = 0
+        self._mode: _TrackerMode | None = None
+        self.weights_bytes = 0
+        if model is not None:
+            self.weights_bytes = self.track(*model.parameters(), *model.buffers())
+
+    # -- the Probe interface --
+    def allocated(self) -> int:
+        return self._device_bytes
+
+    def host_allocated(self) -> int:
+        return self._host_bytes
+
+    @property
+    def host_peak(self) -> int:
+        """Host-tier high-water mark since construction."""
+        return self._host_peak
+
+    @property
+    def limit(self) -> int | None:
+        return self.limit_bytes
+
+    @property
+    def device_name(self) -> str:
+        return f"{self.device} (tensor tracker)"
+
+    def _raw_peak(self) -> int:
+        return self._peak
+
+    def _raw_reset(self) -> None:
+        self._peak = self._device_bytes
+
+    # -- activation --
+    def __enter__(self) -> TensorTracker:
+        if self._depth == 0:
+            self._mode = _TrackerMode(self)
+            self._mode.__enter__()
+            _register_host_tier(self.host_tier, add=True)
+            _ACTIVE_TRACKERS.append(self)
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            _ACTIVE_TRACKERS.remove(self)
+            _register_host_tier(self.host_tier, add=False)
+            mode, self._mode = self._mode, None
+            mode.__exit__(None, None, None)
+
+    @property
+    def active(self) -> bool:
+        return self._depth > 0
+
+    @contextlib.contextmanager
+    def host_tier(self) -> Iterator[None]:
+        """Tensors made inside count as host memory (the offloaded KV cache on CPU)."""
+        self._host_depth += 1
+        try:
+            yield
+        finally:
+            self._host_depth -= 1
+
+    def mark_host(self, tensor: torch.Tensor) -> None:
+        """Move an already-counted tensor's storage to the host tier."""
+        entry = self._live.get(tensor.untyped_storage()._cdata)
+        if entry is None or entry.host:
+            return
+        self._device_bytes -= entry.nbytes
+        entry.host = True
+        self._add_host(entry.nbytes)
+
+    def track(self, *tensors: torch.Tensor) -> int:
+        """Count existing tensors (once per storage, no limit check); returns bytes newly counted."""
+        before = self._device_bytes + self._host_bytes
+        for tensor in tensors:
+            storage = tensor.untyped_storage()
+            if storage._cdata not in self._live:
+                self._count(storage, tensor.device, check_limit=False)
+        return self._device_bytes + self._host_bytes - before
+
+    # -- accounting --
+    def _on_op(self, func, args, kwargs, out) -> None:
+        info = _op_info(func)
+        for tensor in _tensors(out):
+            try:
+                storage = tensor.untyped_storage()
+            except (NotImplementedError, RuntimeError):  # sparse, nested: not counted
+                continue
+            entry = self._live.get(storage._cdata)
+            if entry is not None:
+                if entry.nbytes != storage.nbytes():  # resize_ or out= growth
+                    self._resize(entry, storage.nbytes())
+                continue
+            if info is _ALIASING or (info is _PLAIN and _shares_input(storage._cdata, args, kwargs)):
+                continue  # a view of, or write into, a tensor made before tracking
+            self._count(storage, tensor.device, check_limit=True)
+
+    def _count(self, storage, device: torch.device, check_limit: bool) -> None:
+        nbytes = storage.nbytes()
+        if nbytes == 0:
+            return
+        host = self._host_depth > 0 or device.type != self.device.type
+        if not host and check_limit and self.limit_bytes is not None:
+            if self._device_bytes + nbytes > self.limit_bytes:
+                raise torch.OutOfMemoryError(self._oom_message(nbytes))
+        key = storage._cdata
+        self._live[key] = _Entry(weakref.ref(storage, lambda _, key=key: self._free(key)), nbytes, host)
+        if host:
+            self._add_host(nbytes)
+        else:
+            self._device_bytes += nbytes
+            if self._device_bytes > self._peak:
+                self._peak = self._device_bytes
+
+    def _add_host(self, nbytes: int) -> None:
+        self._host_bytes += nbytes
+        if self._host_bytes > self._host_peak:
+            self._host_peak = self._host_bytes
+
+    def _resize(self, entry: _Entry, nbytes: int) -> None:
+        delta, entry.nbytes = nbytes - entry.nbytes, nbytes
+        if entry.host:
+            self._add_host(delta)
+        else:
+            self._device_bytes += delta
+            self._peak = max(self._peak, self._device_bytes)
+
+    def _free(self, key: int) -> None:
+        entry = self._live.pop(key, None)
+        if entry is None:
+            return
+        if entry.host:
+            self._host_bytes -= entry.nbytes
+        else:
+            self._device_bytes -= entry.nbytes
+
+    def _oom_message(self, nbytes: int) -> str:
+        free = max(0, self.limit_bytes - self._device_bytes)
+        return (
+            f"out of memory (mom TensorTracker on {self.device}). Tried to allocate {format_bytes(nbytes)}. "
+            f"Device limit {format_bytes(self.limit_bytes)}, of which {format_bytes(free)} is free; "
+            f"{format_bytes(self._device_bytes)} allocated by tracked tensors."
+        )
+
+
+_ACTIVE_TRACKERS: list[TensorTracker] = []
+
+
+def active_tracker(model: torch.nn.Module | None = None) -> TensorTracker | None:
+    """The innermost active TensorTracker (of the model's device type, when a model is given)."""
+    device = _model_device(model) if model is not None else None
+    for tracker in reversed(_ACTIVE_TRACKERS):
+        if device is None or tracker.device.type == device.type:
+            return tracker
+    return None
+
+
+class _TrackerMode(TorchDispatchMode):
+    def __init__(self, tracker: TensorTracker):
+        super().__init__()
+        self.tracker = tracker
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self.tracker._on_op(func, args, kwargs, out)
+        return out
+
+
+_PLAIN, _ALIASING, _FRESH = "plain", "aliasing", "fresh"
+_OP_INFO: dict = {}
+
+
+def _op_info(func) -> str:
+    """How an op's outputs relate to its inputs, from its schema (cached per op)."""
+    info = _OP_INFO.get(func)
+    if info is None:
+        if func.name().startswith("aten::lift_fresh"):
+            info = _FRESH  # wraps a tensor born outside dispatch (torch.tensor): new memory
+        elif any(r.alias_info is not None for r in func._schema.returns):
+            info = _ALIASING
+        else:
+            info = _PLAIN  # usually new memory, but _unsafe_view & co. alias without saying so
+        _OP_INFO[func] = info
+    return info
+
+
+def _tensors(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [t for t in out if isinstance(t, torch.Tensor)]
+    return []
+
+
+def _shares_input(key: int, args, kwargs) -> bool:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            if value.untyped_storage()._cdata == key:
+                return True
+        elif isinstance(value, (tuple, list)):
+            if any(isinstance(t, torch.Tensor) and t.untyped_storage()._cdata == key for t in value):
+                return True
+    return False
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _register_host_tier(context, add: bool) -> None:
+    """Offer the tracker's host tier to the KV cache, if the engine has the optional hook list."""
+    from ..engine import cache
+
+    contexts = getattr(cache, "HOST_TIER_CONTEXTS", None)
+    if contexts is None:
+        return
+    if add:
+        contexts.append(context)
+    elif context in contexts:
+        contexts.remove(context)
+
+
+def default_probe(model: torch.nn.Module, limit_bytes: int | None = None) -> Probe:
+    """The probe for a model: the shared CudaProbe of its CUDA device, else a new TensorTracker.
+
+    Raises:
+        ValueError: limit_bytes on a CUDA model (cap CUDA with
+            torch.cuda.set_per_process_memory_fraction, or pass a TensorTracker).
+    """
+    device = _model_device(model)
+    if device.type == "cuda":
+        if limit_bytes is not None:
+            raise ValueError(
+                "limit_bytes applies to the CPU tensor tracker; on CUDA cap memory with "
+                "torch.cuda.set_per_process_memory_fraction, or pass probe=TensorTracker(model, limit_bytes=...)"
+            )
+        return cuda_probe(device)
+    return TensorTracker(model, limit_bytes=limit_bytes)

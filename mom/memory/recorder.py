@@ -1,0 +1,333 @@
+"""MemoryRecorder: per-layer, per-module memory events of a model's forward passes.
+
+Hooks go on the embedding, every decoder layer and its attention and MLP, the final norm and
+the LM head; mini-sequence pieces come from the mom Handle's `piece_hooks`. Each hooked call
+becomes one `MemoryEvent` (events.py), sent to listeners as it happens (live plots), kept for
+`to_frame()`, and appended to a JSONL file when `save(path)` asked for one, line by line, so a
+long sweep survives a crashed kernel.
+
+Decisions:
+- The hot path reads probe counters only. On CUDA those are allocator bookkeeping on the host,
+  so recording never synchronizes the device unless `timing=True` asks for exact durations
+  (without it, durations are host-side launch times).
+- Peaks nest through `Probe.watch()` (probes.py): each hooked call opens a watch, which resets
+  the device peak after folding it into the enclosing watches, so a layer's peak includes its
+  attention's and the run's peak (`peak_bytes`) is the true high-water mark of the whole run.
+- Phase comes from the causal LM's own forward: a forward of more than one token, or the first
+  of the run, is prefill (step 0); each later one-token forward is decode step n (1-based).
+- KV bytes come from `engine.cache.kv_bytes_by_layer` on the cache a decoder layer receives,
+  refreshed after each attention and each layer (where the cache grows or moves); other events
+  repeat the last value. Only a weak reference to the cache is kept, so recording never keeps a
+  cache alive.
+- Forward hooks are registered with `always_call`, so a module that raises (an OOM) closes its
+  watch; hooks and piece hooks are removed on exit, also on error.
+- The piece hook is attached at every forward to whatever mom Handle the model has then, so
+  `mom.enable` before or inside the recording both give "mlp_piece" events.
+- Each `with recorder:` is one run: events and peaks start afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..engine import families
+from ..engine.cache import kv_bytes_by_layer
+from ..engine.patch import handle_of
+from .events import MemoryEvent, events_frame
+from .probes import Probe, Watch, active_tracker, default_probe
+
+logger = logging.getLogger(__name__)
+
+Listener = Callable[[MemoryEvent], None]
+
+
+@dataclass
+class _Frame:
+    module: str
+    layer: int | None
+    piece: int | None
+    watch: Watch
+    before: int
+    start: float
+
+
+class MemoryRecorder:
+    """Record memory events of every hooked module call while active.
+
+    Args:
+        model: a Hugging Face causal LM of a supported family (mom enabled or not).
+        probe: where numbers come from; default: the shared CudaProbe of a CUDA model, the
+            active TensorTracker if one is, else a new TensorTracker (CPU).
+        timing: synchronize the device around each hooked call for exact durations.
+        tags: extra key/values written on every JSONL line (e.g. a config label).
+
+    Raises:
+        UnsupportedModelError: not a causal LM of a supported family.
+    """
+
+    def __init__(self, model: nn.Module, probe: Probe | None = None, timing: bool = False,
+                 tags: dict[str, Any] | None = None):
+        self.family = families.family_of(model)
+        self.model = model
+        self.probe = probe or active_tracker(model) or default_probe(model)
+        self.timing = timing
+        self.tags = dict(tags or {})
+        self.events: list[MemoryEvent] = []
+        self.run_index = 0
+        self.start_bytes = 0
+        self.host_peak_bytes = 0
+        self._listeners: list[Listener] = []
+        self._path: Path | None = None
+        self._sink = None
+        self._handles: list = []
+        self._frames: list[_Frame] = []
+        self._run_watch: Watch | None = None
+        self._final_peak = 0
+        self._piece_handle = None
+        self._cache_ref: Callable[[], Any] = lambda: None
+        self._kv = (0, 0)
+        self._phase, self._step, self._forwards = "prefill", 0, 0
+        self._t0 = 0.0
+
+    # -- public --
+    def add_listener(self, fn: Listener) -> Listener:
+        """Call `fn(event)` for every event as it happens; returns fn (usable as a decorator)."""
+        self._listeners.append(fn)
+        return fn
+
+    def remove_listener(self, fn: Listener) -> None:
+        self._listeners.remove(fn)
+
+    def save(self, path: str | Path) -> MemoryRecorder:
+        """Append events as JSON lines to `path`: those so far now, every later one as it arrives.
+
+        Each line is the event's fields plus `run` (this recorder's run index) and the tags.
+        """
+        self._path = Path(path)
+        self._open_sink()
+        for event in self.events:
+            self._write(event)
+        if self._run_watch is None:
+            self._close_sink()
+        return self
+
+    def to_frame(self):
+        """The events of the last run as a pandas DataFrame, one row per event."""
+        return events_frame(self.events)
+
+    @property
+    def recording(self) -> bool:
+        return self._run_watch is not None
+
+    @property
+    def peak_bytes(self) -> int:
+        """Device high-water mark of the run (live while recording), weights included."""
+        return self._run_watch.peak if self._run_watch is not None else self._final_peak
+
+    def __enter__(self) -> MemoryRecorder:
+        if self.recording:
+            raise RuntimeError("this MemoryRecorder is already recording; use a second recorder to nest")
+        self.probe.__enter__()
+        try:
+            self._start()
+        except BaseException:
+            self._stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop()
+
+    # -- run lifecycle --
+    def _start(self) -> None:
+        self.events = []
+        self.run_index += 1
+        self._frames = []
+        self._phase, self._step, self._forwards = "prefill", 0, 0
+        self._kv = (0, 0)
+        self.host_peak_bytes = self.probe.host_allocated()
+        self._t0 = time.perf_counter()
+        self._run_watch = self.probe.watch()
+        self.start_bytes = self._run_watch.start_bytes
+        self._open_sink()
+        self._attach()
+
+    def _stop(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._detach_piece_hook()
+        for frame in reversed(self._frames):
+            frame.watch.close()
+        self._frames = []
+        if self._run_watch is not None:
+            self._final_peak = self._run_watch.close()
+            self._run_watch = None
+        self._cache_ref = lambda: None
+        self._close_sink()
+        self.probe.__exit__(None, None, None)
+
+    def _attach(self) -> None:
+        model, family = self.model, self.family
+        self._hook(model, None, None, top=True)
+        self._hook(families.embedding(model), "embedding", None)
+        for index, layer in enumerate(families.decoder_layers(model)):
+            self._hook(layer, "layer", index, layer_kwargs=True)
+            self._hook(getattr(layer, family.attention), "attention", index)
+            self._hook(getattr(layer, family.mlp), "mlp", index)
+        self._hook(families.final_norm(model), "norm", None)
+        self._hook(families.lm_head(model), "lm_head", None)
+        self._sync_piece_hook()
+
+    def _hook(self, module: nn.Module, name: str | None, layer: int | None,
+              top: bool = False, layer_kwargs: bool = False) -> None:
+        if top:
+            pre, post = self._on_model_start, self._on_model_end
+        else:
+            def pre(mod, args, kwargs, name=name, layer=layer):
+                if layer_kwargs:
+                    self._note_cache(kwargs)
+                self._open(name, layer, None)
+
+            def post(mod, args, output, name=name, layer=layer):
+                self._close(name, layer, None, failed=output is None)
+
+        self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+        self._handles.append(module.register_forward_hook(post, always_call=True))
+
+    # -- hooks --
+    def _on_model_start(self, module, args, kwargs) -> None:
+        self._sync_piece_hook()
+        for frame in reversed(self._frames):  # left open by an error caught outside the model
+            frame.watch.close()
+        self._frames = []
+        seq_len = _sequence_length(args, kwargs)
+        if seq_len > 1 or self._forwards == 0:
+            self._phase, self._step = "prefill", 0
+        else:
+            self._phase, self._step = "decode", self._step + 1
+        self._forwards += 1
+
+    def _on_model_end(self, module, args, output) -> None:
+        self._update_host_peak()
+
+    def _on_piece(self, layer: int, piece: int, count: int, stage: str) -> None:
+        if stage == "start":
+            self._open("mlp_piece", layer, piece)
+        else:
+            self._close("mlp_piece", layer, piece, failed=False)
+
+    def _open(self, module: str, layer: int | None, piece: int | None) -> None:
+        if self.timing:
+            self.probe.synchronize()
+        watch = self.probe.watch()
+        self._frames.append(_Frame(module, layer, piece, watch, watch.start_bytes, time.perf_counter()))
+
+    def _close(self, module: str, layer: int | None, piece: int | None, failed: bool) -> None:
+        frame = self._pop(module, layer, piece)
+        if frame is None:
+            return
+        if failed:
+            frame.watch.close()
+            return
+        if self.timing:
+            self.probe.synchronize()
+        now = time.perf_counter()
+        if module in ("attention", "layer"):
+            self._refresh_kv()
+        event = MemoryEvent(
+            phase=self._phase, step=self._step, layer=layer, module=module,
+            bytes_before=frame.before, bytes_after=self.probe.allocated(), peak_bytes=frame.watch.close(),
+            reserved_bytes=self.probe.reserved(), kv_gpu_bytes=self._kv[0], kv_host_bytes=self._kv[1],
+            elapsed_s=now - self._t0, duration_s=now - frame.start, piece=piece,
+        )
+        self._emit(event)
+
+    def _pop(self, module: str, layer: int | None, piece: int | None) -> _Frame | None:
+        """Pop frames down to the one this call opened (frames above it were left by an error)."""
+        for index in range(len(self._frames) - 1, -1, -1):
+            frame = self._frames[index]
+            if (frame.module, frame.layer, frame.piece) == (module, layer, piece):
+                for stale in self._frames[index + 1:]:
+                    stale.watch.close()
+                del self._frames[index:]
+                return frame
+        return None
+
+    def _emit(self, event: MemoryEvent) -> None:
+        self.events.append(event)
+        self.host_peak_bytes = max(self.host_peak_bytes, event.kv_host_bytes)
+        if self._sink is not None:
+            self._write(event)
+        for listener in self._listeners:
+            listener(event)
+
+    # -- KV cache, pieces, host --
+    def _note_cache(self, kwargs: dict) -> None:
+        cache = families.cache_argument(kwargs)
+        if cache is None or cache is self._cache_ref():
+            return
+        try:
+            self._cache_ref = weakref.ref(cache)
+        except TypeError:  # not weak-referenceable: measure it now, keep nothing
+            self._cache_ref = lambda: None
+            self._kv = _kv_totals(cache, self.probe.device)
+
+    def _refresh_kv(self) -> None:
+        cache = self._cache_ref()
+        if cache is not None:
+            self._kv = _kv_totals(cache, self.probe.device)
+
+    def _update_host_peak(self) -> None:
+        self.host_peak_bytes = max(self.host_peak_bytes, self.probe.host_allocated(), self._kv[1])
+
+    def _sync_piece_hook(self) -> None:
+        handle = handle_of(self.model)
+        if handle is self._piece_handle:
+            return
+        self._detach_piece_hook()
+        if handle is not None:
+            handle.piece_hooks.append(self._on_piece)
+            self._piece_handle = handle
+
+    def _detach_piece_hook(self) -> None:
+        handle, self._piece_handle = self._piece_handle, None
+        if handle is not None and self._on_piece in handle.piece_hooks:
+            handle.piece_hooks.remove(self._on_piece)
+
+    # -- JSONL --
+    def _open_sink(self) -> None:
+        if self._path is not None and self._sink is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._sink = self._path.open("a", encoding="utf-8")
+
+    def _close_sink(self) -> None:
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            sink.close()
+
+    def _write(self, event: MemoryEvent) -> None:
+        self._sink.write(json.dumps({"run": self.run_index, **self.tags, **event.to_dict()}) + "\n")
+        self._sink.flush()
+
+
+def _sequence_length(args: tuple, kwargs: dict) -> int:
+    for value in (kwargs.get("input_ids"), kwargs.get("inputs_embeds"), args[0] if args else None):
+        if isinstance(value, torch.Tensor) and value.dim() >= 2:
+            return value.shape[1]
+    return 0
+
+
+def _kv_totals(cache, device: torch.device) -> tuple[int, int]:
+    per_layer = kv_bytes_by_layer(cache, device)
+    return sum(d for d, _ in per_layer), sum(h for _, h in per_layer)
