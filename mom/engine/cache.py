@@ -64,24 +64,39 @@ class Mover:
         self.cuda = device.type == "cuda"
         self.stream = torch.cuda.Stream(device) if self.cuda else None
 
-    def copy(self, dst: torch.Tensor, src: torch.Tensor, keep_alive: torch.Tensor | None = None):
-        """Enqueue dst.copy_(src) after all work queued so far; returns an event (None on CPU)."""
+    def copy(self, dst: torch.Tensor, src: torch.Tensor):
+        """Enqueue dst.copy_(src) after all work queued so far; returns an event (None on CPU).
+
+        K/V views like host[..., :length, :] are not contiguous (capacity > length), and torch
+        copies a non-contiguous host tensor through a staging buffer filled by the CPU at
+        enqueue time, racing the asynchronous copies still queued. So the copy goes row by row
+        over the (batch, head) rows, each a contiguous [tokens, head_dim] block: one direct
+        cudaMemcpyAsync per row, ordered on the side stream.
+        """
         if not self.cuda:
             dst.copy_(src)
             return None
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self.stream):
-            dst.copy_(src, non_blocking=True)
+            for dst_row, src_row in zip(_rows(dst), _rows(src)):
+                dst_row.copy_(src_row, non_blocking=True)
             event = torch.cuda.Event()
             event.record(self.stream)
-        for tensor in (src, dst, keep_alive):
-            if tensor is not None and tensor.is_cuda:
+        for tensor in (src, dst):
+            if tensor.is_cuda:
                 tensor.record_stream(self.stream)
         return event
 
     def wait(self, event) -> None:
         if event is not None:
             torch.cuda.current_stream(self.device).wait_event(event)
+
+
+def _rows(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """The contiguous [tokens, head_dim] rows of a [B, H, tokens, head_dim] view."""
+    rows = tensor.reshape(-1, *tensor.shape[-2:]) if tensor.is_contiguous() else tensor.flatten(0, -3)
+    assert all(row.is_contiguous() for row in rows[:1]), "K/V rows must be contiguous"
+    return list(rows.unbind(0))
 
 
 class MomLayer(DynamicLayer):

@@ -12,6 +12,7 @@ should need changes here alone.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +34,9 @@ class Family:
     mlp: str = "mlp"
     attention_dropout: str | None = None  # residual dropout after attention (phi3)
     mlp_dropout: str | None = None  # residual dropout after the MLP (phi3)
+    fused_qkv: str | None = None  # one projection for q, k and v (phi3), else q_proj/k_proj/v_proj
+    q_norm: str | None = None  # per-head norms on q and k before RoPE (qwen3)
+    k_norm: str | None = None
 
 
 FAMILIES: dict[str, Family] = {
@@ -41,8 +45,8 @@ FAMILIES: dict[str, Family] = {
         Family("llama"),
         Family("mistral"),
         Family("qwen2"),
-        Family("qwen3"),
-        Family("phi3", attention_dropout="resid_attn_dropout", mlp_dropout="resid_mlp_dropout"),
+        Family("qwen3", q_norm="q_norm", k_norm="k_norm"),
+        Family("phi3", attention_dropout="resid_attn_dropout", mlp_dropout="resid_mlp_dropout", fused_qkv="qkv_proj"),
     ]
 }
 
@@ -90,9 +94,60 @@ def submodule(layer: nn.Module, name: str | None) -> nn.Module | None:
     return getattr(layer, name) if name else None
 
 
+def project_qkv(family: Family, attention: nn.Module, x: torch.Tensor, with_query: bool = True):
+    """q, k, v of `x` ([B, s, D]) as [B, heads, s, head_dim], per-head norms applied, before RoPE.
+
+    q is None when `with_query` is False (the keys and values of a trimmed layer's prompt).
+    """
+    config, head_dim = attention.config, attention.head_dim
+    q_width = config.num_attention_heads * head_dim
+    kv_width = (getattr(config, "num_key_value_heads", None) or config.num_attention_heads) * head_dim
+    if family.fused_qkv:
+        fused = getattr(attention, family.fused_qkv)
+        if with_query:
+            qkv = fused(x)
+            q, k, v = qkv[..., :q_width], qkv[..., q_width : q_width + kv_width], qkv[..., q_width + kv_width :]
+        else:  # the k and v rows of the fused weight only
+            bias = fused.bias[q_width:] if fused.bias is not None else None
+            kv = torch.nn.functional.linear(x, fused.weight[q_width:], bias)
+            q, k, v = None, kv[..., :kv_width], kv[..., kv_width:]
+    else:
+        q = attention.q_proj(x) if with_query else None
+        k, v = attention.k_proj(x), attention.v_proj(x)
+    heads = lambda t: t.view(*x.shape[:-1], -1, head_dim)  # noqa: E731  [B, s, h, hd]
+    q, k, v = (heads(t) if t is not None else None for t in (q, k, v))
+    if family.q_norm and q is not None:
+        q = getattr(attention, family.q_norm)(q)
+    if family.k_norm:
+        k = getattr(attention, family.k_norm)(k)
+    return tuple(t.transpose(1, 2) if t is not None else None for t in (q, k, v))
+
+
+def rotary(attention: nn.Module):
+    """The family's apply_rotary_pos_emb(q, k, cos, sin), from the attention's own module."""
+    return sys.modules[type(attention).__module__].apply_rotary_pos_emb
+
+
+def attention_function(attention: nn.Module):
+    """What the family's forward calls for attention (sdpa, eager, flash...), per the config."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    eager = sys.modules[type(attention).__module__].eager_attention_forward
+    return ALL_ATTENTION_FUNCTIONS.get_interface(attention.config._attn_implementation, eager)
+
+
+def attention_extra_kwargs(attention: nn.Module) -> dict:
+    """Keyword arguments the family's forward adds to the attention call."""
+    window = getattr(attention, "sliding_window", getattr(attention.config, "sliding_window", None))
+    return {"sliding_window": window} if window is not None else {}
+
+
+CACHE_KEYWORDS = ("past_key_values", "cache", "past_key_value")
+
+
 def cache_argument(kwargs: dict):
     """The KV cache among a decoder layer's keyword arguments (renamed across transformers 5.x)."""
-    for name in ("past_key_values", "cache", "past_key_value"):
+    for name in CACHE_KEYWORDS:
         if kwargs.get(name) is not None:
             return kwargs[name]
     return None

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..config import MomConfig
 from . import families
+from .attention import attention_in_pieces, can_run_in_pieces
 from .layer import trimmed_last_layer_forward
 from .minisequence import run_in_pieces
 
@@ -142,10 +143,18 @@ def _install(handle: Handle) -> None:
         install_cache_factory(handle)
     handle._bind(model, "forward", _causal_lm_forward(handle, model.forward))
     layers = families.decoder_layers(model)
-    if config.uses_mini_sequences:
-        for index, layer in enumerate(layers):
-            mlp = getattr(layer, handle.family.mlp)
+    family = handle.family
+    for index, layer in enumerate(layers):
+        is_last = index == len(layers) - 1
+        if config.uses_mini_sequences:
+            mlp = getattr(layer, family.mlp)
             handle._bind(mlp, "forward", _mini_sequence_forward(handle, index, mlp.forward))
+            for name in (family.input_norm, family.post_attention_norm):
+                norm = getattr(layer, name)
+                handle._bind(norm, "forward", _token_wise_forward(handle, norm.forward))
+        if config.uses_mini_sequences or (is_last and config.trims_last_layer):
+            attention = getattr(layer, family.attention)
+            handle._bind(attention, "forward", _attention_forward(handle, attention, is_last, attention.forward))
     if config.trims_last_layer:
         last = layers[-1]
         handle._bind(last, "forward", _last_layer_forward(handle, last, last.forward))
@@ -203,6 +212,34 @@ def _mini_sequence_forward(handle: Handle, layer_index: int, original: Callable)
         if x.shape[-2] <= piece_size:
             return original(x)
         return run_in_pieces(original, x, piece_size, on_piece if handle.piece_hooks else None)
+
+    return forward
+
+
+def _token_wise_forward(handle: Handle, original: Callable) -> Callable:
+    """A token-wise module (a norm) over mini-sequences: its fp32 temporaries shrink to a piece."""
+
+    @functools.wraps(original)
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return run_in_pieces(original, x, handle.config.piece_size(x.shape[-2]))
+
+    return forward
+
+
+def _attention_forward(handle: Handle, attention: nn.Module, is_last: bool, original: Callable) -> Callable:
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def forward(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs).arguments
+        bound.update(bound.pop("kwargs", {}))
+        hidden_states = bound.pop("hidden_states")
+        seq_len = hidden_states.shape[-2]
+        piece_size = handle.config.piece_size(seq_len)
+        last_only = is_last and handle._state.trim
+        if seq_len > 1 and (seq_len > piece_size or last_only) and can_run_in_pieces(attention, hidden_states, bound):
+            return attention_in_pieces(handle.family, attention, hidden_states, piece_size, last_only, **bound)
+        return original(*args, **kwargs)
 
     return forward
 

@@ -115,19 +115,35 @@ def test_sliding_window_warns_only_when_the_mask_would_be_dense(tiny_models, mon
         model(prompt(length=20), logits_to_keep=1)  # window exceeds the prompt: no mask, no warning
 
 
-def test_window_longer_than_prompt_keeps_sdpa_mask_free(tiny_models, monkeypatch):
+def test_window_longer_than_prompt_keeps_sdpa_mask_free(tiny_models):
     """Hugging Face's causal fast path (no dense mask) survives mom when the window exceeds the prompt."""
-    import torch.nn.functional as F
-
-    masks = []
-    real = F.scaled_dot_product_attention
-
-    def spy(*args, **kwargs):
-        masks.append(kwargs.get("attn_mask"))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
     model = tiny_models["tiny-mistral"]
-    with torch.no_grad(), mom.enable(model, mom.MomConfig(mini_sequences=2)):
-        model(prompt(length=20), logits_to_keep=1)
-    assert masks and all(m is None for m in masks)
+    masks = []
+    hooks = [layer.register_forward_pre_hook(lambda m, a, kw: masks.append(kw.get("attention_mask")), with_kwargs=True)
+             for layer in families.decoder_layers(model)]
+    try:
+        with torch.no_grad(), mom.enable(model, mom.MomConfig(mini_sequences=2)):
+            model(prompt(length=20), logits_to_keep=1)
+            assert masks and all(m is None for m in masks)
+            masks.clear()
+            model(prompt(length=30), logits_to_keep=1)  # window 24 < 30: a real mask is needed
+            assert masks and all(m is not None for m in masks)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+@torch.no_grad()
+def test_attention_runs_in_pieces_and_the_trimmed_layer_queries_once(tiny_models):
+    model = tiny_models["tiny-qwen3"]
+    layers = families.decoder_layers(model)
+    first, last = [], []
+    hooks = [_input_lengths(layers[0].self_attn.o_proj, first), _input_lengths(layers[-1].self_attn.o_proj, last)]
+    try:
+        with mom.enable(model, mom.MomConfig(mini_sequences=4)):
+            model(prompt(length=40), logits_to_keep=1)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert first == [10, 10, 10, 10]  # o_proj sees one piece of queries at a time
+    assert last == [1]  # the trimmed last layer computes the last query only
