@@ -6,6 +6,7 @@ Variants (side by side, same model object, memory freed between runs):
   hf-offload   DynamicCache(offloading=True)
   hf-chunked   prefill in chunks of 8192 tokens into a GPU DynamicCache
   mom-paper    mini-sequences of 4096 + last-layer trim + offload in prefill, reload for decode
+  mom-none     mini-sequences of 4096 + trim, GPU-resident DynamicCache
   mom-prefill / mom-stream / mom-auto   mom with mini-sequences of 4096 and that offload mode
   mom          everything: mini-sequences of 4096, trim, offload="auto"
 
@@ -36,6 +37,7 @@ VARIANTS = {
     "hf-offload": None,
     "hf-chunked": None,
     "mom-paper": mom.MomConfig.paper(),
+    "mom-none": mom.MomConfig(mini_sequence_size=4096),
     "mom-prefill": mom.MomConfig(mini_sequence_size=4096, offload="prefill"),
     "mom-stream": mom.MomConfig(mini_sequence_size=4096, offload="stream"),
     "mom-auto": mom.MomConfig(mini_sequence_size=4096, offload="auto"),
