@@ -3,7 +3,6 @@ bottom-right causal pieces, and whether background pinning slows the GPU stream.
 
 import json
 import sys
-import threading
 import time
 
 import torch
@@ -46,7 +45,7 @@ def decode_layouts(S=131072):
     kv, vv = buf_k[:, :, :S], buf_v[:, :, :S]
     out = {}
     for name, (kk, vvv) in {"contiguous": (k, v), "view_of_buffer": (kv, vv)}.items():
-        f = lambda: sdpa(q, kk, vvv, enable_gqa=True)  # noqa: E731
+        f = lambda: sdpa(q, kk, vvv, enable_gqa=True)  # noqa: E731, B023
         out[f"decode_{name}_ms"] = bench(f)
         out[f"decode_{name}_flash"] = flash_ok(f)
     rep = lambda t: t[:, :, None].expand(1, 8, 4, S, 128).reshape(1, 32, S, 128)  # noqa: E731
@@ -55,7 +54,7 @@ def decode_layouts(S=131072):
     return out
 
 
-def prefill_pieces(S=131072, piece=4096):
+def prefill_pieces(S=131072, piece=4096, extra_sizes=(8192, 16384, 32768)):
     q = torch.randn(1, 32, S, 128, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(1, 8, S, 128, device="cuda", dtype=torch.bfloat16)
     v = torch.randn_like(k)
@@ -71,6 +70,22 @@ def prefill_pieces(S=131072, piece=4096):
                 sdpa(qq, k[:, :, :e], v[:, :, :e], attn_mask=causal_lower_right(piece, e), enable_gqa=True)
 
     out["pieces_lower_right_ms"] = bench(pieces, 3)
+    for size in extra_sizes:
+        def sized(size=size):
+            for s in range(0, S, size):
+                e = s + size
+                mask = None if s == 0 else causal_lower_right(size, e)
+                sdpa(q[:, :, s:e], k[:, :, :e], v[:, :, :e], attn_mask=mask, is_causal=s == 0, enable_gqa=True)
+        out[f"pieces_{size}_ms"] = bench(sized, 3)
+    # precision: lower-right piece vs an fp32 reference, next to full causal flash vs the same reference
+    e = 16384
+    qs, ks, vs = (t[:, :, :e].float() for t in (q, k, v))
+    reference = sdpa(qs, ks, vs, is_causal=True, enable_gqa=True)[:, :, e - piece : e]
+    full = sdpa(q[:, :, :e], k[:, :, :e], v[:, :, :e], is_causal=True, enable_gqa=True)[:, :, e - piece : e].float()
+    piece_out = sdpa(q[:, :, e - piece : e], k[:, :, :e], v[:, :, :e], attn_mask=causal_lower_right(piece, e), enable_gqa=True).float()
+    norm = reference.norm()
+    out["full_causal_rel_error"] = ((full - reference).norm() / norm).item()
+    out["lower_right_rel_error"] = ((piece_out - reference).norm() / norm).item()
     e = S // 2
     f = lambda: sdpa(q[:, :, e - piece : e], k[:, :, :e], v[:, :, :e], attn_mask=causal_lower_right(piece, e), enable_gqa=True)  # noqa: E731
     out["lower_right_flash"] = flash_ok(f)
@@ -79,17 +94,36 @@ def prefill_pieces(S=131072, piece=4096):
     return out
 
 
-def pinning_interference(gib=8):
-    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    work = lambda: [a @ a for _ in range(40)]  # noqa: E731
-    alone = bench(work, 5)
-    pool = HostPool(pin=True)
-    pool.reserve([272 << 20] * (gib * 1024 // 272))
+def pinning_interference(gib=4):
+    """Pin `gib` in the background while the main thread launches small kernels: how long is
+    the main thread held up, and how fast does each method pin?"""
+    import mom.engine.pinned as pinned
+
+    a = torch.randn(2048, 2048, device="cuda", dtype=torch.bfloat16)
+    out = {}
+    n = gib * 1024 // 272
+    for method in ("torch", "ctypes", "prefault"):
+        pinned.PIN_METHOD = method
+        pool = HostPool(pin=True)
+        start = time.perf_counter()
+        pool.reserve([272 << 20] * n)
+        launches = 0
+        while pool._pending and not all(f.done() for _, f in pool._pending):
+            a @ a
+            torch.cuda.synchronize()
+            launches += 1
+        pin_s = time.perf_counter() - start
+        out[f"pin_{method}_gib_per_s"] = n * 272 / 1024 / pin_s
+        out[f"pin_{method}_main_thread_steps_per_s"] = launches / pin_s
+        pool.clear()
     start = time.perf_counter()
-    during = bench(work, 5)
-    launches = time.perf_counter() - start
-    pool.clear()
-    return {"matmul_alone_ms": alone, "matmul_while_pinning_ms": during, "wall_s_while_pinning": launches}
+    steps = 0
+    while time.perf_counter() - start < 1.0:
+        a @ a
+        torch.cuda.synchronize()
+        steps += 1
+    out["idle_main_thread_steps_per_s"] = steps / (time.perf_counter() - start)
+    return out
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ row is computed, after every key and value.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import torch
@@ -27,6 +28,11 @@ from torch.nn.functional import scaled_dot_product_attention
 
 from . import families
 from .minisequence import piece_bounds
+
+
+def attention_piece_size(piece_size: int) -> int:
+    """Query pieces are at least this long: short pieces starve flash attention (measured)."""
+    return max(piece_size, int(os.environ.get("MOM_MIN_ATTENTION_PIECE", "1")))
 
 
 def can_run_in_pieces(attention, hidden_states: torch.Tensor, kwargs: dict) -> bool:
@@ -59,6 +65,7 @@ def attention_in_pieces(
         kwargs.pop(name, None)
     rope, attend = families.rotary(attention), _attend_function(attention, mask)
     batch, seq_len, _ = hidden_states.shape
+    piece_size = attention_piece_size(piece_size)
     keys = values = output = None
     for start, end in piece_bounds(seq_len, piece_size):
         x = hidden_states[:, start:end]

@@ -15,7 +15,10 @@ Without CUDA the blocks are plain tensors and nothing runs in the background.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
+import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -23,9 +26,34 @@ import torch
 
 logger = logging.getLogger(__name__)
 
+# How blocks are page-locked; measured choices in benchmarks/NOTES.md.
+#   "ctypes": cudaHostRegister through ctypes, which releases the GIL while the kernel pins
+#   "torch": torch's cudart binding
+#   "prefault": touch the pages with torch's multi-threaded fill first, then ctypes
+PIN_METHOD = os.environ.get("MOM_PIN_METHOD", "prefault")
+
+
+@functools.cache
+def _libcudart():
+    for name in ("libcudart.so.13", "libcudart.so.12", "libcudart.so"):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        lib.cudaHostRegister.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint]
+        lib.cudaHostUnregister.argtypes = [ctypes.c_void_p]
+        return lib
+    return None
+
 
 def _register(block: torch.Tensor) -> None:
-    code = int(torch.cuda.cudart().cudaHostRegister(block.data_ptr(), block.numel(), 0))
+    lib = _libcudart() if PIN_METHOD != "torch" else None
+    if PIN_METHOD == "prefault":
+        block.fill_(0)  # fault the pages in on all cores before locking them
+    if lib is not None:
+        code = lib.cudaHostRegister(block.data_ptr(), block.numel(), 0)
+    else:
+        code = int(torch.cuda.cudart().cudaHostRegister(block.data_ptr(), block.numel(), 0))
     if code != 0:
         raise MemoryError(
             f"could not pin {block.numel() / 2**30:.2f} GiB of host memory (cudaHostRegister error {code}); "
@@ -34,7 +62,11 @@ def _register(block: torch.Tensor) -> None:
 
 
 def _unregister(block: torch.Tensor) -> None:
-    torch.cuda.cudart().cudaHostUnregister(block.data_ptr())
+    lib = _libcudart() if PIN_METHOD != "torch" else None
+    if lib is not None:
+        lib.cudaHostUnregister(block.data_ptr())
+    else:
+        torch.cuda.cudart().cudaHostUnregister(block.data_ptr())
 
 
 class HostPool:

@@ -20,31 +20,35 @@ from . import plots
 
 
 def model_weights_by_layer(model: nn.Module) -> dict[str, int]:
-    """Bytes of parameters per layer-figure position: 'embed', 'L0' ... 'L{n-1}', 'head'.
+    """Bytes of parameters and buffers per layer-figure position: 'embed', 'L0' ... 'head'.
 
-    Tied embeddings are counted once, under 'embed'.
+    Each storage counts once (tied embeddings under 'embed'); what belongs to no position
+    (rotary tables) goes to 'embed', so the values add up to the profile's weights_bytes.
     """
     from ..engine import families
+    from ..memory.profile import weight_bytes
 
     seen: set[int] = set()
 
-    def size(module: nn.Module | None) -> int:
+    def size(module: nn.Module) -> int:
         total = 0
-        for p in module.parameters() if module is not None else ():
-            if p.data_ptr() not in seen:
-                seen.add(p.data_ptr())
-                total += p.numel() * p.element_size()
+        for tensor in (*module.parameters(), *module.buffers()):
+            storage = tensor.untyped_storage()
+            if tensor.device.type != "meta" and storage._cdata not in seen:
+                seen.add(storage._cdata)
+                total += storage.nbytes()
         return total
 
     out = {"embed": size(families.embedding(model))}
     for index, layer in enumerate(families.decoder_layers(model)):
         out[f"L{index}"] = size(layer)
     out["head"] = size(families.final_norm(model)) + size(families.lm_head(model))
+    out["embed"] += weight_bytes(model) - sum(out.values())
     return out
 
 
 _TRACE_KEYS = ("x", "y", "base", "text")
-_AXIS_KEYS = ("title", "type", "tickvals", "ticktext")
+_AXIS_KEYS = ("title", "type", "tickvals", "ticktext", "categoryarray")
 
 
 def update_in_place(widget: go.FigureWidget, figure: go.Figure) -> None:

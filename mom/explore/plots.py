@@ -18,12 +18,12 @@ Reading the events (memory/events.py):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import fields
 
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..memory.events import GiB, KiB, MiB, MemoryEvent, Profile, format_bytes
+from ..memory import events as memory_events
+from ..memory.events import GiB, KiB, MemoryEvent, MiB, Profile, format_bytes
 
 COLORS = {
     "weights": "#9e9e9e",
@@ -34,8 +34,8 @@ COLORS = {
 }
 LAYER_TRACES = (("weights", "Weights"), ("kv_gpu", "KV on GPU"), ("activation", "Activation peak"),
                 ("kv_host", "KV on host"))
-_EVENT_COLUMNS = [f.name for f in fields(MemoryEvent)]
 _HEAD_MODULES = ("norm", "lm_head")
+_CHILDREN = {"layer": ("attention", "mlp", "mlp_piece"), "mlp": ("mlp_piece",)}
 
 
 def pick_unit(max_bytes: float) -> tuple[str, int]:
@@ -51,9 +51,7 @@ def events_frame(events: Profile | Sequence[MemoryEvent] | pd.DataFrame) -> pd.D
     if isinstance(events, pd.DataFrame):
         frame = events.copy()
     else:
-        if isinstance(events, Profile):
-            events = events.events
-        frame = pd.DataFrame([e.to_dict() for e in events], columns=_EVENT_COLUMNS)
+        frame = memory_events.events_frame(list(events.events if isinstance(events, Profile) else events))
     frame = frame.reset_index(drop=True)
     frame["order"] = range(len(frame))
     return frame
@@ -62,6 +60,17 @@ def events_frame(events: Profile | Sequence[MemoryEvent] | pd.DataFrame) -> pd.D
 def positions(layers: int) -> list[str]:
     """Category labels of the layer figure: 'embed', 'L0' ... 'L{n-1}', 'head'."""
     return ["embed", *(f"L{i}" for i in range(layers)), "head"]
+
+
+def weights_from_profile(profile: Profile) -> dict[str, int]:
+    """Weights per position from a Profile: its per-layer bytes; the rest split between embed and head.
+
+    The split is even, which is right for untied models (the embedding and the LM head have
+    the same shape); pass `live.model_weights_by_layer(model)` to plots for exact numbers.
+    """
+    layers = {f"L{i}": b for i, b in enumerate(profile.layer_weight_bytes)}
+    rest = max(0, profile.weights_bytes - sum(layers.values()))
+    return {"embed": rest - rest // 2, **layers, "head": rest // 2}
 
 
 def _position_of(layer, module: str) -> str:
@@ -73,14 +82,23 @@ def _position_of(layer, module: str) -> str:
 def layer_breakdown(events, weights_by_layer: Mapping[str, int] | None = None, layers: int | None = None) -> pd.DataFrame:
     """Bytes per position: weights, KV on GPU, KV on host, activation peak.
 
+    KV is what each layer wrote during prefill, on the device or the host as it landed there
+    (the recorder reports cache totals; a layer's share is their growth across its call).
+    Moves during decode (a reload, a stream) show on the timeline, not here. The activation
+    peak is the largest over the whole run: the most a call held above what was live when it
+    began, less the device K/V it added.
+
     Args:
         events: a Profile, a list of MemoryEvent, or a recorder frame.
-        weights_by_layer: bytes of parameters per position label (see `positions`).
+        weights_by_layer: bytes of parameters per position label (see `positions`); from the
+            Profile when None and `events` is one.
         layers: decoder layer count; inferred from the events and weights when None.
 
     Returns:
         A DataFrame indexed by position label with int columns weights, kv_gpu, kv_host, activation.
     """
+    if weights_by_layer is None and isinstance(events, Profile):
+        weights_by_layer = weights_from_profile(events)
     frame = events_frame(events)
     weights = dict(weights_by_layer or {})
     if layers is None:
@@ -93,23 +111,39 @@ def layer_breakdown(events, weights_by_layer: Mapping[str, int] | None = None, l
     if frame.empty:
         return out
     frame["position"] = [_position_of(layer, module) for layer, module in zip(frame["layer"], frame["module"], strict=True)]
-    frame["transient"] = _transients(frame)
-    for label, group in frame.groupby("position", sort=False):
-        if label not in out.index:
-            continue
-        last = group.iloc[-1]
-        if label.startswith("L"):
-            out.loc[label, ["kv_gpu", "kv_host"]] = [int(last["kv_gpu_bytes"]), int(last["kv_host_bytes"])]
-        out.loc[label, "activation"] = max(0, int(group["transient"].max()))
+    gpu_start, host_start = _kv_at_start(frame)
+    frame["kv_gpu_added"] = frame["kv_gpu_bytes"] - gpu_start
+    frame["kv_host_added"] = frame["kv_host_bytes"] - host_start
+    frame["transient"] = frame["peak_bytes"] - frame["bytes_before"] - frame["kv_gpu_added"].clip(lower=0)
+    written = frame[(frame["phase"] == "prefill") & (frame["module"] == "layer")].groupby("position")
+    for label, group in written:
+        if label in out.index:
+            out.loc[label, "kv_gpu"] = max(0, int(group["kv_gpu_added"].sum()))
+            out.loc[label, "kv_host"] = max(0, int(group["kv_host_added"].sum()))
+    for label, group in frame.groupby("position"):
+        if label in out.index:
+            out.loc[label, "activation"] = max(0, int(group["transient"].max()))
     return out
 
 
-def _transients(frame: pd.DataFrame) -> list[int]:
-    """Per event: peak above the bytes live before the call, less the K/V the call added on the device."""
-    kv_before = frame["kv_gpu_bytes"].shift(1, fill_value=0)
-    kv_growth = (frame["kv_gpu_bytes"] - kv_before).clip(lower=0)
-    kv_growth = kv_growth.where(frame["layer"].notna(), 0)
-    return list((frame["peak_bytes"] - frame["bytes_before"] - kv_growth).astype(int))
+def _kv_at_start(frame: pd.DataFrame) -> tuple[list[int], list[int]]:
+    """Cache totals when each call began: those of the last call that ended before it started.
+
+    Calls end in order and a call's children (a layer's attention and MLP, an MLP's pieces)
+    end just before it, so walk back over them to the call before.
+    """
+    gpu, host = list(frame["kv_gpu_bytes"]), list(frame["kv_host_bytes"])
+    modules = list(frame["module"])
+    layers = [None if pd.isna(x) else int(x) for x in frame["layer"]]
+    gpu_start, host_start = [], []
+    for j, module in enumerate(modules):
+        k = j - 1
+        children = _CHILDREN.get(module, ())
+        while k >= 0 and modules[k] in children and layers[k] == layers[j]:
+            k -= 1
+        gpu_start.append(gpu[k] if k >= 0 else 0)
+        host_start.append(host[k] if k >= 0 else 0)
+    return gpu_start, host_start
 
 
 def layer_traces(breakdown: pd.DataFrame, unit: tuple[str, int]) -> list[dict]:
@@ -158,7 +192,7 @@ def _layer_max(breakdown: pd.DataFrame) -> float:
 
 
 def timeline_traces(events, unit: tuple[str, int]) -> list[dict]:
-    """x / y of the timeline's lines: allocated after each call, peak inside it, KV on host."""
+    """x / y of the timeline's lines: allocated after each call, peak inside it, KV on GPU and on host."""
     frame = events_frame(events)
     size = unit[1]
     text = [f"{p} step {s} {'' if pd.isna(la) else f'L{int(la)} '}{m}"
@@ -167,6 +201,7 @@ def timeline_traces(events, unit: tuple[str, int]) -> list[dict]:
     return [
         dict(key="allocated", name="allocated", x=x, y=list(frame["bytes_after"] / size), text=text),
         dict(key="peak", name="peak in call", x=x, y=list(frame["peak_bytes"] / size), text=text),
+        dict(key="kv_gpu", name="KV on GPU", x=x, y=list(frame["kv_gpu_bytes"] / size), text=text),
         dict(key="kv_host", name="KV on host", x=x, y=list(frame["kv_host_bytes"] / size), text=text),
     ]
 
@@ -182,8 +217,8 @@ def timeline_figure(events, device_limit_bytes: int | None = None, unit: tuple[s
     peak = float(frame["peak_bytes"].max()) if len(frame) else 0.0
     unit = unit or pick_unit(max(peak, device_limit_bytes or 0))
     fig = go.Figure(layout=_layout(title, "hooked call (in order)", f"memory ({unit[0]})"))
-    styles = {"allocated": dict(color=COLORS["kv_gpu"]), "peak": dict(color=COLORS["activation"], width=1),
-              "kv_host": dict(color=COLORS["kv_host"], dash="dot")}
+    styles = {"allocated": dict(color="#333333"), "peak": dict(color=COLORS["activation"], width=1),
+              "kv_gpu": dict(color=COLORS["kv_gpu"], dash="dot"), "kv_host": dict(color=COLORS["kv_host"], dash="dot")}
     for trace in timeline_traces(frame, unit):
         fig.add_scatter(name=trace["name"], x=trace["x"], y=trace["y"], text=trace["text"], mode="lines",
                         line=styles[trace["key"]],
@@ -228,9 +263,13 @@ def sweep_figure(profiles: Iterable[Profile], device_limit_bytes: int | None = N
 
 
 def _by_label(profiles: list[Profile]) -> dict[str, list[Profile]]:
+    """Runs per configuration label, by context; of two runs at one context the later wins."""
+    latest: dict[tuple[str, int], Profile] = {}
+    for p in profiles:
+        latest[(profile_label(p), p.context)] = p
     groups: dict[str, list[Profile]] = {}
-    for p in sorted(profiles, key=lambda p: p.context):
-        groups.setdefault(profile_label(p), []).append(p)
+    for (label, _), p in sorted(latest.items(), key=lambda item: item[0][1]):
+        groups.setdefault(label, []).append(p)
     return groups
 
 
@@ -261,10 +300,12 @@ def summary_table(profile: Profile, baseline: Profile | None = None, timings: bo
     table = pd.DataFrame(index=[m[0] for m in metrics] + ["outcome"], columns=columns, dtype=object)
     for column, run in zip(columns, runs, strict=True):
         for row, attr, fmt in metrics:
-            table.loc[row, column] = fmt(getattr(run, attr))
+            value = getattr(run, attr)
+            table.loc[row, column] = "-" if run.oom and not value else fmt(value)
         table.loc["outcome", column] = _outcome(run)
     if baseline is not None:
-        table["vs baseline"] = [_ratio(getattr(profile, attr), getattr(baseline, attr)) for _, attr, _ in metrics] + [""]
+        ratios = [_ratio(getattr(profile, attr), getattr(baseline, attr)) for _, attr, _ in metrics]
+        table["vs baseline"] = (["-"] * len(metrics) if profile.oom or baseline.oom else ratios) + [""]
     table.index.name = f"context {profile.context}"
     return table
 

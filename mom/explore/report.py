@@ -27,20 +27,26 @@ th:first-child, td:first-child { text-align: left; }
 """
 
 
-def comparison_frame(profiles: Sequence[Profile]) -> pd.DataFrame:
-    """One display row per run: configuration, context, memory, timings, outcome."""
+def comparison_frame(profiles: Sequence[Profile], timings: bool = True) -> pd.DataFrame:
+    """One display row per run: configuration, context, memory, timings (unless timings=False), outcome.
+
+    A run that ran out of memory shows the peak it reached before failing, and "-" where
+    it never got (the prefill peak of a prefill that failed).
+    """
     rows = []
     for p in profiles:
-        rows.append({
+        row = {
             "configuration": plots.profile_label(p),
             "context": p.context,
             "peak device": format_bytes(p.peak_gpu_bytes),
-            "prefill peak": format_bytes(p.prefill_peak_bytes),
+            "prefill peak": "-" if p.oom and not p.prefill_peak_bytes else format_bytes(p.prefill_peak_bytes),
             "host": format_bytes(p.peak_host_bytes),
-            "TTFT": "-" if p.ttft_s is None else f"{p.ttft_s:.3f} s",
-            "decode": "-" if p.decode_tokens_per_s is None else f"{p.decode_tokens_per_s:.1f} tok/s",
-            "outcome": "OOM" if p.oom else ("error" if p.error else "ok"),
-        })
+        }
+        if timings:
+            row["TTFT"] = "-" if p.ttft_s is None else f"{p.ttft_s:.3f} s"
+            row["decode"] = "-" if p.decode_tokens_per_s is None else f"{p.decode_tokens_per_s:.1f} tok/s"
+        row["outcome"] = "OOM" if p.oom else ("error" if p.error else "ok")
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -2,7 +2,8 @@
 
 Everything here is a dataclass of numbers and strings, so plots, tables, JSON and notebooks
 consume the same values and nothing here imports torch or widgets. Bytes are ints; shown to
-people only through `format_bytes` (binary units: GiB = 2**30).
+people only through `format_bytes` (binary units: GiB = 2**30). `events_frame` and
+`layer_table` turn events into pandas tables (pandas imported on use).
 """
 
 from __future__ import annotations
@@ -146,7 +147,8 @@ def events_frame(events: list[MemoryEvent]):
     """A pandas DataFrame with one row per event and the MemoryEvent fields as columns."""
     import pandas as pd
 
-    return pd.DataFrame([e.to_dict() for e in events], columns=list(EVENT_COLUMNS))
+    frame = pd.DataFrame([e.to_dict() for e in events], columns=list(EVENT_COLUMNS))
+    return frame.astype({"layer": "Int64", "piece": "Int64"})  # nullable: None for whole-model modules
 
 
 def layer_table(events: list[MemoryEvent], layer_weight_bytes: list[int] | None = None, phase: str = "prefill"):

@@ -16,9 +16,9 @@ Decisions:
 - Phase comes from the causal LM's own forward: a forward of more than one token, or the first
   of the run, is prefill (step 0); each later one-token forward is decode step n (1-based).
 - KV bytes come from `engine.cache.kv_bytes_by_layer` on the cache a decoder layer receives,
-  refreshed after each attention and each layer (where the cache grows or moves); other events
-  repeat the last value. Only a weak reference to the cache is kept, so recording never keeps a
-  cache alive.
+  refreshed after each attention (only that layer, for a plain cache) and, for a cache that
+  places layers itself (MomCache), after each layer too; other events repeat the last value.
+  Only a weak reference to the cache is kept, so recording never keeps a cache alive.
 - Forward hooks are registered with `always_call`, so a module that raises (an OOM) closes its
   watch; hooks and piece hooks are removed on exit, also on error.
 - The piece hook is attached at every forward to whatever mom Handle the model has then, so
@@ -96,6 +96,8 @@ class MemoryRecorder:
         self._piece_handle = None
         self._cache_ref: Callable[[], Any] = lambda: None
         self._kv = (0, 0)
+        self._kv_layers: list[tuple[int, int]] = []
+        self._kv_self_reported = False
         self._phase, self._step, self._forwards = "prefill", 0, 0
         self._t0 = 0.0
 
@@ -154,7 +156,7 @@ class MemoryRecorder:
         self.run_index += 1
         self._frames = []
         self._phase, self._step, self._forwards = "prefill", 0, 0
-        self._kv = (0, 0)
+        self._kv, self._kv_layers = (0, 0), []
         self.host_peak_bytes = self.probe.host_allocated()
         self._t0 = time.perf_counter()
         self._run_watch = self.probe.watch()
@@ -174,6 +176,7 @@ class MemoryRecorder:
             self._final_peak = self._run_watch.close()
             self._run_watch = None
         self._cache_ref = lambda: None
+        self._kv_layers = []
         self._close_sink()
         self.probe.__exit__(None, None, None)
 
@@ -243,12 +246,14 @@ class MemoryRecorder:
         if self.timing:
             self.probe.synchronize()
         now = time.perf_counter()
-        if module in ("attention", "layer"):
-            self._refresh_kv()
+        watch = frame.watch
+        peak = watch.close()
+        if module == "attention" or (module == "layer" and self._kv_self_reported):
+            self._refresh_kv(layer)
         event = MemoryEvent(
             phase=self._phase, step=self._step, layer=layer, module=module,
-            bytes_before=frame.before, bytes_after=self.probe.allocated(), peak_bytes=frame.watch.close(),
-            reserved_bytes=self.probe.reserved(), kv_gpu_bytes=self._kv[0], kv_host_bytes=self._kv[1],
+            bytes_before=frame.before, bytes_after=watch.end_bytes, peak_bytes=peak,
+            reserved_bytes=watch.end_reserved, kv_gpu_bytes=self._kv[0], kv_host_bytes=self._kv[1],
             elapsed_s=now - self._t0, duration_s=now - frame.start, piece=piece,
         )
         self._emit(event)
@@ -277,16 +282,30 @@ class MemoryRecorder:
         cache = families.cache_argument(kwargs)
         if cache is None or cache is self._cache_ref():
             return
+        self._kv_self_reported = hasattr(cache, "bytes_by_layer")
+        self._kv_layers = list(kv_bytes_by_layer(cache, self.probe.device))
+        self._kv = _totals(self._kv_layers)
         try:
             self._cache_ref = weakref.ref(cache)
-        except TypeError:  # not weak-referenceable: measure it now, keep nothing
+        except TypeError:  # not weak-referenceable: keep nothing (KV stays as measured now)
             self._cache_ref = lambda: None
-            self._kv = _kv_totals(cache, self.probe.device)
 
-    def _refresh_kv(self) -> None:
+    def _refresh_kv(self, layer: int) -> None:
+        """After a layer's attention (and, for a cache that places layers itself, after the layer).
+
+        A plain transformers cache changes only in the layer whose attention just ran, so only
+        that layer is re-measured: all layers every time would cost O(layers^2) per forward.
+        """
         cache = self._cache_ref()
-        if cache is not None:
-            self._kv = _kv_totals(cache, self.probe.device)
+        if cache is None:
+            return
+        if self._kv_self_reported:
+            self._kv_layers = list(kv_bytes_by_layer(cache, self.probe.device))
+        else:
+            while len(self._kv_layers) <= layer:
+                self._kv_layers.append((0, 0))
+            self._kv_layers[layer] = _layer_kv(cache, layer, self.probe.device)
+        self._kv = _totals(self._kv_layers)
 
     def _update_host_peak(self) -> None:
         self.host_peak_bytes = max(self.host_peak_bytes, self.probe.host_allocated(), self._kv[1])
@@ -328,6 +347,16 @@ def _sequence_length(args: tuple, kwargs: dict) -> int:
     return 0
 
 
-def _kv_totals(cache, device: torch.device) -> tuple[int, int]:
-    per_layer = kv_bytes_by_layer(cache, device)
+def _layer_kv(cache, layer: int, device: torch.device) -> tuple[int, int]:
+    """(device, host) bytes of one layer of a plain cache, as kv_bytes_by_layer counts them."""
+    on_device = on_host = 0
+    for tensor in families.cache_layer_tensors(cache, layer):
+        if tensor.device.type == device.type:
+            on_device += tensor.nbytes
+        else:
+            on_host += tensor.nbytes
+    return on_device, on_host
+
+
+def _totals(per_layer: list[tuple[int, int]]) -> tuple[int, int]:
     return sum(d for d, _ in per_layer), sum(h for _, h in per_layer)
