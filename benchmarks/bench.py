@@ -47,7 +47,8 @@ def main(argv=None) -> None:
             record = harness.measure(model, variant, context, args.new_tokens, decode_tokens=decode)
             report["runs"].append(record)
             Path(args.out).write_text(json.dumps(report, indent=1))
-            print(json.dumps({k: v for k, v in record.items() if k not in ("tokens", "traceback")}), flush=True)
+            print(json.dumps({k: v for k, v in record.items() if k not in ("tokens", "traceback", "decode_step_s", "tiers")}),
+                  flush=True)
     _check_tokens(report["runs"])
     Path(args.out).write_text(json.dumps(report, indent=1))
     print_table(report)
@@ -69,13 +70,14 @@ def print_table(report) -> None:
           f"torch {env['torch']}, transformers {env['transformers']}, model {report['model']}")
     if "bandwidth" in report:
         print("pinned bandwidth GB/s:", {k: round(v, 1) for k, v in report["bandwidth"].items()})
-    print(f"{'context':>8} {'variant':<12} {'TTFT s':>8} {'s/token':>8} {'peak GiB':>9} {'prefill':>8} "
+    print(f"{'context':>8} {'variant':<12} {'TTFT s':>8} {'s/token':>8} {'median':>8} {'peak GiB':>9} {'prefill':>8} "
           f"{'KV gpu':>7} {'KV host':>8} {'=hf':>4}")
     for r in report["runs"]:
         if r["oom"] or r.get("error"):
             print(f"{r['context']:>8} {r['variant']:<12} {'OOM' if r['oom'] else 'ERROR: ' + r['error'][:60]}")
             continue
         print(f"{r['context']:>8} {r['variant']:<12} {r['ttft_s']:>8.2f} {r['decode_s_per_token']:>8.4f} "
+              f"{r['decode_median_s_per_token']:>8.4f} "
               f"{r['peak_gib']:>9.2f} {r['prefill_peak_gib']:>8.2f} {r['kv_gpu_gib']:>7.2f} {r['kv_host_gib']:>8.2f} "
               f"{str(r.get('tokens_match_hf', '')):>4}")
 

@@ -77,13 +77,16 @@ def _prefill(model, variant: str, ids: torch.Tensor, cache_name: str):
     return model(ids, logits_to_keep=1, use_cache=True)
 
 
-def _decode(model, first_token, cache, cache_name: str, steps: int) -> list[int]:
-    token, tokens = first_token, []
+def _decode(model, first_token, cache, cache_name: str, steps: int) -> tuple[list, list[float]]:
+    """Greedy steps, each synchronized and timed (the first one includes any cache reload)."""
+    token, tokens, times = first_token, [], []
     for _ in range(steps):
+        start = sync_time()
         out = model(token, logits_to_keep=1, use_cache=True, **{cache_name: cache})
         token = out.logits[:, -1:].argmax(-1)
+        times.append(sync_time() - start)
         tokens.append(token)
-    return tokens
+    return tokens, times
 
 
 @torch.no_grad()
@@ -106,11 +109,12 @@ def measure(model, variant: str, context: int, new_tokens: int = 32, seed: int =
         cache = _cache_of(out)
         first = out.logits[:, -1:].argmax(-1)
         out = None
-        start = sync_time()
-        tokens = _decode(model, first, cache, cache_name, steps)
-        elapsed = sync_time() - start
-        record["decode_s_per_token"] = elapsed / max(steps, 1)
-        record["decode_tokens_per_s"] = max(steps, 1) / elapsed
+        tokens, times = _decode(model, first, cache, cache_name, steps)
+        record["decode_step_s"] = times
+        record["decode_s_per_token"] = sum(times) / max(steps, 1)  # mean, first step (reload) included
+        record["decode_median_s_per_token"] = sorted(times)[len(times) // 2] if times else None
+        record["decode_tokens_per_s"] = max(steps, 1) / sum(times) if times else None
+        record["total_s"] = record["ttft_s"] + sum(times)
         record["peak_gib"] = torch.cuda.max_memory_allocated() / GiB
         per_layer = kv_bytes_by_layer(cache, "cuda")
         record["kv_gpu_gib"] = sum(d for d, _ in per_layer) / GiB

@@ -1,38 +1,31 @@
 """Attention over mini-sequences: the attention-side transients of prefill, cut to one piece.
 
 With the MLP in pieces, prefill still holds about 59 KiB per token of attention-side tensors
-on Llama-3.1-8B (full q, RoPE temporaries, the attention output and its transposed copy, the
-o_proj input and output). Causality makes pieces exact: the queries of piece [s, e) only see
-keys [0, e), which are all computed by then. So one pass over the pieces computes q, k, v of
-the piece, writes k, v into the layer's full K/V buffers (they go to the cache anyway), runs
-attention of the piece's queries against keys [0, e) and writes o_proj of the result into the
-output. Only K/V and the output span the whole prompt.
+on Llama-3.1-8B: RoPE temporaries of full q and k, the attention output, its transposed
+contiguous copy, the o_proj input and output. Here the token-wise parts run over pieces:
+q, k, v projections, per-head norms and RoPE write into one Q buffer and the layer's K/V
+buffers (K/V go to the cache anyway), and o_proj reads the attention output piece by piece,
+transposing one piece at a time.
 
-Causal alignment of a piece is bottom-right (query i of [s, e) sees keys <= s + i): sdpa gets
-`causal_lower_right`, flash attention aligns that way by itself, and a mask built by
-transformers (padding, sliding window, eager) is sliced to the piece's rows.
+Attention itself is one call over the whole prompt, exactly the call transformers makes
+(sdpa with is_causal and GQA, or the configured implementation with its mask): splitting the
+queries too would save the Q buffer, but bottom-right-causal pieces ran at 0.57x the speed of
+one causal flash call on an H100 (benchmarks/NOTES.md), so they are not worth it.
 
 Used for a fresh prefill (empty cache for this layer) without gradients; anything else takes
 the family's own forward. When only the last position is wanted (trim), only the last query
-row is computed, after every key and value.
+row is projected and attended, after every key and value.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import torch
-from torch.nn.attention.bias import causal_lower_right
 from torch.nn.functional import scaled_dot_product_attention
 
 from . import families
 from .minisequence import piece_bounds
-
-
-def attention_piece_size(piece_size: int) -> int:
-    """Query pieces are at least this long: short pieces starve flash attention (measured)."""
-    return max(piece_size, int(os.environ.get("MOM_MIN_ATTENTION_PIECE", "1")))
 
 
 def can_run_in_pieces(attention, hidden_states: torch.Tensor, kwargs: dict) -> bool:
@@ -54,7 +47,7 @@ def attention_in_pieces(
     last_position_only: bool = False,
     **kwargs,
 ):
-    """The family's attention forward, exact, over pieces of `piece_size` tokens.
+    """The family's attention forward, exact, with its token-wise parts over pieces.
 
     hidden_states: [B, S, D] (already normed) -> ([B, S, D] or [B, 1, D], None).
     """
@@ -63,73 +56,65 @@ def attention_in_pieces(
     cache = families.cache_argument(kwargs)
     for name in families.CACHE_KEYWORDS:
         kwargs.pop(name, None)
-    rope, attend = families.rotary(attention), _attend_function(attention, mask)
+    rope, attend = families.rotary(attention), _attend_function(attention, mask, kwargs)
+    queries, keys, values = _project_in_pieces(family, attention, hidden_states, piece_size, cos, sin,
+                                               with_query=not last_position_only)
+    if cache is not None:
+        keys, values = cache.update(keys, values, attention.layer_idx)
     batch, seq_len, _ = hidden_states.shape
-    piece_size = attention_piece_size(piece_size)
-    keys = values = output = None
+    if last_position_only:
+        q, _, _ = families.project_qkv(family, attention, hidden_states[:, -1:])
+        q = rope(q, q, cos[:, -1:], sin[:, -1:])[0]
+        out = attend(q, keys, values, None if mask is None else mask[:, :, -1:, :])
+        return attention.o_proj(out.reshape(batch, 1, -1)), None
+    out = attend(queries, keys, values, mask)  # [B, S, H, hd] (a transposed view for sdpa)
+    del queries
+    output = None
     for start, end in piece_bounds(seq_len, piece_size):
-        x = hidden_states[:, start:end]
-        q, k, v = families.project_qkv(family, attention, x, with_query=not last_position_only)
+        projected = attention.o_proj(out[:, start:end].reshape(batch, end - start, -1))
+        if output is None:
+            output = projected.new_empty(batch, seq_len, projected.shape[-1])
+        output[:, start:end] = projected
+    return output, None
+
+
+def _project_in_pieces(family, attention, hidden_states, piece_size, cos, sin, with_query: bool):
+    """Q [B, H, S, hd] (None without query), K and V [B, H_kv, S, hd], RoPE applied."""
+    rope = families.rotary(attention)
+    seq_len = hidden_states.shape[1]
+    buffers = None
+    for start, end in piece_bounds(seq_len, piece_size):
+        q, k, v = families.project_qkv(family, attention, hidden_states[:, start:end], with_query)
         if q is None:
             k = rope(k, k, cos[:, start:end], sin[:, start:end])[1]
         else:
             q, k = rope(q, k, cos[:, start:end], sin[:, start:end])
-        if keys is None:  # [B, H_kv, S, hd]
-            keys = k.new_empty(*k.shape[:2], seq_len, k.shape[-1])
-            values = v.new_empty(*v.shape[:2], seq_len, v.shape[-1])
-        keys[:, :, start:end], values[:, :, start:end] = k, v
-        del k, v
-        if q is None:
-            continue
-        piece_out = attend(q, keys[:, :, :end], values[:, :, :end], _rows(mask, start, end, end), kwargs)
-        del q
-        projected = attention.o_proj(piece_out.reshape(batch, end - start, -1))
-        if output is None:
-            output = projected.new_empty(batch, seq_len, projected.shape[-1])
-        output[:, start:end] = projected
-    if cache is not None:
-        keys, values = cache.update(keys, values, attention.layer_idx)
-    if last_position_only:
-        output = _last_position(family, attention, hidden_states, keys, values, cos, sin, mask, attend, kwargs)
-    return output, None
+        pieces = (q, k, v)
+        if buffers is None:
+            buffers = [t.new_empty(*t.shape[:2], seq_len, t.shape[-1]) if t is not None else None for t in pieces]
+        for buffer, piece in zip(buffers, pieces):
+            if buffer is not None:
+                buffer[:, :, start:end] = piece
+        del q, k, v, pieces
+    return buffers
 
 
-def _last_position(family, attention, hidden_states, keys, values, cos, sin, mask, attend, kwargs):
-    q, _, _ = families.project_qkv(family, attention, hidden_states[:, -1:])
-    q = families.rotary(attention)(q, q, cos[:, -1:], sin[:, -1:])[0]
-    seq_len = keys.shape[-2]
-    out = attend(q, keys, values, _rows(mask, seq_len - 1, seq_len, seq_len), kwargs)
-    return attention.o_proj(out.reshape(hidden_states.shape[0], 1, -1))
-
-
-def _rows(mask: torch.Tensor | None, start: int, end: int, kv_end: int) -> torch.Tensor | None:
-    # a transformers mask is [B, 1, q, kv] with kv = cached + new tokens (cache empty here)
-    return None if mask is None else mask[:, :, start:end, :kv_end]
-
-
-def _attend_function(attention, mask) -> Callable:
-    """attend(q, k, v, mask rows, kwargs) -> [B, q_len, H, hd] for one piece of queries."""
-    implementation = attention.config._attn_implementation
-    if mask is None and implementation == "sdpa":
-        return lambda q, k, v, _mask, _kwargs: _sdpa_lower_right(attention, q, k, v)
+def _attend_function(attention, mask, kwargs) -> Callable:
+    """attend(q, k, v, mask) -> [B, q_len, H, hd], the call the family's forward makes."""
+    if mask is None and attention.config._attn_implementation == "sdpa":
+        return lambda q, k, v, _mask: _sdpa_causal(attention, q, k, v)
     interface, extra = families.attention_function(attention), families.attention_extra_kwargs(attention)
 
-    def attend(q, k, v, mask_rows, kwargs):
+    def attend(q, k, v, mask_rows):
         out, _ = interface(attention, q, k, v, mask_rows, dropout=0.0, scaling=attention.scaling, **extra, **kwargs)
         return out
 
     return attend
 
 
-def _sdpa_lower_right(attention, q, k, v) -> torch.Tensor:
-    # q: [B, H, s, hd]; k, v: [B, H_kv, e, hd] -> [B, s, H, hd] as transformers' sdpa returns it
-    q_len, kv_len = q.shape[-2], k.shape[-2]
+def _sdpa_causal(attention, q, k, v) -> torch.Tensor:
+    # q: [B, H, s, hd]; k, v: [B, H_kv, S, hd] -> [B, s, H, hd], transposed lazily (no copy)
+    causal = q.shape[-2] > 1
     gqa = q.shape[1] != k.shape[1]
-    if q_len == kv_len:
-        out = scaled_dot_product_attention(q, k, v, is_causal=True, scale=attention.scaling, enable_gqa=gqa)
-    elif q_len == 1:
-        out = scaled_dot_product_attention(q, k, v, scale=attention.scaling, enable_gqa=gqa)
-    else:
-        bias = causal_lower_right(q_len, kv_len)
-        out = scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=attention.scaling, enable_gqa=gqa)
+    out = scaled_dot_product_attention(q, k, v, is_causal=causal, scale=attention.scaling, enable_gqa=gqa)
     return out.transpose(1, 2)
