@@ -45,9 +45,12 @@ VARIANTS = {
 }
 
 
-def free_memory() -> None:
+def free_memory(settle_s: float = 0.0) -> None:
     gc.collect()
     torch.cuda.empty_cache()
+    if hasattr(torch._C, "_host_emptyCache"):
+        torch._C._host_emptyCache()  # pinned blocks cached by torch (hf-offload) go back to the OS
+    time.sleep(settle_s)
 
 
 def sync_time() -> float:
@@ -131,7 +134,7 @@ def measure(model, variant: str, context: int, new_tokens: int = 32, seed: int =
         out = cache = None
         if handle is not None:
             handle.restore()
-        free_memory()
+        free_memory(settle_s=2.0)
     return record
 
 

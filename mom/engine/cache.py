@@ -34,7 +34,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from . import families
-from .pinned import HostPool
+from .pinned import HOST_TIER_CONTEXTS, HostPool  # noqa: F401  (trackers find the hook here)
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ class Mover:
         if not self.cuda:
             dst.copy_(src)
             return None
+        if not _rows_contiguous(src):  # e.g. K/V straight out of RoPE on a transposed view
+            src = src.contiguous()
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self.stream):
             for dst_row, src_row in zip(_rows(dst), _rows(src)):
@@ -92,11 +94,17 @@ class Mover:
             torch.cuda.current_stream(self.device).wait_event(event)
 
 
+def _rows_contiguous(tensor: torch.Tensor) -> bool:
+    # [B, H, tokens, hd]: each (b, h) row is one contiguous block, and rows can be indexed flat
+    b_stride, h_stride, t_stride, d_stride = tensor.stride()
+    return d_stride == 1 and t_stride == tensor.shape[-1] and b_stride == h_stride * tensor.shape[1]
+
+
 def _rows(tensor: torch.Tensor) -> list[torch.Tensor]:
     """The contiguous [tokens, head_dim] rows of a [B, H, tokens, head_dim] view."""
-    rows = tensor.reshape(-1, *tensor.shape[-2:]) if tensor.is_contiguous() else tensor.flatten(0, -3)
-    assert all(row.is_contiguous() for row in rows[:1]), "K/V rows must be contiguous"
-    return list(rows.unbind(0))
+    if not _rows_contiguous(tensor):
+        raise ValueError("K/V rows must be contiguous blocks")
+    return list(tensor.flatten(0, 1).unbind(0))
 
 
 class MomLayer(DynamicLayer):

@@ -15,6 +15,7 @@ Without CUDA the blocks are plain tensors and nothing runs in the background.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import logging
@@ -31,6 +32,18 @@ logger = logging.getLogger(__name__)
 #   "torch": torch's cudart binding
 #   "prefault": touch the pages with torch's multi-threaded fill first, then ctypes
 PIN_METHOD = os.environ.get("MOM_PIN_METHOD", "prefault")
+
+
+# Memory trackers (mom.memory) add a context factory here so that host blocks allocated inside
+# it count as host memory, not device memory; the engine never imports the memory layer.
+HOST_TIER_CONTEXTS: list = []
+
+
+def host_tier() -> contextlib.ExitStack:
+    stack = contextlib.ExitStack()
+    for context in HOST_TIER_CONTEXTS:
+        stack.enter_context(context())
+    return stack
 
 
 @functools.cache
@@ -81,7 +94,8 @@ class HostPool:
         self._executor: ThreadPoolExecutor | None = None
 
     def _new_block(self, nbytes: int) -> torch.Tensor:
-        block = torch.empty(nbytes, dtype=torch.uint8)
+        with host_tier():
+            block = torch.empty(nbytes, dtype=torch.uint8)
         if self.pin:
             _register(block)
         return block

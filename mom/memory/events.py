@@ -71,6 +71,9 @@ class Profile:
     """One measured run (prefill + decode) of a model under a MomConfig.
 
     peak_gpu_bytes is the device high-water mark of the whole run, weights included.
+    peak_host_bytes is the larger of the KV cache's host bytes (needs recording) and the host
+    memory the probe sees (the tracker's host tier; torch's pinned caching allocator on CUDA).
+    prefill_peak_bytes is the high-water mark up to the first token's logits.
     An out-of-memory error is a result: oom=True, error holds the message, numbers are what
     was measured up to the failure.
     """

@@ -106,6 +106,13 @@ class Probe:
         """Host bytes this backend can see (pinned host memory, or the tracker's host tier)."""
         return 0
 
+    def host_peak(self) -> int:
+        """High-water mark of `host_allocated` since the last `reset_host_peak`."""
+        return self.host_allocated()
+
+    def reset_host_peak(self) -> None:
+        """Restart the host high-water mark."""
+
     @property
     def limit(self) -> int | None:
         return None
@@ -187,11 +194,25 @@ class CudaProbe(Probe):
         return allocated["current"], allocated["peak"], reserved["current"]
 
     def host_allocated(self) -> int:
+        """Pinned host memory of torch's caching host allocator (memory pinned with
+        cudaHostRegister, as mom's host pool does, is not in it: the recorder's KV host bytes are)."""
+        return self._host_stat("allocated_bytes.current")
+
+    def host_peak(self) -> int:
+        return self._host_stat("allocated_bytes.peak")
+
+    def reset_host_peak(self) -> None:
+        reset = getattr(torch.cuda, "reset_peak_host_memory_stats", None)
+        if reset is not None:
+            reset()
+
+    @staticmethod
+    def _host_stat(name: str) -> int:
         stats = getattr(torch.cuda, "host_memory_stats", None)
         if stats is None:
             return 0
         with contextlib.suppress(Exception):
-            return int(stats().get("allocated_bytes.current", 0))
+            return int(stats().get(name, 0))
         return 0
 
     @property
@@ -286,10 +307,11 @@ class TensorTracker(Probe):
     def host_allocated(self) -> int:
         return self._host_bytes
 
-    @property
     def host_peak(self) -> int:
-        """Host-tier high-water mark since construction."""
         return self._host_peak
+
+    def reset_host_peak(self) -> None:
+        self._host_peak = self._host_bytes
 
     @property
     def limit(self) -> int | None:

@@ -7,9 +7,11 @@ becomes one `MemoryEvent` (events.py), sent to listeners as it happens (live plo
 long sweep survives a crashed kernel.
 
 Decisions:
-- The hot path reads probe counters only. On CUDA those are allocator bookkeeping on the host,
-  so recording never synchronizes the device unless `timing=True` asks for exact durations
-  (without it, durations are host-side launch times).
+- The hot path reads probe counters only: two reads per hooked call. On CUDA those are
+  allocator bookkeeping on the host (one nested-stats read, ~13 us), so recording never
+  synchronizes the device unless `timing=True` asks for exact durations (without it, durations
+  are host-side launch times). Prefill cost: 0.4% at 64k on llama-3.1-8b (H100); decode, which
+  is launch-bound, slows by about a third on llama-3.2-1b.
 - Peaks nest through `Probe.watch()` (probes.py): each hooked call opens a watch, which resets
   the device peak after folding it into the enclosing watches, so a layer's peak includes its
   attention's and the run's peak (`peak_bytes`) is the true high-water mark of the whole run.
@@ -224,11 +226,12 @@ class MemoryRecorder:
     def _on_model_end(self, module, args, output) -> None:
         self._update_host_peak()
 
-    def _on_piece(self, layer: int, piece: int, count: int, stage: str) -> None:
+    def _on_piece(self, layer: int, piece: int, count: int, stage: str, block: str = "mlp") -> None:
+        # `block` lets the engine report attention pieces too (module "attention_piece")
         if stage == "start":
-            self._open("mlp_piece", layer, piece)
+            self._open(f"{block}_piece", layer, piece)
         else:
-            self._close("mlp_piece", layer, piece, failed=False)
+            self._close(f"{block}_piece", layer, piece, failed=False)
 
     def _open(self, module: str, layer: int | None, piece: int | None) -> None:
         if self.timing:
