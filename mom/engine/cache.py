@@ -378,19 +378,21 @@ def layer_index(cache: Cache, layer) -> int:
     return next(i for i, other in enumerate(cache.layers) if other is layer)
 
 
-def kv_bytes_by_layer(cache, device: torch.device | str) -> list[tuple[int, int]]:
+def kv_bytes_by_layer(cache, device: torch.device | str, layers: list[int] | None = None) -> list[tuple[int, int]]:
     """(device bytes, host bytes) of K/V held per layer by any transformers Cache.
 
     `device` is the compute device: tensors there count as device (GPU) memory, anything
-    else as host memory. A cache that knows better (MomCache) answers itself.
+    else as host memory. A cache that knows better (MomCache) answers itself. `layers`
+    restricts the answer to those layers (in that order).
     """
     if cache is None:
         return []
     if hasattr(cache, "bytes_by_layer"):
-        return cache.bytes_by_layer()
+        per_layer = cache.bytes_by_layer()
+        return per_layer if layers is None else [per_layer[i] for i in layers]
     device = torch.device(device)
     out = []
-    for layer in range(len(getattr(cache, "layers", []))):
+    for layer in range(len(getattr(cache, "layers", []))) if layers is None else layers:
         on_device = on_host = 0
         for tensor in families.cache_layer_tensors(cache, layer):
             if tensor.device.type == device.type:

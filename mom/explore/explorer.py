@@ -91,6 +91,7 @@ class Explorer:
         self._model: nn.Module | None = model
         self._model_name = GIVEN_MODEL if model is not None else None
         self.profiles: list[Profile] = []
+        self._sweep_runs: list[Profile] = []  # the current model's runs: the sweep chart's data
         self._runs: dict[tuple, Profile] = {}
         self.summary = None
         self.last_error: BaseException | None = None
@@ -168,6 +169,7 @@ class Explorer:
                                       high=high, limit_bytes=self.limit_bytes, progress=False, record=False)
             self.max_context = result
             self.profiles.extend(result.tries)
+            self._sweep_runs.extend(result.tries)
             self._draw_sweep()
             self.progress.bar_style = "success"
             self._say(_max_context_message(result, config))
@@ -192,6 +194,7 @@ class Explorer:
             self.progress.value = self.progress.max if not result.oom else self.progress.value
             self._runs[key] = result
             self.profiles.append(result)
+            self._sweep_runs.append(result)
         self.progress.bar_style = "danger" if result.oom else "success"
         self._show_result(result)
         return result
@@ -212,7 +215,7 @@ class Explorer:
         return self.context if self.cuda else max(v for _, v in self.controls["context"].options)
 
     def _draw_sweep(self) -> None:
-        update_in_place(self.sweep, plots.sweep_figure(self.profiles, self._device_limit(self._model)))
+        update_in_place(self.sweep, plots.sweep_figure(self._sweep_runs, self._device_limit(self._model)))
 
     def _device_limit(self, model: nn.Module | None) -> int | None:
         if not self.cuda:
@@ -229,6 +232,7 @@ class Explorer:
         self._say(f"loading {name} on {self.device} ...")
         self._model = load(name, device=self.device)
         self._model_name = name
+        self._sweep_runs = []
         self._reset_live(self._model)
         return self._model
 

@@ -307,7 +307,7 @@ class MemoryRecorder:
         else:
             while len(self._kv_layers) <= layer:
                 self._kv_layers.append((0, 0))
-            self._kv_layers[layer] = _layer_kv(cache, layer, self.probe.device)
+            self._kv_layers[layer] = kv_bytes_by_layer(cache, self.probe.device, layers=[layer])[0]
         self._kv = _totals(self._kv_layers)
 
     def _update_host_peak(self) -> None:
@@ -348,17 +348,6 @@ def _sequence_length(args: tuple, kwargs: dict) -> int:
         if isinstance(value, torch.Tensor) and value.dim() >= 2:
             return value.shape[1]
     return 0
-
-
-def _layer_kv(cache, layer: int, device: torch.device) -> tuple[int, int]:
-    """(device, host) bytes of one layer of a plain cache, as kv_bytes_by_layer counts them."""
-    on_device = on_host = 0
-    for tensor in families.cache_layer_tensors(cache, layer):
-        if tensor.device.type == device.type:
-            on_device += tensor.nbytes
-        else:
-            on_host += tensor.nbytes
-    return on_device, on_host
 
 
 def _totals(per_layer: list[tuple[int, int]]) -> tuple[int, int]:
