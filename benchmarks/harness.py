@@ -26,7 +26,7 @@ import torch
 
 import mom
 from mom.engine import families
-from mom.engine.cache import kv_bytes_by_layer
+from mom.engine.cache import HostMemoryError, check_host_memory, growth, kv_bytes_by_layer
 
 GiB = 2**30
 CHUNK = 8192
@@ -127,7 +127,10 @@ def measure(model, variant: str, context: int, new_tokens: int = 32, seed: int =
         if hasattr(cache, "mom_layers"):
             record["tiers"] = [layer.tier for layer in cache.mom_layers()]
     except torch.OutOfMemoryError as error:
-        record.update(oom=True, error=str(error).splitlines()[0], peak_gib=torch.cuda.max_memory_allocated() / GiB)
+        record.update(oom=True, wall="gpu", error=str(error).splitlines()[0],
+                      peak_gib=torch.cuda.max_memory_allocated() / GiB)
+    except HostMemoryError as error:  # the host-RAM guard refused before allocating anything
+        record.update(oom=True, wall="host", error=str(error))
     except Exception as error:  # a failed run is recorded, the sweep goes on
         record.update(error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc(limit=3))
     finally:
@@ -174,3 +177,17 @@ def environment() -> dict:
     return dict(card=torch.cuda.get_device_name(), gpu_total_gib=props.total_memory / GiB,
                 host_ram_gib=psutil.virtual_memory().total / GiB, torch=torch.__version__,
                 transformers=transformers.__version__, python=platform.python_version(), commit=commit)
+
+
+def host_guard_maximum(model, step: int) -> int:
+    """Largest multiple of `step` whose offloaded cache passes the host-RAM guard right now."""
+    context = step
+    while True:
+        try:
+            check_host_memory(model, 1, context + step)
+        except HostMemoryError:
+            return context
+        context += step
+
+
+__all__ = ["VARIANTS", "growth", "host_guard_maximum", "measure", "pinned_bandwidth", "environment"]
