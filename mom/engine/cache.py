@@ -278,10 +278,12 @@ class MomCache(Cache):
             return self.kv_gpu_budget
         if not self.mover.cuda:
             return 1 << 62  # nothing to bound on CPU: keep everything "resident"
-        free, total = torch.cuda.mem_get_info(self.device)
-        cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        # Cached blocks freed by prefill are fragmented: 6.8 GiB of them could not hold one
+        # 1.7 GiB buffer at 852k tokens (benchmarks/NOTES.md). Give them back, count true free.
+        torch.cuda.empty_cache()
+        free, _ = torch.cuda.mem_get_info(self.device)
         working_set = 2 * per_layer + (1 << 30)  # two stream slots + logits and activations of a step
-        return max(0, int((free + cached - working_set) * 0.95))
+        return max(0, int((free - working_set) * 0.92))
 
     # -- fetching --------------------------------------------------------------------------
     def _needs_fetch(self, layer) -> bool:
@@ -298,7 +300,12 @@ class MomCache(Cache):
     def _start_fetch(self, layer: MomLayer) -> _Fetch:
         needed = layer.length + 1
         if layer.tier == "reload":
-            layer.device_kv = device_buffers(layer.host_kv[0], needed, self.device)
+            try:
+                layer.device_kv = device_buffers(layer.host_kv[0], needed, self.device)
+            except torch.OutOfMemoryError:  # the budget was optimistic: stream this layer instead
+                logger.warning("mom cache: layer %d does not fit on the GPU after all; streaming it", layer.index)
+                layer.device_kv, layer.tier = None, "stream"
+                return self._start_fetch(layer)
             targets, slot = layer.device_kv, None
         else:
             slot = self._stream_position(layer) % 2
