@@ -304,7 +304,9 @@ def summary_table(profile: Profile, baseline: Profile | None = None, timings: bo
             table.loc[row, column] = "-" if run.oom and not value else fmt(value)
         table.loc["outcome", column] = _outcome(run)
     if baseline is not None:
-        ratios = [_ratio(getattr(profile, attr), getattr(baseline, attr)) for _, attr, _ in metrics]
+        # host bytes of a baseline are ~0 (nothing offloaded): a ratio to that says nothing
+        ratios = [_ratio(getattr(profile, attr), getattr(baseline, attr)) if attr != "peak_host_bytes" else "-"
+                  for _, attr, _ in metrics]
         table["vs baseline"] = (["-"] * len(metrics) if profile.oom or baseline.oom else ratios) + [""]
     table.index.name = f"context {profile.context}"
     return table

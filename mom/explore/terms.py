@@ -43,7 +43,7 @@ def formulas(model: nn.Module, context: int, batch: int = 1) -> pd.DataFrame:
     heads = 1 if getattr(c, "tie_word_embeddings", False) else 2
     per_layer = d * (d + 2 * kv) + d * d + 3 * d * inner + 2 * d
     rows = {
-        "weights": ("b (V d x %d + L (d (d + 2 h_kv d_h) + d^2 + 3 d I + 2 d) + d)" % heads,
+        "weights": (f"b (V d x {heads} + L (d (d + 2 h_kv d_h) + d^2 + 3 d I + 2 d) + d)",
                     b * (vocab * d * heads + layers * per_layer + d)),
         "KV cache (all layers)": ("S 2 L h_kv d_h b", s * 2 * layers * kv * b),
         "MLP intermediates (one layer)": ("3 S I b", 3 * s * inner * b),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mom.memory.events import MiB, MemoryEvent, Profile
+from mom.memory.events import MemoryEvent, MiB, Profile
 
 WEIGHTS = 10 * MiB
 KV_PER_LAYER = 2 * MiB

@@ -1,0 +1,51 @@
+"""The paper's anchors load as tables; committed results of any known shape are read, junk is skipped."""
+
+from __future__ import annotations
+
+import json
+
+from mom.explore import paper
+from mom.memory.events import GiB
+
+
+def test_anchor_tables():
+    anchors = paper.load_anchors()
+    tables = paper.anchor_tables(anchors)
+    assert len(tables) == 4
+    ttft = tables["Table 3: TTFT (s)"]
+    assert list(ttft.columns) == [48000, 80000, 112000, 144000]
+    assert ttft.loc["standard", 144000] == 34.907
+    assert paper.paper_max_contexts(anchors)["mom"] == 455000
+    assert len(paper.max_context_figure(anchors).data) == 1
+
+
+def test_no_results_is_empty(tmp_path):
+    assert paper.load_results(tmp_path).empty
+    assert paper.load_max_contexts(tmp_path / "missing").empty
+    assert paper.results_tables(paper.load_results(tmp_path)) == {}
+
+
+def test_results_of_several_shapes(tmp_path):
+    bench = {"environment": {"card": "H100"}, "model": "llama-3.1-8b",
+             "runs": [{"variant": "hf", "context": 131072, "peak_gib": 45.5, "ttft_s": 11.8, "oom": False},
+                      {"variant": "hf", "context": 262144, "oom": True, "peak_gib": 78.0}]}
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    (tmp_path / "list.json").write_text(json.dumps([
+        {"variant": "mom", "context": 65536, "peak_gpu_bytes": 24 * GiB, "oom": False},
+        {"maximum": 450560, "resolution": 8192, "tries": [{"config": {"label": "M=16"}, "context": 8192}]},
+    ]))
+    (tmp_path / "broken.json").write_text("{not json")
+    results = paper.load_results(tmp_path)
+    assert set(results["variant"]) >= {"hf", "mom"}
+    assert results.loc[results["variant"] == "mom", "peak_gib"].item() == 24.0
+    peak = paper.results_tables(results)["peak GiB"]
+    assert peak.loc[("H100", "hf"), 262144] == "OOM"
+    maxima = paper.load_max_contexts(tmp_path)
+    assert maxima["max_context"].tolist() == [450560] and maxima["variant"].tolist() == ["M=16"]
+    assert len(paper.comparison_figure(paper.load_anchors(), results).data) > 5
+
+
+def test_peak_ratio_table_on_tiny(tiny_llama):
+    table = paper.peak_ratio_table(tiny_llama, [512, 1024], mini_sequence_size=128, new_tokens=2)
+    assert list(table.index) == ["no_offload", "offload"]
+    assert (table.values < 100).all() and (table.values > 0).all()

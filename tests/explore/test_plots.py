@@ -1,0 +1,120 @@
+"""Plot builders are pure: synthetic events give known bars, lines and tables; real runs agree."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from mom.explore import plots
+from mom.memory.events import MiB
+
+from . import synthetic
+
+
+def by_name(fig):
+    return {trace.name: trace for trace in fig.data}
+
+
+def test_units_are_binary():
+    assert plots.pick_unit(3 * (1 << 30)) == ("GiB", 1 << 30)
+    assert plots.pick_unit(5 * MiB) == ("MiB", MiB)
+    assert plots.pick_unit(10) == ("KiB", 1024)
+
+
+def test_layer_breakdown_of_synthetic_events():
+    table = plots.layer_breakdown(synthetic.events(), synthetic.weights())
+    assert list(table.index) == ["embed", "L0", "L1", "L2", "head"]
+    assert list(table.loc[["L0", "L1", "L2"], "kv_gpu"]) == [synthetic.KV_PER_LAYER] * 3
+    assert list(table.loc[["L0", "L1", "L2"], "activation"]) == [synthetic.ACTIVATION] * 3
+    assert table.loc["head", "activation"] == synthetic.LOGITS
+    assert table["kv_host"].sum() == 0
+
+
+def test_kv_written_to_host_shows_as_host():
+    table = plots.layer_breakdown(synthetic.events(kv_on_host=True), synthetic.weights())
+    assert list(table.loc[["L0", "L1", "L2"], "kv_host"]) == [synthetic.KV_PER_LAYER] * 3
+    assert table["kv_gpu"].sum() == 0
+    assert table.loc["L0", "activation"] == synthetic.ACTIVATION
+
+
+def test_layer_figure_stacks_device_terms():
+    fig = plots.layer_figure(synthetic.events(), synthetic.weights())
+    traces = by_name(fig)
+    assert set(traces) == {"Weights", "KV on GPU", "Activation peak", "KV on host"}
+    assert fig.layout.yaxis.title.text == "memory (MiB)"
+    weights, kv = traces["Weights"], traces["KV on GPU"]
+    assert kv.base == weights.y  # KV sits on the weights
+    assert traces["Activation peak"].base[1] == pytest.approx(weights.y[1] + kv.y[1])
+    assert traces["KV on host"].offsetgroup == "host"
+
+
+def test_empty_layer_figure_has_every_layer():
+    fig = plots.layer_figure([], {}, layers=4)
+    assert list(fig.data[0].x) == ["embed", "L0", "L1", "L2", "L3", "head"]
+    assert set(fig.data[0].y) == {0.0}
+
+
+def test_timeline_marks_prefill_and_limit():
+    events = synthetic.events()
+    fig = plots.timeline_figure(events, device_limit_bytes=64 * MiB)
+    allocated = by_name(fig)["allocated"]
+    assert list(allocated.x) == list(range(len(events)))
+    assert allocated.y[0] == pytest.approx(11.0)
+    kinds = [shape.type for shape in fig.layout.shapes]
+    assert kinds == ["rect", "line"]  # prefill shading, device limit
+    assert fig.layout.shapes[1].y0 == pytest.approx(64.0)
+
+
+def test_sweep_marks_ooms_at_the_limit():
+    limit = 40 * MiB
+    runs = [synthetic.profile("baseline", 1024, 20 * MiB), synthetic.profile("baseline", 4096, 38 * MiB, oom=True),
+            synthetic.profile("M=4", 1024, 15 * MiB), synthetic.profile("M=4", 4096, 30 * MiB),
+            synthetic.profile("M=4", 4096, 31 * MiB)]  # a rerun: the later one is drawn
+    traces = by_name(plots.sweep_figure(runs, limit))
+    assert list(traces["baseline"].x) == [1024]
+    assert list(traces["baseline: OOM"].x) == [4096]
+    assert traces["baseline: OOM"].y == (40.0,)
+    assert traces["M=4"].y == (15.0, 31.0)
+
+
+def test_summary_table_against_baseline():
+    base = synthetic.profile("baseline", 4096, 40 * MiB)
+    run = synthetic.profile("M=4", 4096, 30 * MiB)
+    table = plots.summary_table(run, base)
+    assert list(table.columns) == ["baseline", "M=4", "vs baseline"]
+    assert table.loc["peak device memory", "M=4"] == "30.00 MiB"
+    assert table.loc["peak device memory", "vs baseline"] == "0.75x"
+    assert table.loc["host memory", "vs baseline"] == "-"
+    assert "TTFT" not in plots.summary_table(run, base, timings=False).index
+
+
+def test_summary_table_of_an_oom():
+    base = synthetic.profile("baseline", 4096, 38 * MiB, oom=True)
+    base.prefill_peak_bytes = 0
+    table = plots.summary_table(synthetic.profile("M=4", 4096, 30 * MiB), base)
+    assert table.loc["outcome", "baseline"] == "OOM"
+    assert table.loc["prefill peak", "baseline"] == "-"
+    assert set(table["vs baseline"]) == {"-", ""}
+
+
+def test_real_runs_show_mom_smaller(real_runs, tiny_llama):
+    from mom.explore.live import model_weights_by_layer
+
+    base, run = real_runs
+    weights = model_weights_by_layer(tiny_llama)
+    assert sum(weights.values()) == base.weights_bytes
+    b = plots.layer_breakdown(base, weights)
+    m = plots.layer_breakdown(run, weights)
+    assert (m.loc["L0":"L1", "activation"] < b.loc["L0":"L1", "activation"]).all()
+    assert b["kv_gpu"].sum() > 0 and b["kv_host"].sum() == 0
+    assert m["kv_host"].sum() >= b["kv_gpu"].sum()  # stream: prefill K/V landed on the host
+    frame = plots.events_frame(run)
+    assert isinstance(frame, pd.DataFrame) and list(frame["order"]) == list(range(len(run.events)))
+    assert len(plots.timeline_figure(run).data[0].x) == len(run.events)
+
+
+def test_weights_from_profile_adds_up(real_runs):
+    base, _ = real_runs
+    weights = plots.weights_from_profile(base)
+    assert sum(weights.values()) == base.weights_bytes
+    assert plots.layer_figure(base).data[0].y[1] > 0

@@ -1,0 +1,38 @@
+"""The HTML report is self-contained and deterministic; the demo writes one from real runs."""
+
+from __future__ import annotations
+
+from mom.explore import report
+from mom.memory.events import MiB
+
+from . import synthetic
+
+
+def runs():
+    return [synthetic.profile("baseline", 4096, 40 * MiB), synthetic.profile("M=4", 4096, 30 * MiB)]
+
+
+def test_report_is_offline_and_deterministic(tmp_path):
+    path = report.write_report(runs(), tmp_path / "sub" / "r.html", weights_by_layer=synthetic.weights())
+    text = path.read_text()
+    assert text.startswith("<!DOCTYPE html>")
+    assert 'src="http' not in text  # plotly.js is embedded, not fetched
+    assert text.count("mom-figure-") >= 2
+    assert "M=4 against the baseline at 4096 tokens" in text and "0.75x" in text
+    assert report.report_html(runs(), weights_by_layer=synthetic.weights()) == report.report_html(
+        runs(), weights_by_layer=synthetic.weights())
+
+
+def test_terminal_table():
+    table = report.terminal_table(runs())
+    assert "baseline" in table and "30.00 MiB" in table and "OOM" not in table
+
+
+def test_demo_on_cpu(tmp_path):
+    from mom.explore import run_demo
+
+    result = run_demo(context=512, new_tokens=2, path=tmp_path / "demo.html", device="cpu")
+    baseline, mom_run = result.profiles
+    assert result.path.exists() and "tiny-llama" in result.path.read_text()
+    assert mom_run.peak_gpu_bytes < baseline.peak_gpu_bytes
+    assert "M=16, trim, offload=auto" in result.table
