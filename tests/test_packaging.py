@@ -1,0 +1,47 @@
+"""The set-up stays true: environment.yml in step with pyproject.toml, README commands in CI."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_environment_yml_follows_pyproject():
+    env = (ROOT / "environment.yml").read_text()
+    project = _pyproject()["project"]
+    python = re.search(r"python=(\d+\.\d+)", env).group(1)
+    minimum = re.search(r">=(\d+\.\d+)", project["requires-python"]).group(1)
+    assert tuple(map(int, python.split("."))) >= tuple(map(int, minimum.split(".")))
+    installed = re.search(r"-e \.\[([a-z,]+)\]", env)
+    assert installed, "environment.yml must install the package itself from pyproject.toml"
+    assert set(installed.group(1).split(",")) == set(project["optional-dependencies"]), \
+        "environment.yml installs every extra pyproject.toml declares"
+    # the one source of dependencies: nothing but python and pip pinned in environment.yml
+    conda_lines = [line.strip()[2:] for line in env.splitlines() if line.startswith("  - ")]
+    assert {re.split(r"[=<>]", entry)[0] for entry in conda_lines} <= {"python", "pip", "conda-forge", "pip:"}
+
+
+def test_pyproject_declares_the_named_packages_and_markers():
+    project = _pyproject()
+    names = " ".join(project["project"]["dependencies"] + sum(project["project"]["optional-dependencies"].values(), []))
+    for package in ("torch", "transformers", "ipywidgets", "plotly", "jupyterlab", "nbval"):
+        assert package in names
+    markers = " ".join(project["tool"]["pytest"]["ini_options"]["markers"])
+    assert "gpu:" in markers and "slow:" in markers
+    assert project["project"]["scripts"]["mom"] == "mom.cli:main"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"```bash\n(.+?)\n```", readme)
+    assert len(commands) == 2, "the README holds exactly two set-up commands"
+    assert commands[0].endswith("mom demo")
+    test_command = commands[1].split("&&")[-1].strip()
+    assert test_command in (ROOT / ".ci" / "run").read_text()
