@@ -149,7 +149,7 @@ def max_context_figure(anchors: dict[str, Any], measured: pd.DataFrame | None = 
 
 def _json_files(folder: str | Path | None) -> Iterator[tuple[Path, Any]]:
     folder = Path(folder) if folder is not None else benchmarks_dir() / "results"
-    for path in sorted(folder.glob("**/*.json")) if folder.is_dir() else ():
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():  # history/ holds superseded runs
         try:
             yield path, json.loads(path.read_text())
         except (OSError, ValueError) as error:
