@@ -82,9 +82,11 @@ def _position_of(layer, module: str) -> str:
 def layer_breakdown(events, weights_by_layer: Mapping[str, int] | None = None, layers: int | None = None) -> pd.DataFrame:
     """Bytes per position: weights, KV on GPU, KV on host, activation peak.
 
-    KV is what each layer wrote during prefill, on the device or the host as it landed there
-    (the recorder reports cache totals; a layer's share is their growth across its call).
-    Moves during decode (a reload, a stream) show on the timeline, not here. The activation
+    KV is where each layer's K/V sit at the end of the run, on the device or the host, after
+    decode's reloads and streaming (the recorder's per-layer fields; the two shared GPU stream
+    slots of offload="stream" belong to no layer). Events recorded without per-layer fields
+    fall back to what each layer wrote during prefill (growth of the cache totals across its
+    call). The activation
     peak is the largest over the whole run: the most a call held above what was live when it
     began, less the device K/V it added.
 
@@ -115,11 +117,17 @@ def layer_breakdown(events, weights_by_layer: Mapping[str, int] | None = None, l
     frame["kv_gpu_added"] = frame["kv_gpu_bytes"] - gpu_start
     frame["kv_host_added"] = frame["kv_host_bytes"] - host_start
     frame["transient"] = frame["peak_bytes"] - frame["bytes_before"] - frame["kv_gpu_added"].clip(lower=0)
-    written = frame[(frame["phase"] == "prefill") & (frame["module"] == "layer")].groupby("position")
-    for label, group in written:
-        if label in out.index:
-            out.loc[label, "kv_gpu"] = max(0, int(group["kv_gpu_added"].sum()))
-            out.loc[label, "kv_host"] = max(0, int(group["kv_host_added"].sum()))
+    layer_calls = frame[frame["module"] == "layer"]
+    if "kv_layer_gpu_bytes" in frame and layer_calls["kv_layer_gpu_bytes"].notna().any():
+        for label, group in layer_calls.dropna(subset=["kv_layer_gpu_bytes"]).groupby("position"):
+            if label in out.index:  # the layer's last call: where its K/V ended up
+                out.loc[label, "kv_gpu"] = int(group["kv_layer_gpu_bytes"].iloc[-1])
+                out.loc[label, "kv_host"] = int(group["kv_layer_host_bytes"].iloc[-1])
+    else:
+        for label, group in layer_calls[layer_calls["phase"] == "prefill"].groupby("position"):
+            if label in out.index:
+                out.loc[label, "kv_gpu"] = max(0, int(group["kv_gpu_added"].sum()))
+                out.loc[label, "kv_host"] = max(0, int(group["kv_host_added"].sum()))
     for label, group in frame.groupby("position"):
         if label in out.index:
             out.loc[label, "activation"] = max(0, int(group["transient"].max()))

@@ -44,6 +44,8 @@ class MemoryEvent:
     peak_bytes: the device high-water mark reached inside the call.
     reserved_bytes: allocator reserve (CUDA) or equal to allocated (tracker).
     kv_gpu_bytes / kv_host_bytes: bytes held by the KV cache on the device / in host memory.
+    kv_layer_gpu_bytes / kv_layer_host_bytes: the same for this event's layer only (None
+        for events outside a decoder layer).
     elapsed_s: seconds from the start of the run to the end of the call.
     duration_s: seconds the call took (synchronized only when the recorder asks for timing).
     """
@@ -58,6 +60,8 @@ class MemoryEvent:
     reserved_bytes: int = 0
     kv_gpu_bytes: int = 0
     kv_host_bytes: int = 0
+    kv_layer_gpu_bytes: int | None = None  # this event's layer: its own K/V on the device...
+    kv_layer_host_bytes: int | None = None  # ...and in host memory, at the end of the call
     elapsed_s: float = 0.0
     duration_s: float = 0.0
     piece: int | None = None
@@ -151,7 +155,8 @@ def events_frame(events: list[MemoryEvent]):
     import pandas as pd
 
     frame = pd.DataFrame([e.to_dict() for e in events], columns=list(EVENT_COLUMNS))
-    return frame.astype({"layer": "Int64", "piece": "Int64"})  # nullable: None for whole-model modules
+    # nullable: None for whole-model modules
+    return frame.astype({"layer": "Int64", "piece": "Int64", "kv_layer_gpu_bytes": "Int64", "kv_layer_host_bytes": "Int64"})
 
 
 def layer_table(events: list[MemoryEvent], layer_weight_bytes: list[int] | None = None, phase: str = "prefill"):

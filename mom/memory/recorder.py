@@ -253,11 +253,13 @@ class MemoryRecorder:
         peak = watch.close()
         if module == "attention" or (module == "layer" and self._kv_self_reported):
             self._refresh_kv(layer)
+        own = self._kv_layers[layer] if layer is not None and layer < len(self._kv_layers) else (None, None)
         event = MemoryEvent(
             phase=self._phase, step=self._step, layer=layer, module=module,
             bytes_before=frame.before, bytes_after=watch.end_bytes, peak_bytes=peak,
             reserved_bytes=watch.end_reserved, kv_gpu_bytes=self._kv[0], kv_host_bytes=self._kv[1],
             elapsed_s=now - self._t0, duration_s=now - frame.start, piece=piece,
+            kv_layer_gpu_bytes=own[0], kv_layer_host_bytes=own[1],
         )
         self._emit(event)
 

@@ -118,3 +118,19 @@ def test_weights_from_profile_adds_up(real_runs):
     weights = plots.weights_from_profile(base)
     assert sum(weights.values()) == base.weights_bytes
     assert plots.layer_figure(base).data[0].y[1] > 0
+
+
+def test_layer_kv_shows_where_each_layer_ended_up_after_auto_placement():
+    """auto with a one-layer budget: L0 back on the device for decoding, L1 and L2 streamed from the host."""
+    import mom
+    from mom.engine import families
+    from mom.engine.cache import growth
+
+    model = mom.load("tiny-llama", device="cpu")
+    _, heads, dim = families.kv_geometry(model)
+    context = 512
+    one_layer = 2 * heads * dim * 4 * (context + growth(context)) + 10
+    run = mom.profile(model, mom.MomConfig(mini_sequences=4, offload="auto", kv_gpu_budget=one_layer), context, 3)
+    table = plots.layer_breakdown(run)
+    assert table.loc["L0", "kv_gpu"] > 0 and table.loc["L0", "kv_host"] == 0
+    assert all(table.loc[label, "kv_gpu"] == 0 and table.loc[label, "kv_host"] > 0 for label in ("L1", "L2"))
