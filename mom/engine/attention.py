@@ -45,12 +45,16 @@ def attention_in_pieces(
     hidden_states: torch.Tensor,
     piece_size: int,
     last_position_only: bool = False,
+    on_piece: Callable[[str, int, int, str], None] | None = None,
     **kwargs,
 ):
     """The family's attention forward, exact, with its token-wise parts over pieces.
 
     hidden_states: [B, S, D] (already normed) -> ([B, S, D] or [B, 1, D], None).
+    on_piece(block, piece, count, "start" | "end") brackets each piece of the q/k/v pass
+    (block "attention") and of the o_proj pass ("attention_out"), for memory hooks.
     """
+    on_piece = on_piece or _no_hook
     cos, sin = kwargs.pop("position_embeddings")
     mask = kwargs.pop("attention_mask", None)
     cache = families.cache_argument(kwargs)
@@ -58,7 +62,7 @@ def attention_in_pieces(
         kwargs.pop(name, None)
     rope, attend = families.rotary(attention), _attend_function(attention, mask, kwargs)
     queries, keys, values = _project_in_pieces(family, attention, hidden_states, piece_size, cos, sin,
-                                               with_query=not last_position_only)
+                                               not last_position_only, on_piece)
     if cache is not None:
         keys, values = cache.update(keys, values, attention.layer_idx)
     batch, seq_len, _ = hidden_states.shape
@@ -70,20 +74,30 @@ def attention_in_pieces(
     out = attend(queries, keys, values, mask)  # [B, S, H, hd] (a transposed view for sdpa)
     del queries
     output = None
-    for start, end in piece_bounds(seq_len, piece_size):
+    bounds = piece_bounds(seq_len, piece_size)
+    for index, (start, end) in enumerate(bounds):
+        on_piece("attention_out", index, len(bounds), "start")
         projected = attention.o_proj(out[:, start:end].reshape(batch, end - start, -1))
         if output is None:
             output = projected.new_empty(batch, seq_len, projected.shape[-1])
         output[:, start:end] = projected
+        del projected
+        on_piece("attention_out", index, len(bounds), "end")
     return output, None
 
 
-def _project_in_pieces(family, attention, hidden_states, piece_size, cos, sin, with_query: bool):
+def _no_hook(*_args) -> None:
+    return None
+
+
+def _project_in_pieces(family, attention, hidden_states, piece_size, cos, sin, with_query: bool, on_piece):
     """Q [B, H, S, hd] (None without query), K and V [B, H_kv, S, hd], RoPE applied."""
     rope = families.rotary(attention)
     seq_len = hidden_states.shape[1]
     buffers = None
-    for start, end in piece_bounds(seq_len, piece_size):
+    bounds = piece_bounds(seq_len, piece_size)
+    for index, (start, end) in enumerate(bounds):
+        on_piece("attention", index, len(bounds), "start")
         q, k, v = families.project_qkv(family, attention, hidden_states[:, start:end], with_query)
         if q is None:
             k = rope(k, k, cos[:, start:end], sin[:, start:end])[1]
@@ -96,6 +110,7 @@ def _project_in_pieces(family, attention, hidden_states, piece_size, cos, sin, w
             if buffer is not None:
                 buffer[:, :, start:end] = piece
         del q, k, v, pieces
+        on_piece("attention", index, len(bounds), "end")
     return buffers
 
 

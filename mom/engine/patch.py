@@ -38,8 +38,9 @@ _HANDLE_ATTR = "_mom_handle"
 _MISSING = object()
 MASK_WARN_BYTES = 1 << 30
 
-# (layer index, piece index, piece count, "start" | "end")
-PieceHook = Callable[[int, int, int, str], None]
+# (layer index, piece index, piece count, "start" | "end", block): block is "mlp",
+# "attention" (the q/k/v pass) or "attention_out" (the o_proj pass)
+PieceHook = Callable[..., None]
 
 
 class AlreadyEnabledError(RuntimeError):
@@ -200,10 +201,22 @@ def _only_last_position(call: dict, extra: dict) -> bool:
     return not (extra.get("output_hidden_states") or extra.get("output_attentions"))
 
 
-def _mini_sequence_forward(handle: Handle, layer_index: int, original: Callable) -> Callable:
-    def on_piece(piece: int, count: int, stage: str) -> None:
+def _piece_reporter(handle: Handle, layer_index: int) -> Callable[[str, int, int, str], None]:
+    def report(block: str, piece: int, count: int, stage: str) -> None:
         for hook in handle.piece_hooks:
-            hook(layer_index, piece, count, stage)
+            if block == "mlp":
+                hook(layer_index, piece, count, stage)
+            else:
+                hook(layer_index, piece, count, stage, block)
+
+    return report
+
+
+def _mini_sequence_forward(handle: Handle, layer_index: int, original: Callable) -> Callable:
+    report = _piece_reporter(handle, layer_index)
+
+    def on_piece(piece: int, count: int, stage: str) -> None:
+        report("mlp", piece, count, stage)
 
     @functools.wraps(original)
     def forward(x: torch.Tensor) -> torch.Tensor:
@@ -228,6 +241,7 @@ def _token_wise_forward(handle: Handle, original: Callable) -> Callable:
 
 def _attention_forward(handle: Handle, attention: nn.Module, is_last: bool, original: Callable) -> Callable:
     signature = inspect.signature(original)
+    report = _piece_reporter(handle, attention.layer_idx)
 
     @functools.wraps(original)
     def forward(*args, **kwargs):
@@ -238,7 +252,8 @@ def _attention_forward(handle: Handle, attention: nn.Module, is_last: bool, orig
         piece_size = handle.config.piece_size(seq_len)
         last_only = is_last and handle._state.trim
         if seq_len > 1 and (seq_len > piece_size or last_only) and can_run_in_pieces(attention, hidden_states, bound):
-            return attention_in_pieces(handle.family, attention, hidden_states, piece_size, last_only, **bound)
+            hooks = report if handle.piece_hooks else None
+            return attention_in_pieces(handle.family, attention, hidden_states, piece_size, last_only, hooks, **bound)
         return original(*args, **kwargs)
 
     return forward

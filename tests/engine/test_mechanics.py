@@ -50,9 +50,14 @@ def test_piece_hooks_see_each_piece(tiny_models):
         handle.piece_hooks.append(lambda *e: events.append(e))
         model(prompt(length=40), logits_to_keep=1)
     layers = model.config.num_hidden_layers
-    # 3 pieces (16+16+8) in every layer but the trimmed last one, a start and an end each
-    assert len(events) == (layers - 1) * 3 * 2
-    assert events[0] == (0, 0, 3, "start") and events[-1] == (layers - 2, 2, 3, "end")
+    mlp = [e for e in events if len(e) == 4]
+    # 3 MLP pieces (16+16+8) in every layer but the trimmed last one, a start and an end each
+    assert len(mlp) == (layers - 1) * 3 * 2
+    assert mlp[0] == (0, 0, 3, "start") and mlp[-1] == (layers - 2, 2, 3, "end")
+    attention = [e for e in events if len(e) == 5]
+    # the q/k/v pass in every layer, the o_proj pass in all but the trimmed last one
+    assert sum(e[4] == "attention" for e in attention) == layers * 3 * 2
+    assert sum(e[4] == "attention_out" for e in attention) == (layers - 1) * 3 * 2
 
 
 @torch.no_grad()
