@@ -231,6 +231,8 @@ class MomCache(Cache):
             if type(layer) is DynamicLayer:
                 layers[index] = MomLayer(self, index)
         super().__init__(layers=layers)
+        self._mom_layers = [layer for layer in layers if isinstance(layer, MomLayer)]
+        self._stream_positions: dict[int, int] = {}  # layer index -> position among streamed layers
         self.mode, self.kv_gpu_budget = mode, kv_gpu_budget
         self.device = next(model.parameters()).device
         self.dtype, self.model_config = model.dtype, model.config
@@ -244,7 +246,7 @@ class MomCache(Cache):
 
     # -- policy ----------------------------------------------------------------------------
     def mom_layers(self) -> list[MomLayer]:
-        return [layer for layer in self.layers if isinstance(layer, MomLayer)]
+        return self._mom_layers
 
     def offloads(self, index: int) -> bool:
         return isinstance(self.layers[index], MomLayer)
@@ -259,7 +261,7 @@ class MomCache(Cache):
         return super().update(key_states, value_states, layer_idx, *args, **kwargs)
 
     def _first_mom_index(self) -> int:
-        return self.mom_layers()[0].index
+        return self._mom_layers[0].index
 
     def _plan_decode(self) -> None:
         """After prefill: choose which host layers come back to the GPU and which stream."""
@@ -270,6 +272,7 @@ class MomCache(Cache):
             keep = min(len(layers), self._gpu_budget(per_layer) // max(per_layer, 1))
         for position, layer in enumerate(layers):
             layer.tier = "reload" if position < keep else "stream"
+        self._number_streamed_layers()
         self._planned = True
         logger.info("mom cache: %d layers back on the GPU, %d streamed", keep, len(layers) - keep)
 
@@ -305,6 +308,7 @@ class MomCache(Cache):
             except torch.OutOfMemoryError:  # the budget was optimistic: stream this layer instead
                 logger.warning("mom cache: layer %d does not fit on the GPU after all; streaming it", layer.index)
                 layer.device_kv, layer.tier = None, "stream"
+                self._number_streamed_layers()
                 return self._start_fetch(layer)
             targets, slot = layer.device_kv, None
         else:
@@ -315,8 +319,12 @@ class MomCache(Cache):
             event = self.mover.copy(dst[..., : layer.length, :], src[..., : layer.length, :])
         return _Fetch(slot, event)
 
+    def _number_streamed_layers(self) -> None:
+        streamed = [layer.index for layer in self._mom_layers if layer.tier == "stream"]
+        self._stream_positions = {index: position for position, index in enumerate(streamed)}
+
     def _stream_position(self, layer: MomLayer) -> int:
-        return [other.index for other in self.mom_layers() if other.tier == "stream"].index(layer.index)
+        return self._stream_positions[layer.index]
 
     def _slot(self, slot: int, like: torch.Tensor, needed: int) -> tuple[torch.Tensor, torch.Tensor]:
         current = self.slots[slot]

@@ -245,6 +245,9 @@ def _attention_forward(handle: Handle, attention: nn.Module, is_last: bool, orig
 
     @functools.wraps(original)
     def forward(*args, **kwargs):
+        hidden_states = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        if hidden_states.shape[-2] <= 1:  # decode: the plain path, no argument binding
+            return original(*args, **kwargs)
         bound = signature.bind(*args, **kwargs).arguments
         bound.update(bound.pop("kwargs", {}))
         hidden_states = bound.pop("hidden_states")

@@ -155,3 +155,24 @@ def test_pinned_buffers_are_reused_by_the_next_run(tiny_models):
             _generate(model, prompt(length=20), new=2)
             gc.collect()
         assert handle.host_pool.held_bytes == held
+
+
+@torch.no_grad()
+def test_a_reload_that_does_not_fit_streams_instead(tiny_models, monkeypatch):
+    model = tiny_models["tiny-llama"]
+    ids = prompt(length=30, seed=4)
+    expected = _generate(model, ids, new=6)
+    real = cache_module.device_buffers
+    calls = {"n": 0}
+
+    def second_reload_fails(like, needed, device):
+        calls["n"] += 1
+        if like.device.type == "cpu" and calls["n"] == 2:  # layer 1's reload
+            raise torch.OutOfMemoryError("pretend the budget was optimistic")
+        return real(like, needed, device)
+
+    monkeypatch.setattr(cache_module, "device_buffers", second_reload_fails)
+    with mom.enable(model, mom.MomConfig(offload="auto")):
+        actual = _generate(model, ids, new=6)
+    assert torch.equal(actual.sequences, expected.sequences)
+    assert [layer.tier for layer in _cache(actual).mom_layers()] == ["device", "stream", "device"]
