@@ -113,6 +113,20 @@ class Explorer:
     def _repr_mimebundle_(self, **kwargs) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
 
+    def close(self) -> None:
+        """Close every widget and let the model go.
+
+        ipywidgets keeps each widget in a global registry until it is closed, and the buttons'
+        callbacks reach this object, so without close() a dropped Explorer keeps its model (and
+        its GPU memory) alive for the rest of the kernel.
+        """
+        for widget in [*self.controls.values(), *self.buttons.values(), self.progress, self.message,
+                       self.summary_html, self.live.layer_widget, self.live.timeline_widget, self.sweep, self.widget]:
+            widget.close()
+        self._model = self._given = None
+        if self.cuda:
+            torch.cuda.empty_cache()
+
     # -- settings --
     def config(self) -> MomConfig:
         """The MomConfig the controls describe (M = 1 means no mini-sequences).

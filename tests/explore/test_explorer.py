@@ -93,3 +93,18 @@ def test_preset_dropdown_loads_on_run():
     assert panel.last_error is None, panel.message.value
     assert panel.profiles[-1].context == 512
     assert panel._repr_mimebundle_()  # displayable
+
+
+def test_close_lets_the_model_go():
+    import gc
+    import weakref
+
+    panel = Explorer(context=1024)  # loads its own model on the first run
+    panel.controls["new_tokens"].value = 2
+    panel.run()
+    model = weakref.ref(panel._model)
+    assert model() is not None
+    panel.close()
+    del panel
+    gc.collect()
+    assert model() is None
