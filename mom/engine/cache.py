@@ -371,11 +371,11 @@ class MomCache(Cache):
     def bytes_by_layer(self) -> list[tuple[int, int]]:
         """(device bytes, host bytes) per layer; the shared stream slots are in `slot_bytes`."""
         out = []
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
             if isinstance(layer, MomLayer):
                 out.append(layer.bytes())
-            else:
-                out.append((sum(t.nbytes for t in families.cache_layer_tensors(self, layer_index(self, layer))), 0))
+            else:  # a transformers sliding-window layer, always on the device
+                out.append((sum(t.nbytes for t in families.cache_layer_tensors(self, index)), 0))
         return out
 
     @property
@@ -387,10 +387,6 @@ def device_buffers(like: torch.Tensor, needed: int, device) -> tuple[torch.Tenso
     """Two empty [B, H, capacity, D] buffers with room for `needed` tokens and some growth."""
     shape = (*like.shape[:-2], needed + growth(needed), like.shape[-1])
     return tuple(torch.empty(shape, dtype=like.dtype, device=device) for _ in range(2))
-
-
-def layer_index(cache: Cache, layer) -> int:
-    return next(i for i, other in enumerate(cache.layers) if other is layer)
 
 
 def kv_bytes_by_layer(cache, device: torch.device | str, layers: list[int] | None = None) -> list[tuple[int, int]]:

@@ -57,7 +57,6 @@ class _Patch:
 @dataclass
 class _CallState:
     trim: bool = False
-    seq_len: int = 0
 
 
 @dataclass
@@ -169,7 +168,6 @@ def _causal_lm_forward(handle: Handle, original: Callable) -> Callable:
         call = signature.bind_partial(*args, **kwargs).arguments
         extra = call.get("kwargs", {})
         seq_len = _sequence_length(call)
-        handle._state.seq_len = seq_len
         handle._state.trim = handle.config.trims_last_layer and seq_len > 1 and _only_last_position(call, extra)
         if seq_len > 1:
             _warn_if_mask_materializes(handle, call, seq_len)
