@@ -48,6 +48,11 @@ class MemoryEvent:
         for events outside a decoder layer).
     elapsed_s: seconds from the start of the run to the end of the call.
     duration_s: seconds the call took (synchronized only when the recorder asks for timing).
+    kind: "call" for a finished call; "oom" for the call in which an allocation failed (the
+        innermost hooked module open at the failure, at most one per run). For it,
+        bytes_after is the device bytes in use when the allocation was asked for and
+        requested_bytes its size (None when the error did not say), so `attempted_bytes`
+        is the bar that hit the limit.
     """
 
     phase: str
@@ -65,6 +70,13 @@ class MemoryEvent:
     elapsed_s: float = 0.0
     duration_s: float = 0.0
     piece: int | None = None
+    kind: str = "call"
+    requested_bytes: int | None = None
+
+    @property
+    def attempted_bytes(self) -> int:
+        """Bytes in use plus the failed request (an "oom" event); bytes_after for a call."""
+        return self.bytes_after + (self.requested_bytes or 0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,8 +90,11 @@ class Profile:
     peak_host_bytes is the larger of the KV cache's host bytes (needs recording) and the host
     memory the probe sees (the tracker's host tier; torch's pinned caching allocator on CUDA).
     prefill_peak_bytes is the high-water mark up to the first token's logits.
-    An out-of-memory error is a result: oom=True, error holds the message, numbers are what
-    was measured up to the failure.
+    An out-of-memory error is a result: oom=True, oom_kind says which wall ("device": the
+    device memory limit; "host": host RAM, e.g. mom's host-RAM guard), error holds the message,
+    numbers are what was measured up to the failure, and the events end with the failing
+    attempt (kind "oom") when it happened inside a hooked module.
+    A run stopped through a Cancel token is a result too: cancelled=True, events up to the stop.
     """
 
     model_name: str
@@ -98,6 +113,8 @@ class Profile:
     decode_tokens_per_s: float | None = None
     oom: bool = False
     error: str | None = None
+    oom_kind: str | None = None  # "device" or "host" when oom
+    cancelled: bool = False
     events: list[MemoryEvent] = field(default_factory=list)
     seed: int = 0
     start_bytes: int = 0  # device bytes allocated when the run began (weights and anything else)
@@ -106,6 +123,11 @@ class Profile:
     @property
     def label(self) -> str:
         return self.config.get("label", "") if isinstance(self.config, dict) else str(self.config)
+
+    @property
+    def passed(self) -> bool:
+        """The run finished: no out-of-memory, not cancelled."""
+        return not self.oom and not self.cancelled
 
     def to_dict(self, with_events: bool = False) -> dict[str, Any]:
         out = asdict(self)
@@ -124,23 +146,48 @@ class Profile:
 
 @dataclass
 class MaxContextResult:
-    """The largest passing context and every try behind it."""
+    """The largest passing context and every try behind it.
+
+    `maximum` is the longest context that fits only when `limit_reached`: otherwise every try
+    up to the cap `high` passed (or the search was cancelled) and the real limit lies above.
+    """
 
     maximum: int | None
     resolution: int
     tries: list[Profile] = field(default_factory=list)
+    high: int | None = None  # the cap: the largest context the search would try
 
-    def to_dict(self, with_events: bool = False) -> dict[str, Any]:
-        return {
-            "maximum": self.maximum,
-            "resolution": self.resolution,
-            "tries": [p.to_dict(with_events) for p in self.tries],
-        }
+    @property
+    def limit_reached(self) -> bool:
+        """Some try ran out of memory (device or host): the search found a wall below the cap."""
+        return any(p.oom for p in self.tries)
+
+    @property
+    def cancelled(self) -> bool:
+        """The search was stopped through its Cancel token (its last try is the cancelled one)."""
+        return any(p.cancelled for p in self.tries)
 
     @property
     def first_failure_above(self) -> Profile | None:
         failing = [p for p in self.tries if p.oom and (self.maximum is None or p.context > self.maximum)]
         return min(failing, key=lambda p: p.context, default=None)
+
+    @property
+    def wall(self) -> str | None:
+        """Which wall stopped the search: 'device', 'host', or None (no limit reached)."""
+        failure = self.first_failure_above
+        return failure.oom_kind if failure is not None else None
+
+    def to_dict(self, with_events: bool = False) -> dict[str, Any]:
+        return {
+            "maximum": self.maximum,
+            "resolution": self.resolution,
+            "high": self.high,
+            "limit_reached": self.limit_reached,
+            "wall": self.wall,
+            "cancelled": self.cancelled,
+            "tries": [p.to_dict(with_events) for p in self.tries],
+        }
 
 
 EVENT_COLUMNS = tuple(MemoryEvent.__dataclass_fields__)
@@ -156,7 +203,8 @@ def events_frame(events: list[MemoryEvent]):
 
     frame = pd.DataFrame([e.to_dict() for e in events], columns=list(EVENT_COLUMNS))
     # nullable: None for whole-model modules
-    return frame.astype({"layer": "Int64", "piece": "Int64", "kv_layer_gpu_bytes": "Int64", "kv_layer_host_bytes": "Int64"})
+    return frame.astype({"layer": "Int64", "piece": "Int64", "kv_layer_gpu_bytes": "Int64",
+                         "kv_layer_host_bytes": "Int64", "requested_bytes": "Int64"})
 
 
 def layer_table(events: list[MemoryEvent], layer_weight_bytes: list[int] | None = None, phase: str = "prefill"):
@@ -166,11 +214,11 @@ def layer_table(events: list[MemoryEvent], layer_weight_bytes: list[int] | None 
     call), peak_bytes (device high-water mark inside it, max over calls), activation_peak_bytes
     (peak minus bytes before, max over calls), attention_peak_bytes / mlp_peak_bytes (the same
     peaks of its attention and MLP), kv_gpu_bytes / kv_host_bytes (KV cache, all layers, after
-    the layer's last call), duration_s (summed).
+    the layer's last call), duration_s (summed). Finished calls only: an "oom" event is left out.
     """
     import pandas as pd
 
-    frame = events_frame([e for e in events if e.phase == phase and e.layer is not None])
+    frame = events_frame([e for e in events if e.phase == phase and e.layer is not None and e.kind == "call"])
     if frame.empty:
         return pd.DataFrame(columns=list(LAYER_COLUMNS))
     frame["activation"] = frame["peak_bytes"] - frame["bytes_before"]

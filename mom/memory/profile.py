@@ -29,16 +29,20 @@ import gc
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .. import checks
 from ..config import MomConfig
 from ..engine import families
 from ..engine.patch import enable, handle_of
-from .events import MaxContextResult, Profile, format_bytes
+from .cancel import Cancel, RunCancelled, cancel_points
+from .events import MaxContextResult, MemoryEvent, Profile, format_bytes
+from .oom import oom_kind, requested_bytes
 from .probes import Probe, default_probe
 from .recorder import Listener, MemoryRecorder
 
@@ -58,6 +62,7 @@ def profile(
     listeners: tuple[Listener, ...] | list[Listener] = (),
     timing: bool = False,
     jsonl: str | Path | None = None,
+    cancel: Cancel | None = None,
 ) -> Profile:
     """Measure one generate() run: prefill of `context` tokens, then `new_tokens` greedy tokens.
 
@@ -76,13 +81,18 @@ def profile(
         listeners: called with each MemoryEvent as it happens (live plots).
         timing: synchronize around every hooked module for exact durations.
         jsonl: append every event to this JSONL file as it happens.
+        cancel: a Cancel token; once cancelled (from any thread), the run stops at the next
+            hooked module call, the model is restored, and the Profile says `cancelled=True`.
 
     Returns:
-        A Profile with every field filled; on out-of-memory, `oom=True` and `error`.
+        A Profile with every field filled; on out-of-memory, `oom=True`, `oom_kind` ("device"
+        or "host") and `error`, and the events end with the failing attempt (kind "oom").
 
     Raises:
         AlreadyEnabledError: a config is given but mom is already enabled on the model.
+        TypeError / ValueError: a careless argument (mom/checks.py), before anything runs.
     """
+    model, config = checks.run_arguments(model, config, context, new_tokens, batch, limit_bytes)
     probe = probe or default_probe(model, limit_bytes)
     result = _new_profile(model, config, context, new_tokens, batch, seed, probe)
     probe.free_cached()  # each run starts from an empty allocator cache: no fragmentation carried over
@@ -91,11 +101,15 @@ def profile(
         watch = probe.watch()
         result.start_bytes = watch.start_bytes
         try:
-            _measured_run(model, config, result, probe, watch, record, listeners, timing, jsonl)
+            with cancel_points(model, cancel):
+                _measured_run(model, config, result, probe, watch, record, listeners, timing, jsonl)
+        except RunCancelled as error:
+            result.cancelled, result.error = True, str(error)
+            logger.info("run cancelled at context %d (%s)", context, result.label)
         except Exception as error:  # only out-of-memory is a result; anything else is re-raised
-            if not _is_oom(error):
+            if oom_kind(error) is None:
                 raise
-            result.oom, result.error = True, str(error)
+            _record_oom(result, error, probe, listeners if record else ())
             logger.info("out of memory at context %d (%s): %s", context, result.label, error)
         finally:
             result.peak_gpu_bytes = watch.close()
@@ -103,6 +117,22 @@ def profile(
             result.peak_host_bytes = max(kv_host, probe.host_peak())
     _collect(probe, result.start_bytes, force=result.oom)
     return result
+
+
+def _record_oom(result: Profile, error: BaseException, probe: Probe, listeners) -> None:
+    """Mark the Profile; draw the failing attempt when no hooked module did (outside any)."""
+    result.oom, result.oom_kind, result.error = True, oom_kind(error), str(error)
+    if result.oom_kind != "device" or not result.events or result.events[-1].kind == "oom":
+        return
+    last, in_use = result.events[-1], probe.allocated()
+    wall = MemoryEvent(
+        phase=last.phase, step=last.step, layer=None, module="model", bytes_before=last.bytes_after,
+        bytes_after=in_use, peak_bytes=in_use, reserved_bytes=probe.reserved(), kv_gpu_bytes=last.kv_gpu_bytes,
+        kv_host_bytes=last.kv_host_bytes, elapsed_s=last.elapsed_s, kind="oom", requested_bytes=requested_bytes(error),
+    )
+    result.events.append(wall)
+    for listener in listeners:
+        listener(wall)
 
 
 def _measured_run(model, config, result: Profile, probe: Probe, watch, record, listeners, timing, jsonl) -> None:
@@ -184,6 +214,9 @@ def find_max_context(
     batch: int = 1,
     seed: int = 0,
     jsonl: str | Path | None = None,
+    on_try: Callable[[Profile], None] | None = None,
+    cancel: Cancel | None = None,
+    listeners: tuple[Listener, ...] | list[Listener] = (),
 ) -> MaxContextResult:
     """The largest context (a multiple of `resolution`) that runs without out-of-memory.
 
@@ -194,13 +227,20 @@ def find_max_context(
         high: largest context tried (default: the model's max_position_embeddings); rounded down.
         probe / limit_bytes: as for `profile`; one probe serves every try.
         progress: show a tqdm progress bar.
+        on_try: called with each try's Profile as soon as it finishes (a UI draws tries one by one).
+        cancel: a Cancel token: stops the try in flight, and with it the search.
+        listeners: passed to every try's `profile` (live plots of the try in flight).
 
     Returns:
-        MaxContextResult: `maximum` (None if `low` fails) and every try, in order.
+        MaxContextResult: `maximum` (None if `low` fails), every try in order, the cap `high`,
+        `limit_reached` (False: every try up to `high` passed, so `maximum` is the cap, not a
+        limit), `wall` ("device" / "host" / None) and `cancelled`.
 
     Raises:
         ValueError: low above high, or a non-positive resolution.
+        TypeError / ValueError: a careless argument (mom/checks.py), before anything runs.
     """
+    model, config = checks.search_arguments(model, config, new_tokens, resolution, low, high, limit_bytes, batch)
     low, high = _search_bounds(model, resolution, low, high)
     probe = probe or default_probe(model, limit_bytes)
     if probe.limit is None:
@@ -212,22 +252,44 @@ def find_max_context(
     with tqdm(desc="max context", unit="try", disable=not progress) as bar:
         def attempt(context: int) -> bool:
             bar.set_postfix_str(f"trying {context}")
-            run = profile(model, config, context, new_tokens, batch, seed, probe=probe, record=record, jsonl=jsonl)
+            run = profile(model, config, context, new_tokens, batch, seed, probe=probe, record=record,
+                          listeners=listeners, jsonl=jsonl, cancel=cancel)
             tries.append(run)
             bar.update(1)
-            bar.set_postfix_str(f"{context}: {'OOM' if run.oom else format_bytes(run.peak_gpu_bytes)}")
+            bar.set_postfix_str(f"{context}: {_outcome(run)}")
+            if on_try is not None:
+                on_try(run)
+            if run.cancelled:
+                raise RunCancelled(run.error)
             return not run.oom
 
-        passing, failing = _grow(attempt, low, high)
-        streak = 0
-        while passing is not None and failing is not None and failing - passing > resolution:
-            context, predicted = _next_try(passing, failing, tries, probe.limit, resolution, streak)
-            streak = streak + 1 if predicted else 0
-            if attempt(context):
-                passing = context
-            else:
-                failing = context
-    return MaxContextResult(maximum=passing, resolution=resolution, tries=tries)
+        with contextlib.suppress(RunCancelled):
+            _search(attempt, tries, low, high, resolution, probe.limit)
+    passing = [p.context for p in tries if p.passed]
+    # the largest passing try: with a cancelled search, the bracket so far
+    maximum = max((c for c in passing if not any(p.oom and p.context <= c for p in tries)), default=None)
+    return MaxContextResult(maximum=maximum, resolution=resolution, tries=tries, high=high)
+
+
+def _search(attempt, tries: list[Profile], low: int, high: int, resolution: int, limit: int | None) -> None:
+    """Grow, then narrow the bracket to one resolution step (see the module docstring)."""
+    passing, failing = _grow(attempt, low, high)
+    streak = 0
+    while passing is not None and failing is not None and failing - passing > resolution:
+        context, predicted = _next_try(passing, failing, tries, limit, resolution, streak)
+        streak = streak + 1 if predicted else 0
+        if attempt(context):
+            passing = context
+        else:
+            failing = context
+
+
+def _outcome(run: Profile) -> str:
+    if run.cancelled:
+        return "cancelled"
+    if run.oom:
+        return "host wall" if run.oom_kind == "host" else "OOM"
+    return format_bytes(run.peak_gpu_bytes)
 
 
 def _search_bounds(model, resolution: int, low: int | None, high: int | None) -> tuple[int, int]:
@@ -266,7 +328,7 @@ def _next_try(passing: int, failing: int, tries: list[Profile], limit: int | Non
 
 def _predict(tries: list[Profile], limit: int | None) -> int | None:
     """Where peak memory, linear in context through the two longest passing tries, meets limit."""
-    ok = sorted((p for p in tries if not p.oom), key=lambda p: p.context)[-2:]
+    ok = sorted((p for p in tries if p.passed), key=lambda p: p.context)[-2:]
     if limit is None or len(ok) < 2 or ok[1].context == ok[0].context:
         return None
     slope = (ok[1].peak_gpu_bytes - ok[0].peak_gpu_bytes) / (ok[1].context - ok[0].context)
@@ -354,12 +416,6 @@ def _pad_token(model: nn.Module) -> int:
             if value is not None:
                 return int(value)
     return 0
-
-
-def _is_oom(error: BaseException) -> bool:
-    if isinstance(error, torch.OutOfMemoryError):
-        return True
-    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
 def _collect(probe: Probe, start_bytes: int, force: bool) -> None:

@@ -26,12 +26,17 @@ Decisions:
 - The piece hook is attached at every forward to whatever mom Handle the model has then, so
   `mom.enable` before or inside the recording both give "mlp_piece" events.
 - Each `with recorder:` is one run: events and peaks start afresh.
+- An allocation that fails is drawn, not lost: the first hooked module that sees a device
+  out-of-memory error pass through it (the innermost open one: a piece, an attention, an MLP)
+  emits one event of kind "oom" with the bytes in use and the request's size (oom.py), read
+  from the error being handled (`sys.exc_info()` inside the always-called forward hook).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 import weakref
 from collections.abc import Callable
@@ -46,6 +51,7 @@ from ..engine import families
 from ..engine.cache import kv_bytes_by_layer
 from ..engine.patch import handle_of
 from .events import MemoryEvent, events_frame
+from .oom import allocated_at_failure, oom_kind, requested_bytes
 from .probes import Probe, Watch, active_tracker, default_probe
 
 logger = logging.getLogger(__name__)
@@ -102,6 +108,7 @@ class MemoryRecorder:
         self._kv_self_reported = False
         self._phase, self._step, self._forwards = "prefill", 0, 0
         self._t0 = 0.0
+        self._failure_seen: int | None = None  # id() of the OOM error already drawn
 
     # -- public --
     def add_listener(self, fn: Listener) -> Listener:
@@ -159,6 +166,7 @@ class MemoryRecorder:
         self._frames = []
         self._phase, self._step, self._forwards = "prefill", 0, 0
         self._kv, self._kv_layers = (0, 0), []
+        self._failure_seen = None
         self.host_peak_bytes = self.probe.host_allocated()
         self._t0 = time.perf_counter()
         self._run_watch = self.probe.watch()
@@ -240,6 +248,8 @@ class MemoryRecorder:
         self._frames.append(_Frame(module, layer, piece, watch, watch.start_bytes, time.perf_counter()))
 
     def _close(self, module: str, layer: int | None, piece: int | None, failed: bool) -> None:
+        if failed:
+            self._note_failure()
         frame = self._pop(module, layer, piece)
         if frame is None:
             return
@@ -262,6 +272,25 @@ class MemoryRecorder:
             kv_layer_gpu_bytes=own[0], kv_layer_host_bytes=own[1],
         )
         self._emit(event)
+
+    def _note_failure(self) -> None:
+        """Emit the allocation that failed, once per error, at the innermost open call."""
+        error = sys.exc_info()[1]
+        if error is None or id(error) == self._failure_seen or oom_kind(error) != "device" or not self._frames:
+            return
+        self._failure_seen = id(error)
+        frame, now = self._frames[-1], time.perf_counter()
+        in_use = allocated_at_failure(error)
+        in_use = self.probe.allocated() if in_use is None else in_use
+        own = self._kv_layers[frame.layer] if frame.layer is not None and frame.layer < len(self._kv_layers) else (None, None)
+        self._emit(MemoryEvent(
+            phase=self._phase, step=self._step, layer=frame.layer, module=frame.module,
+            bytes_before=frame.before, bytes_after=in_use, peak_bytes=max(frame.watch.peak, in_use),
+            reserved_bytes=self.probe.reserved(), kv_gpu_bytes=self._kv[0], kv_host_bytes=self._kv[1],
+            elapsed_s=now - self._t0, duration_s=now - frame.start, piece=frame.piece,
+            kv_layer_gpu_bytes=own[0], kv_layer_host_bytes=own[1],
+            kind="oom", requested_bytes=requested_bytes(error),
+        ))
 
     def _pop(self, module: str, layer: int | None, piece: int | None) -> _Frame | None:
         """Pop frames down to the one this call opened (frames above it were left by an error)."""

@@ -15,6 +15,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .events import format_bytes
+from .oom import TrackerOutOfMemoryError
 from .probes import Probe
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ class TensorTracker(Probe):
             (and its device is the tracked device unless `device` is given).
         device: the compute device whose bytes are "device" memory; others are host.
         limit_bytes: device bytes available; an op that would go past it raises
-            torch.OutOfMemoryError, like a GPU, and nothing of it is counted.
+            torch.OutOfMemoryError (a TrackerOutOfMemoryError carrying the exact numbers),
+            like a GPU, and nothing of it is counted.
 
     Use as a context manager (re-entrant): ops are seen only while it is active, frees are
     seen always.
@@ -169,7 +171,7 @@ class TensorTracker(Probe):
         host = self._host_depth > 0 or device.type != self.device.type
         if not host and check_limit and self.limit_bytes is not None:
             if self._device_bytes + nbytes > self.limit_bytes:
-                raise torch.OutOfMemoryError(self._oom_message(nbytes))
+                raise TrackerOutOfMemoryError(self._oom_message(nbytes), nbytes, self._device_bytes, self.limit_bytes)
         key = storage._cdata
         self._live[key] = _Entry(weakref.ref(storage, lambda _, key=key: self._free(key)), nbytes, host)
         if host:

@@ -92,7 +92,8 @@ def test_an_injected_oom_is_reported_and_leaks_nothing(llama):
         hook.remove()
     assert p.oom and "injected" in p.error and p.ttft_s is None
     assert tracker.allocated() == before
-    assert {e.layer for e in p.events if e.module == "layer"} == {0}  # up to the failure
+    assert {e.layer for e in p.events if e.module == "layer" and e.kind == "call"} == {0}  # up to the failure
+    assert (p.events[-1].kind, p.events[-1].layer, p.oom_kind) == ("oom", 1, "device")
     assert handle_of(llama) is None and _hooks_left(llama) == 0
 
 
