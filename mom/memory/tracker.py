@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import weakref
 from collections.abc import Iterator
 
@@ -60,7 +61,7 @@ class TensorTracker(Probe):
         self._host_bytes = 0
         self._peak = 0
         self._host_peak = 0
-        self._host_depth = 0
+        self._host = threading.local()  # host_tier() depth, per thread: the pinning thread enters it
         self._depth = 0
         self._mode: _TrackerMode | None = None
         self.weights_bytes = 0
@@ -122,12 +123,21 @@ class TensorTracker(Probe):
 
     @contextlib.contextmanager
     def host_tier(self) -> Iterator[None]:
-        """Tensors made inside count as host memory (the offloaded KV cache on CPU)."""
-        self._host_depth += 1
+        """Tensors made inside, on this thread, count as host memory (the offloaded KV cache on CPU).
+
+        Per thread: mom's pinning thread allocates host blocks inside it while the main thread
+        computes on the device, and the main thread's tensors must stay device bytes. (The
+        dispatch mode is per thread too, so tensors made on other threads are not seen at all.)
+        """
+        self._host.depth = self._host_depth + 1
         try:
             yield
         finally:
-            self._host_depth -= 1
+            self._host.depth -= 1
+
+    @property
+    def _host_depth(self) -> int:
+        return getattr(self._host, "depth", 0)
 
     def mark_host(self, tensor: torch.Tensor) -> None:
         """Move an already-counted tensor's storage to the host tier."""

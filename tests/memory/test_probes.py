@@ -164,3 +164,28 @@ def test_watches_fold_on_every_reset_even_from_another_watcher():
 def test_default_probe_on_cpu_is_a_limited_tracker():
     probe = default_probe(nn.Linear(2, 2), limit_bytes=123)
     assert isinstance(probe, TensorTracker) and probe.limit == 123 and probe.backend == "tracker"
+
+
+def test_another_threads_host_tier_does_not_reclassify_this_threads_tensors():
+    """The pinning thread holds host_tier() while the main thread computes: issue 9, item 8."""
+    import threading
+
+    entered, release = threading.Event(), threading.Event()
+    tracker = TensorTracker()
+
+    def pinning_thread():
+        with tracker.host_tier():
+            entered.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=pinning_thread)
+    worker.start()
+    try:
+        assert entered.wait(10)
+        with tracker:
+            activation = torch.empty(1000)
+        assert (tracker.allocated(), tracker.host_allocated()) == (4000, 0)
+    finally:
+        release.set()
+        worker.join(10)
+    del activation
