@@ -1,9 +1,13 @@
 """mom: Memory-efficient Offloaded Mini-sequence inference for Hugging Face causal LMs.
 
-Public surface only; see DESIGN.md for the architecture. The explorer (ipywidgets, plotly)
+Public surface only; see docs/design.md for the architecture. The explorer (ipywidgets, plotly)
 is imported lazily so the engine works without the notebook extras.
 """
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
+from .checks import ContextWarning, HubUnreachableError, ModelTooLargeError
 from .config import MomConfig, MomConfigError
 from .engine.cache import HostMemoryError, MomCache
 from .engine.families import FAMILIES, UnsupportedModelError
@@ -15,18 +19,26 @@ from .memory.profile import find_max_context, profile
 from .memory.recorder import MemoryRecorder
 from .presets import PRESETS, TINY_PRESETS
 
+try:
+    __version__ = _version("mom")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
 __all__ = [
     "FAMILIES",
     "PRESETS",
     "TINY_PRESETS",
     "AlreadyEnabledError",
+    "ContextWarning",
     "CudaProbe",
     "Explorer",
     "Handle",
     "HostMemoryError",
+    "HubUnreachableError",
     "MaxContextResult",
     "MemoryEvent",
     "MemoryRecorder",
+    "ModelTooLargeError",
     "MomCache",
     "MomConfig",
     "MomConfigError",
@@ -34,6 +46,7 @@ __all__ = [
     "Profile",
     "TensorTracker",
     "UnsupportedModelError",
+    "__version__",
     "enable",
     "find_max_context",
     "format_bytes",

@@ -328,7 +328,7 @@ def warn_beyond_positions(model: torch.nn.Module, context: int) -> None:
                   stacklevel=4)
 
 
-def check_output_path(path, name: str = "output") -> Path:
+def check_output_path(path, name: str = "output", example: str = "mom.json") -> Path:
     """A file path a run can write to, checked before the run: not a directory, in a writable directory.
 
     Raises:
@@ -337,7 +337,7 @@ def check_output_path(path, name: str = "output") -> Path:
     """
     target = Path(path).expanduser()
     if target.is_dir():
-        raise ValueError(f"{name} {str(path)!r} is a directory; give a file name in it, e.g. {str(target / 'mom.json')!r}")
+        raise ValueError(f"{name} {str(path)!r} is a directory; give a file name in it, e.g. {str(target / example)!r}")
     parent = target.parent
     if not parent.is_dir():
         raise ValueError(f"{name} {str(path)!r}: the directory {str(parent)!r} does not exist; create it or "

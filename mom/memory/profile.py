@@ -67,7 +67,8 @@ def profile(
     """Measure one generate() run: prefill of `context` tokens, then `new_tokens` greedy tokens.
 
     Args:
-        model: a causal LM of a supported family, mom not enabled (unless config is None).
+        model: a causal LM of a supported family, mom not enabled (unless config is None), or
+            a preset name (loaded with `mom.load`).
         config: what mom does; `MomConfig()` is the plain Hugging Face baseline. None runs
             the model as it is (enabled or not).
         context: prompt length in tokens (a seeded random prompt).
