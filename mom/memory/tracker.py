@@ -1,7 +1,24 @@
 """TensorTracker: device memory accounted tensor by tensor, for machines without a GPU.
 
-See mom.memory.probes for the accounting rules and why they are right; this module holds the
-dispatch-mode machinery that implements them.
+It counts live tensor bytes itself, with a `TorchDispatchMode` that sees every op's outputs,
+so the recorder, plots and notebooks get real numbers without a GPU, and its `limit_bytes`
+raises the very `torch.OutOfMemoryError` a GPU would (oom.TrackerOutOfMemoryError, with the
+exact numbers), so OOM handling and maximum-context search can be taught and tested on a laptop.
+
+Accounting, and why it is right:
+- A tensor is counted by its *storage* (untyped storage, keyed by its C++ address), once:
+  views share a storage and cost nothing; in-place and `out=` ops return an input's storage.
+  An op output whose storage is also an input's (a view of a tensor made before tracking) is
+  not an allocation either.
+- Storage Python objects are preserved by torch for as long as the C++ storage lives, so a
+  weak reference to one fires exactly when the memory is freed; that is where bytes are given
+  back. Freed means freed: the MLP intermediates disappear when the MLP returns.
+- The model's parameters and buffers are counted at construction as the weights baseline.
+- A tensor on another device than the tracked one (pinned host KV of a CUDA model), or made
+  inside `host_tier()` on the same thread, counts as host memory. The KV cache enters
+  `host_tier()` through the optional `mom.engine.cache.HOST_TIER_CONTEXTS` list, so the engine
+  never imports this module.
+- What a kernel allocates and frees inside one op (workspace) is invisible to the tracker.
 """
 
 from __future__ import annotations
@@ -17,7 +34,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .events import format_bytes
 from .oom import TrackerOutOfMemoryError
-from .probes import Probe
+from .peaks import Probe
 
 logger = logging.getLogger(__name__)
 

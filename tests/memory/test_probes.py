@@ -189,3 +189,56 @@ def test_another_threads_host_tier_does_not_reclassify_this_threads_tensors():
         release.set()
         worker.join(10)
     del activation
+
+
+class FakeCuda:
+    """The CUDA allocator's counters on a machine without a GPU (issue 9, item 13)."""
+
+    def __init__(self, monkeypatch):
+        from mom.memory import cuda as probes
+
+        self.now = self.high = 0
+        self.resets = 0
+        monkeypatch.setattr(probes, "_nested_cuda_stats", lambda device: self.stats())
+        monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", self.reset)
+        monkeypatch.setattr(probes, "_HIGH_WATER", {}, raising=False)
+
+    def stats(self) -> dict:
+        return {"allocated_bytes": {"all": {"current": self.now, "peak": self.high}},
+                "reserved_bytes": {"all": {"current": self.high, "peak": self.high}}}
+
+    def set(self, value: int) -> None:
+        self.now, self.high = value, max(self.high, value)
+
+    def reset(self, device=None) -> None:
+        self.resets += 1
+        self.high = self.now
+
+
+def test_the_cuda_probe_keeps_the_process_high_water_mark(monkeypatch):
+    from mom.memory.probes import CudaProbe, max_memory_allocated
+
+    cuda = FakeCuda(monkeypatch)
+    cuda.set(10_000)  # the user's own run, before mom measures anything
+    cuda.set(2_000)
+    probe = CudaProbe("cuda:0")
+    run = probe.watch()
+    layer = probe.watch()
+    cuda.set(3_000)
+    cuda.set(2_500)
+    assert layer.close() == 3_000 and run.close() == 3_000
+    assert max_memory_allocated("cuda:0") == 10_000  # what torch.cuda.max_memory_allocated said before
+    cuda.set(12_000)
+    assert max_memory_allocated("cuda:0") == 12_000
+
+
+def test_a_run_without_nested_watches_resets_the_peak_once(monkeypatch):
+    from mom.memory.probes import CudaProbe
+
+    cuda = FakeCuda(monkeypatch)
+    probe = CudaProbe("cuda:0")
+    run = probe.watch()
+    for value in (100, 400, 200):
+        cuda.set(value)
+        assert run.peak == 400 or value == 100
+    assert run.close() == 400 and cuda.resets == 1
