@@ -96,14 +96,12 @@ def prefill_pieces(S=131072, piece=4096, extra_sizes=(8192, 16384, 32768)):
 
 def pinning_interference(gib=4):
     """Pin `gib` in the background while the main thread launches small kernels: how long is
-    the main thread held up, and how fast does each method pin?"""
-    import mom.engine.pinned as pinned
-
+    the main thread held up, and how fast does the pool pin? (The earlier ctypes and no-prefault
+    methods were measured against this one and dropped: benchmarks/NOTES.md.)"""
     a = torch.randn(2048, 2048, device="cuda", dtype=torch.bfloat16)
     out = {}
     n = gib * 1024 // 272
-    for method in ("torch", "ctypes", "prefault"):
-        pinned.PIN_METHOD = method
+    for method in ("prefault",):
         pool = HostPool(pin=True)
         start = time.perf_counter()
         pool.reserve([272 << 20] * n)

@@ -26,7 +26,8 @@ import torch
 
 import mom
 from mom.engine import families
-from mom.engine.cache import HostMemoryError, check_host_memory, growth, kv_bytes_by_layer
+from mom.engine.cache import HostMemoryError, growth, kv_bytes_by_layer
+from mom.engine.host_guard import check_model_fits_host
 
 GiB = 2**30
 CHUNK = 8192
@@ -184,7 +185,7 @@ def host_guard_maximum(model, step: int) -> int:
     context = step
     while True:
         try:
-            check_host_memory(model, 1, context + step)
+            check_model_fits_host(model, 1, context + step)
         except HostMemoryError:
             return context
         context += step

@@ -69,7 +69,7 @@ def attention_in_pieces(
     if last_position_only:
         q, _, _ = families.project_qkv(family, attention, hidden_states[:, -1:])
         q = rope(q, q, cos[:, -1:], sin[:, -1:])[0]
-        out = attend(q, keys, values, None if mask is None else mask[:, :, -1:, :])
+        out = attend(q, keys, values, _last_query_row(mask))
         return attention.o_proj(out.reshape(batch, 1, -1)), None
     out = attend(queries, keys, values, mask)  # [B, S, H, hd] (a transposed view for sdpa)
     del queries
@@ -88,6 +88,14 @@ def attention_in_pieces(
 
 def _no_hook(*_args) -> None:
     return None
+
+
+def _last_query_row(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The mask for the last query only: a 4-D [B, 1, q, k] mask keeps its last row; a 2-D
+    [B, k] padding mask (FlashAttention-2's) is per key, so it applies to that query as is."""
+    if mask is None or mask.dim() != 4:
+        return mask
+    return mask[:, :, -1:, :]
 
 
 def _project_in_pieces(family, attention, hidden_states, piece_size, cos, sin, with_query: bool, on_piece):

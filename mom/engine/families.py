@@ -189,6 +189,14 @@ def kv_geometry_of_config(c) -> tuple[int, int, int]:
     return c.num_hidden_layers, getattr(c, "num_key_value_heads", None) or heads, head_dim
 
 
+def offloadable_layers(config) -> list[int]:
+    """Indices of the layers whose K/V a MomCache holds: full attention (sliding-window layers
+    keep transformers' own small cache on the device)."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    return [i for i, layer in enumerate(DynamicCache(config=config).layers) if type(layer) is DynamicLayer]
+
+
 def kv_bytes_per_token(model: nn.Module, dtype: torch.dtype | None = None) -> int:
     """Bytes of K and V per token, all layers (128 KiB for Llama-3.1-8B in bf16)."""
     layers, kv_heads, head_dim = kv_geometry(model)

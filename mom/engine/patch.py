@@ -11,13 +11,24 @@ What gets patched:
   (`logits_to_keep=1`, as `generate()` asks) and installs the mom cache when offloading;
 - every decoder layer's MLP forward: runs over mini-sequences during prefill;
 - the last decoder layer's forward: the trimmed forward of engine/layer.py when trimming.
+
+Per-call state (is this call trimmed?) lives in a thread-local, set inside the call's `try` and
+put back in its `finally`: an exception anywhere (the host-RAM guard, an OOM) leaves nothing
+behind, and two threads calling one patched model see their own calls. Offload modes share a
+pinned pool and a side stream per handle, so their forward calls are serialized by a lock.
+
+Copies: a patched module carries closures over the handle, so `copy.deepcopy`, `pickle` and
+`torch.save` of a patched model (or of any patched submodule) are refused with a message that
+says to restore first; after `restore()` they work as on any model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,9 +65,8 @@ class _Patch:
     previous: Any  # what module.__dict__[name] held before, or _MISSING
 
 
-@dataclass
-class _CallState:
-    trim: bool = False
+class PatchedModelCopyError(TypeError):
+    """A patched model (or module) was copied or pickled; restore first."""
 
 
 @dataclass
@@ -68,10 +78,19 @@ class Handle:
     family: families.Family
     piece_hooks: list[PieceHook] = field(default_factory=list)
     _patches: list[_Patch] = field(default_factory=list)
-    _state: _CallState = field(default_factory=_CallState)
+    _calls: threading.local = field(default_factory=threading.local)
     _warned_mask: bool = False
-    cache_factory: Callable[..., Any] | None = None  # set by the cache module for offload modes
-    host_pool: Any = None  # pinned host buffers reused between runs (offload modes)
+    offload: Any = None  # engine.offload.OffloadRuntime in offload modes
+
+    @property
+    def trimming(self) -> bool:
+        """Whether the forward call running on this thread keeps only the last position."""
+        return getattr(self._calls, "trim", False)
+
+    @property
+    def host_pool(self):
+        """The pinned host pool of offload modes (None otherwise)."""
+        return self.offload.pool if self.offload is not None else None
 
     @property
     def active(self) -> bool:
@@ -87,9 +106,9 @@ class Handle:
                 patch.module.__dict__[patch.name] = patch.previous
         if self.active:
             del self.model.__dict__[_HANDLE_ATTR]
-        if self.host_pool is not None:
-            self.host_pool.clear()
-        self.cache_factory = None
+        if self.offload is not None:
+            self.offload.close()
+            self.offload = None
 
     def __enter__(self) -> Handle:
         return self
@@ -98,8 +117,20 @@ class Handle:
         self.restore()
 
     def _bind(self, module: nn.Module, name: str, fn: Callable) -> None:
+        if not any(p.module is module for p in self._patches):
+            for guard in ("__deepcopy__", "__reduce_ex__"):
+                self._patches.append(_Patch(module, guard, module.__dict__.get(guard, _MISSING)))
+                module.__dict__[guard] = _refuse_copy
         self._patches.append(_Patch(module, name, module.__dict__.get(name, _MISSING)))
         module.__dict__[name] = fn
+
+
+def _refuse_copy(*_args) -> None:
+    raise PatchedModelCopyError(
+        "this model is patched by mom.enable, and a copy would share the original's patched forwards; "
+        "call restore() on the handle (or leave its `with` block) before copy.deepcopy, pickle or "
+        "torch.save, then enable mom on the copy"
+    )
 
 
 def handle_of(model: nn.Module) -> Handle | None:
@@ -138,9 +169,9 @@ def enable(model: nn.Module, config: MomConfig | None = None) -> Handle:
 def _install(handle: Handle) -> None:
     config, model = handle.config, handle.model
     if config.offload != "none":
-        from .cache import install_cache_factory  # the cache checks CUDA and host RAM
+        from .offload import OffloadRuntime
 
-        install_cache_factory(handle)
+        handle.offload = OffloadRuntime(model, config.offload, config.kv_gpu_budget)
     handle._bind(model, "forward", _causal_lm_forward(handle, model.forward))
     layers = families.decoder_layers(model)
     family = handle.family
@@ -162,23 +193,41 @@ def _install(handle: Handle) -> None:
 
 def _causal_lm_forward(handle: Handle, original: Callable) -> Callable:
     signature = inspect.signature(original)
+    positions = {name: index for index, name in enumerate(signature.parameters)}
+    config = handle.model.config
 
     @functools.wraps(original)
     def forward(*args, **kwargs):
         call = signature.bind_partial(*args, **kwargs).arguments
         extra = call.get("kwargs", {})
         seq_len = _sequence_length(call)
-        handle._state.trim = handle.config.trims_last_layer and seq_len > 1 and _only_last_position(call, extra)
-        if seq_len > 1:
-            _warn_if_mask_materializes(handle, call, seq_len)
-        if handle.cache_factory is not None:
-            kwargs = handle.cache_factory(args, kwargs, call)
-        try:
-            return original(*args, **kwargs)
-        finally:
-            handle._state.trim = False
+        lock = handle.offload.lock if handle.offload is not None else contextlib.nullcontext()
+        with lock:
+            previous = handle.trimming
+            try:
+                handle._calls.trim = (handle.config.trims_last_layer and seq_len > 1
+                                      and _only_last_position(call, extra, config))
+                if seq_len > 1:
+                    _warn_if_mask_materializes(handle, call, seq_len)
+                if handle.offload is not None:
+                    args, kwargs = _with_offloaded_cache(handle, call, args, kwargs, positions)
+                return original(*args, **kwargs)
+            finally:
+                handle._calls.trim = previous
 
     return forward
+
+
+def _with_offloaded_cache(handle: Handle, call: dict, args: tuple, kwargs: dict, positions: dict):
+    """(args, kwargs) with a fresh MomCache in the cache argument, wherever the caller put it."""
+    name, current = families.cache_in_call(handle.model, call)
+    cache = handle.offload.cache_for(call, current)
+    if cache is None:
+        return args, kwargs
+    index = positions.get(name)
+    if index is not None and index < len(args):
+        return (*args[:index], cache, *args[index + 1 :]), kwargs
+    return args, {**kwargs, name: cache}
 
 
 def _sequence_length(call: dict) -> int:
@@ -189,14 +238,24 @@ def _sequence_length(call: dict) -> int:
     return 0
 
 
-def _only_last_position(call: dict, extra: dict) -> bool:
-    """True when the caller wants the last position's logits and nothing per-position."""
+def _only_last_position(call: dict, extra: dict, config) -> bool:
+    """True when the caller wants the last position's logits and nothing per-position.
+
+    Per-position outputs asked for by the call or, where the call is silent, by the model's
+    config (`config.output_hidden_states = True`) turn trimming off.
+    """
     keep = call.get("logits_to_keep", 0)
     if isinstance(keep, torch.Tensor) or keep != 1:
         return False
     if call.get("labels") is not None:
         return False
-    return not (extra.get("output_hidden_states") or extra.get("output_attentions"))
+    for flag in ("output_hidden_states", "output_attentions"):
+        asked = extra.get(flag, call.get(flag))
+        if asked is None:
+            asked = getattr(config, flag, False)
+        if asked:
+            return False
+    return True
 
 
 def _piece_reporter(handle: Handle, layer_index: int) -> Callable[[str, int, int, str], None]:
@@ -251,7 +310,7 @@ def _attention_forward(handle: Handle, attention: nn.Module, is_last: bool, orig
         hidden_states = bound.pop("hidden_states")
         seq_len = hidden_states.shape[-2]
         piece_size = handle.config.piece_size(seq_len)
-        last_only = is_last and handle._state.trim
+        last_only = is_last and handle.trimming
         if seq_len > 1 and (seq_len > piece_size or last_only) and can_run_in_pieces(attention, hidden_states, bound):
             hooks = report if handle.piece_hooks else None
             return attention_in_pieces(handle.family, attention, hidden_states, piece_size, last_only, hooks, **bound)
@@ -265,7 +324,7 @@ def _last_layer_forward(handle: Handle, layer: nn.Module, original: Callable) ->
 
     @functools.wraps(original)
     def forward(*args, **kwargs):
-        if not handle._state.trim:
+        if not handle.trimming:
             return original(*args, **kwargs)
         bound = signature.bind(*args, **kwargs).arguments
         hidden_states = bound.pop("hidden_states")

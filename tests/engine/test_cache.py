@@ -11,6 +11,7 @@ import torch
 
 import mom
 from mom.engine import cache as cache_module
+from mom.engine import host_guard
 from mom.engine.cache import HostMemoryError, MomCache, MomLayer
 from tests.conftest import assert_close, prompt
 
@@ -79,8 +80,8 @@ def test_bytes_by_layer_follow_the_tiers(tiny_models):
 def test_host_buffers_are_not_reallocated_per_token(tiny_models, monkeypatch):
     model = tiny_models["tiny-qwen3"]
     taken = []
-    real_take = cache_module.HostPool.take
-    monkeypatch.setattr(cache_module.HostPool, "take", lambda self, *a, **k: taken.append(a) or real_take(self, *a, **k))
+    real_lend = cache_module.HostPool.lend
+    monkeypatch.setattr(cache_module.HostPool, "lend", lambda self, *a, **k: taken.append(a) or real_lend(self, *a, **k))
     with mom.enable(model, mom.MomConfig(offload="stream")):
         _generate(model, prompt(length=20), new=40)
     assert len(taken) == 2 * model.config.num_hidden_layers  # K and V once per layer, at prefill
@@ -110,9 +111,9 @@ def test_host_ram_guard_fails_before_allocating(tiny_models, monkeypatch):
     class Tiny:
         available = 1000
 
-    monkeypatch.setattr(cache_module.psutil, "virtual_memory", lambda: Tiny)
+    monkeypatch.setattr(host_guard.psutil, "virtual_memory", lambda: Tiny)
     allocations = []
-    monkeypatch.setattr(cache_module.HostPool, "take", lambda self, *a, **k: allocations.append(a))
+    monkeypatch.setattr(cache_module.HostPool, "lend", lambda self, *a, **k: allocations.append(a))
     with mom.enable(model, mom.MomConfig(offload="stream")):
         with pytest.raises(HostMemoryError, match="host RAM"):
             model.generate(prompt(length=30), max_new_tokens=2, pad_token_id=0)
@@ -136,9 +137,10 @@ def test_restore_releases_pinned_pool(tiny_models):
     model = tiny_models["tiny-llama"]
     handle = mom.enable(model, mom.MomConfig(offload="stream"))
     _generate(model, prompt(length=20), new=2)
-    assert handle.host_pool.held_bytes > 0
+    pool = handle.host_pool
+    assert pool.held_bytes > 0
     handle.restore()
-    assert handle.host_pool.held_bytes == 0
+    assert pool.held_bytes == 0 and handle.host_pool is None
 
 
 @torch.no_grad()

@@ -19,8 +19,7 @@ from transformers import AttentionInterface, DynamicCache
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, flash_attention_mask
 
 import mom
-from mom.engine import cache as cache_module
-from mom.engine import pinned
+from mom.engine import host_guard, pinned
 from mom.engine.cache import HostMemoryError, MomCache
 from tests.conftest import assert_close, prompt
 
@@ -44,7 +43,7 @@ def test_01_trim_state_does_not_survive_a_failed_cache_factory(llama, monkeypatc
     def refuse(*_a, **_k):
         raise HostMemoryError("pretend the host is full")
 
-    monkeypatch.setattr(cache_module, "check_host_memory", refuse)
+    monkeypatch.setattr(host_guard, "check_host_memory", refuse)
     with mom.enable(llama, mom.MomConfig(mini_sequences=2, offload="stream")):
         with pytest.raises(HostMemoryError):
             llama(ids, logits_to_keep=1, use_cache=True)
@@ -140,7 +139,7 @@ def test_06_pending_blocks_of_a_failed_prefill_count_as_reserved(monkeypatch):
     pool = pinned.HostPool(pin=True)
     pool.reserve([1000, 2000])  # a prefill that then fails before taking anything
     pool.reserve([1000, 2000])  # the retry
-    view = pool.take((1000,), torch.uint8)
+    view = pool.lend((1000,), torch.uint8)
     pool.clear()
     assert sorted(made) == [1000, 2000]
     assert view.numel() == 1000
@@ -158,9 +157,9 @@ class _Event:
 def test_07_a_returned_block_is_reused_only_after_its_last_copy(monkeypatch):
     log = []
     pool = pinned.HostPool(pin=False)
-    view = pool.take((64,), torch.uint8)
-    pool.give(view, after=_Event(log))
-    again = pool.take((64,), torch.uint8)
+    view = pool.lend((64,), torch.uint8)
+    pool.take_back(view, after=_Event(log))
+    again = pool.lend((64,), torch.uint8)
     assert again.data_ptr() == view.data_ptr()
     assert log == ["event synchronized"]
 
@@ -170,7 +169,7 @@ def test_07_clear_waits_for_the_side_stream_before_unpinning(monkeypatch):
     monkeypatch.setattr(pinned, "_register", lambda block: None)
     monkeypatch.setattr(pinned, "_unregister", lambda block: log.append("unregister"))
     pool = pinned.HostPool(pin=True, synchronize=lambda: log.append("stream synchronized"))
-    pool.give(pool.take((64,), torch.uint8))
+    pool.take_back(pool.lend((64,), torch.uint8))
     pool.clear()
     assert log == ["stream synchronized", "unregister"]
 
@@ -182,7 +181,7 @@ def test_07_a_cache_kept_after_restore_refuses_clearly(llama):
         out = llama(ids, use_cache=True)
     cache = out.cache if "cache" in out else out.past_key_values
     with pytest.raises(RuntimeError, match="restore"):
-        llama(ids[:, -1:], past_key_values=cache, use_cache=True)
+        llama(ids[:, -1:], use_cache=True, **{_cache_keyword(llama): cache})
 
 
 @torch.no_grad()
@@ -191,7 +190,13 @@ def test_07_caches_of_one_handle_share_one_side_stream(llama):
         first = llama(prompt(length=20), use_cache=True)
         second = llama(prompt(length=20, seed=1), use_cache=True)
     caches = [out.cache if "cache" in out else out.past_key_values for out in (first, second)]
-    assert caches[0].mover is caches[1].mover
+    assert caches[0].copier is caches[1].copier
+
+
+def _cache_keyword(model) -> str:
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
 
 
 # -- 9. the host-RAM guard counts only layers that go to the host -------------------------------
@@ -202,7 +207,7 @@ def test_09_host_ram_guard_ignores_sliding_window_layers(tiny_models, monkeypatc
     class Small:
         available = 64 << 10
 
-    monkeypatch.setattr(cache_module.psutil, "virtual_memory", lambda: Small)
+    monkeypatch.setattr(host_guard.psutil, "virtual_memory", lambda: Small)
     ids = prompt(length=30)
     expected = model.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=0)
     with mom.enable(model, mom.MomConfig(offload="stream")):

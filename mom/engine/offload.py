@@ -1,0 +1,55 @@
+"""What one handle's offloaded caches share, and the swap of a fresh cache for a MomCache.
+
+Per handle, not per cache: one side stream (so copies of pinned blocks that pass from one
+cache to the next are ordered), one pinned pool (kept between runs), the set of live caches
+(closed on restore, since their pinned memory goes), and a lock that serializes forward calls
+from several threads (the pool and the stream are shared; each call's own state is not).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+
+from . import host_guard
+from .cache import MomCache
+from .copies import SideStreamCopier
+from .pinned import HostPool
+
+
+class OffloadRuntime:
+    """The side stream, pinned pool and live caches of one `mom.enable` handle."""
+
+    def __init__(self, model, mode: str, kv_gpu_budget: int | None):
+        self.model, self.mode, self.kv_gpu_budget = model, mode, kv_gpu_budget
+        device = next(model.parameters()).device
+        self.copier = SideStreamCopier(device)
+        self.pool = HostPool(pin=device.type == "cuda", synchronize=self.copier.synchronize)
+        self.caches: weakref.WeakSet[MomCache] = weakref.WeakSet()
+        self.lock = threading.RLock()
+
+    def cache_for(self, call: dict, current) -> MomCache | None:
+        """A fresh MomCache for this forward call, or None to keep the call's own cache.
+
+        Raises:
+            HostMemoryError: the prompt's K/V would not fit in host RAM (nothing allocated).
+        """
+        if call.get("use_cache") is False:
+            return None
+        if isinstance(current, MomCache) or (current is not None and current.get_seq_length() > 0):
+            return None
+        ids = call.get("input_ids") if call.get("input_ids") is not None else call.get("inputs_embeds")
+        if ids is None or ids.shape[1] == 0:
+            return None
+        cache = MomCache(self.model, self.mode, self.kv_gpu_budget, self.copier, self.pool)
+        sizes = cache.host_block_sizes(ids.shape[0], ids.shape[1])
+        host_guard.check_host_memory(sum(sizes), ids.shape[0], ids.shape[1], self.pool.free_bytes)
+        self.pool.reserve(sizes)
+        self.caches.add(cache)
+        return cache
+
+    def close(self) -> None:
+        """Restore: close live caches, wait for in-flight copies, unpin everything."""
+        for cache in list(self.caches):
+            cache.close()
+        self.pool.clear()
