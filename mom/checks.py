@@ -40,7 +40,7 @@ from urllib.parse import urlparse
 import psutil
 import torch
 
-from .config import MomConfig
+from .config import MomConfig, check_config
 from .memory.events import GiB, format_bytes
 from .presets import PRESETS
 
@@ -118,25 +118,6 @@ def limit_from_gib(gib: float | None, name: str = "--limit-gib") -> int | None:
     if not gib > 0 or not math.isfinite(gib):
         raise ValueError(f"{name} must be a positive number of GiB, got {gib}; leave it out for no limit")
     return check_limit(max(1, int(gib * GiB)), name)
-
-
-def check_config(config) -> MomConfig | None:
-    """A MomConfig or None; anything else is a TypeError that shows how to write one.
-
-    Raises:
-        TypeError: a dict, a string or anything else that is not a MomConfig.
-    """
-    if config is None or isinstance(config, MomConfig):
-        return config
-    if isinstance(config, dict):
-        fields = ", ".join(f"{k}={v!r}" for k, v in config.items())
-        raise TypeError(f"config must be a mom.MomConfig, got a dict; write mom.MomConfig({fields})")
-    if isinstance(config, str):
-        hint = f"mom.MomConfig(offload={config!r})" if config in ("none", "prefill", "stream", "auto") \
-            else "mom.MomConfig(mini_sequences=16, offload='auto')"
-        raise TypeError(f"config must be a mom.MomConfig, got the string {config!r}; write {hint}")
-    raise TypeError(f"config must be a mom.MomConfig (or None), got {type(config).__name__}; "
-                    "write e.g. mom.MomConfig(mini_sequences=16)")
 
 
 def check_dtype(dtype) -> torch.dtype | None:

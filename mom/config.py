@@ -11,6 +11,10 @@ Every other setting computes the same function as the baseline with less memory:
   trims by default.
 - `offload`: where the KV cache lives ("none", "prefill", "stream", "auto"; see engine/cache.py).
 - `kv_gpu_budget`: bytes of KV cache kept on the GPU in "auto" mode; None = what fits.
+
+`check_config` is the one type check of a config argument (a dict or a string where a MomConfig
+goes is a TypeError that shows the MomConfig to write); it lives here so the engine can call it
+without importing the rest of mom's input checks (mom/checks.py re-exports it).
 """
 
 from __future__ import annotations
@@ -100,3 +104,22 @@ class MomConfig:
         if self.offload != "none":
             parts.append(f"offload={self.offload}")
         return ", ".join(parts)
+
+
+def check_config(config) -> MomConfig | None:
+    """A MomConfig or None; anything else is a TypeError that shows how to write one.
+
+    Raises:
+        TypeError: a dict, a string or anything else that is not a MomConfig.
+    """
+    if config is None or isinstance(config, MomConfig):
+        return config
+    if isinstance(config, dict):
+        fields = ", ".join(f"{k}={v!r}" for k, v in config.items())
+        raise TypeError(f"config must be a mom.MomConfig, got a dict; write mom.MomConfig({fields})")
+    if isinstance(config, str):
+        hint = f"mom.MomConfig(offload={config!r})" if config in OFFLOAD_MODES \
+            else "mom.MomConfig(mini_sequences=16, offload='auto')"
+        raise TypeError(f"config must be a mom.MomConfig, got the string {config!r}; write {hint}")
+    raise TypeError(f"config must be a mom.MomConfig (or None), got {type(config).__name__}; "
+                    "write e.g. mom.MomConfig(mini_sequences=16)")
