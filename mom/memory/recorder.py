@@ -4,7 +4,8 @@ Hooks go on the embedding, every decoder layer and its attention and MLP, the fi
 the LM head; mini-sequence pieces come from the mom Handle's `piece_hooks`. Each hooked call
 becomes one `MemoryEvent` (events.py), sent to listeners as it happens (live plots), kept for
 `to_frame()`, and appended to a JSONL file when `save(path)` asked for one, line by line, so a
-long sweep survives a crashed kernel.
+long sweep survives a crashed kernel (jsonl.py: each run starts with a header line that
+records its provenance; a torn last line from a crash is left alone on its line).
 
 Decisions:
 - The hot path reads probe counters only: two reads per hooked call. On CUDA those are
@@ -34,7 +35,6 @@ Decisions:
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -51,6 +51,7 @@ from ..engine import families
 from ..engine.cache import kv_bytes_by_layer
 from ..engine.patch import handle_of
 from .events import MemoryEvent, events_frame
+from .jsonl import open_append, write_line
 from .oom import allocated_at_failure, oom_kind, requested_bytes
 from .probes import Probe, Watch, active_tracker, default_probe
 
@@ -122,14 +123,17 @@ class MemoryRecorder:
     def save(self, path: str | Path) -> MemoryRecorder:
         """Append events as JSON lines to `path`: those so far now, every later one as it arrives.
 
-        Each line is the event's fields plus `run` (this recorder's run index) and the tags.
+        Each run starts with a header line (`record: "run"`, the tags, the provenance); each
+        event line is the event's fields plus `run` (this recorder's run index) and the tags.
+        Read a file back with `mom.memory.jsonl.read_jsonl`.
         """
         self._path = Path(path)
-        self._open_sink()
-        for event in self.events:
-            self._write(event)
-        if self._run_watch is None:
-            self._close_sink()
+        if self.recording or self.events:
+            self._open_sink()
+            for event in self.events:
+                self._write(event)
+            if not self.recording:
+                self._close_sink()
         return self
 
     def to_frame(self):
@@ -360,9 +364,13 @@ class MemoryRecorder:
 
     # -- JSONL --
     def _open_sink(self) -> None:
+        """Open the JSONL file (if one was asked for) and write this run's header line."""
         if self._path is not None and self._sink is None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            self._sink = self._path.open("a", encoding="utf-8")
+            from .provenance import provenance
+
+            self._sink = open_append(self._path)
+            header = {"record": "run", "run": self.run_index, **self.tags, "provenance": provenance(self.probe.device)}
+            write_line(self._sink, header)
 
     def _close_sink(self) -> None:
         sink, self._sink = self._sink, None
@@ -370,8 +378,7 @@ class MemoryRecorder:
             sink.close()
 
     def _write(self, event: MemoryEvent) -> None:
-        self._sink.write(json.dumps({"run": self.run_index, **self.tags, **event.to_dict()}) + "\n")
-        self._sink.flush()
+        write_line(self._sink, {"run": self.run_index, **self.tags, **event.to_dict()})
 
 
 def _sequence_length(args: tuple, kwargs: dict) -> int:

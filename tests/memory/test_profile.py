@@ -11,6 +11,7 @@ import mom
 from mom.engine import families
 from mom.engine.patch import handle_of
 from mom.memory.events import LAYER_COLUMNS, MiB, Profile
+from mom.memory.jsonl import read_jsonl
 from mom.memory.probes import TensorTracker
 from mom.memory.profile import (
     _next_try,
@@ -123,8 +124,9 @@ def test_jsonl_and_listeners(llama, tmp_path):
     path = tmp_path / "sweep.jsonl"
     for context in (64, 128):
         profile(llama, mom.MomConfig(), context=context, new_tokens=1, listeners=[seen.append], jsonl=path)
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert len(rows) == len(seen) and {r["context"] for r in rows} == {64, 128}
+    read = read_jsonl(path)
+    assert len(read.events) == len(seen) and {r["context"] for r in read.events} == {64, 128}
+    assert [r["context"] for r in read.runs] == [64, 128]
 
 
 def _limited(llama):

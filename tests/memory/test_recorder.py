@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import pytest
@@ -11,6 +10,7 @@ import torch
 import mom
 from mom.engine import families
 from mom.memory.events import EVENT_COLUMNS
+from mom.memory.jsonl import read_jsonl
 from mom.memory.probes import TensorTracker
 from mom.memory.recorder import MemoryRecorder
 from tests.conftest import prompt
@@ -188,10 +188,15 @@ def test_listeners_and_jsonl_see_events_as_they_happen(llama, tmp_path):
         with rec:
             _generate(llama, new_tokens=2)
     assert seen[-len(rec.events):] == rec.events
-    assert lines_when_seen == list(range(1, len(seen) + 1))  # written before listeners are called
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert len(rows) == len(seen) and {r["run"] for r in rows} == {1, 2}
+    first = len(seen) - len(rec.events)  # one header line per run, then its events
+    expected = [i + 2 for i in range(first)] + [i + 3 for i in range(first, len(seen))]
+    assert lines_when_seen == expected  # written before listeners are called
+    read = read_jsonl(path)
+    rows = read.events
+    assert read.torn == 0 and len(rows) == len(seen) and {r["run"] for r in rows} == {1, 2}
     assert rows[0]["label"] == "tiny" and set(EVENT_COLUMNS) <= set(rows[0])
+    assert [r["run"] for r in read.runs] == [1, 2] and all(r["label"] == "tiny" for r in read.runs)
+    assert len(read.runs[0]["provenance"]["commit"]) in (40, len("unknown"))
 
 
 def test_two_recorders_at_once_agree(llama):
