@@ -339,8 +339,9 @@ def _predict(tries: list[Profile], limit: int | None) -> int | None:
 
 
 def profile_table(profiles: list[Profile]) -> str:
-    """A plain-text table of profiles for a terminal: one row each."""
-    header = ("config", "context", "new", "peak GPU", "peak host", "TTFT s", "decode tok/s", "result")
+    """A plain-text table of profiles for a terminal: one row each ("peak GPU" only when every run was on one)."""
+    peak = "peak GPU" if profiles and all(p.backend == "cuda" for p in profiles) else "peak device"
+    header = ("config", "context", "new", peak, "peak host", "TTFT s", "decode tok/s", "result")
     rows = [header]
     for p in profiles:
         rows.append((
