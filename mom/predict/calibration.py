@@ -1,0 +1,49 @@
+"""What fake tensors cannot see, calibrated once from committed H100 measurements.
+
+Fake tensors show every tensor an op returns, not what a kernel allocates for itself. Seen from
+`max_memory_allocated`, that is one block held for the whole run: cuBLAS's workspace (taken
+through the caching allocator at the first matmul and kept), plus flash attention's and
+generate()'s small buffers. mom's CUDA-vs-tracker comparison found a constant ~33 MiB
+(benchmarks/NOTES.md, recorder overhead, llama-3.2-1b at 16k); the H100 runs in
+benchmarks/results/2026-11-26_h100_offload_{128k_final,256k}.json and _mom_704k.json fix it
+here (see tests/predict/test_accuracy.py for the comparison). Every prediction lists these
+figures in its `calibration`.
+
+The "auto" offload budget is the engine's formula (engine/cache.py, MomCache._gpu_budget) with
+the allocator model standing in for torch.cuda.empty_cache() and mem_get_info().
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .allocator import Block
+from .probe import AllocatorProbe
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+UNSEEN_BYTES = 32 * MiB  # cuBLAS workspace and kernels' own buffers, held from the first matmul
+UNSEEN_SOURCE = "H100 runs of llama-3.1-8b, benchmarks/results/2026-11-26_h100_*.json"
+
+# engine/cache.py MomCache._gpu_budget: two stream slots + 1 GiB of a step's working set, 92% of the rest
+AUTO_WORKING_SET_BYTES = 1 * GiB
+AUTO_BUDGET_SHARE = 0.92
+
+
+def hold_unseen(probe: AllocatorProbe) -> Block:
+    """Allocate the unseen block on the probe's allocator; keep the returned block alive."""
+    return probe.allocator.malloc(UNSEEN_BYTES)
+
+
+def auto_budget(probe: AllocatorProbe, per_layer: int) -> int:
+    """Bytes of K/V that offload="auto" keeps on the GPU, as the engine computes them on CUDA."""
+    probe.free_cached()
+    free = probe.allocator.capacity - probe.allocator.reserved
+    working_set = 2 * per_layer + AUTO_WORKING_SET_BYTES
+    return max(0, int((free - working_set) * AUTO_BUDGET_SHARE))
+
+
+def describe() -> dict[str, Any]:
+    """The calibrated figures a prediction used, with their sources."""
+    return {"unseen_bytes": UNSEEN_BYTES, "unseen_source": UNSEEN_SOURCE}

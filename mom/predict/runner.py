@@ -1,0 +1,278 @@
+"""mom.predict: a Profile of a run that never happens, from mom's own code on fake tensors.
+
+The run is the one `mom.profile` measures and benchmarks/harness.py times: a prefill of the
+prompt asking for the last position's logits (as `generate()` does), then greedy decode steps
+through the returned cache, under `mom.enable` with the given config. It runs on a fake model
+(fake.py) inside an AllocatorProbe (probe.py), with the ordinary MemoryRecorder attached, so
+the Profile carries the same per-layer and per-piece events as a measured one. Nothing is
+computed, so the context length costs nothing; what costs time is Python per module call.
+
+Decode steps after the second repeat the same allocations with one more token of K/V each:
+the first two are run (the first one reloads or starts streaming the offloaded cache) and the
+remaining steps are accounted, not run: their peak grows by the K/V of one token on the
+device per step, exactly what running them shows (tests/predict compare both).
+
+Offloaded caches: the engine's MomCache runs as it is, with two instance-level substitutions
+made here: the handle's host pool becomes one that makes fake host-tier tensors (the real pool
+keys blocks by data pointer, which fake tensors do not have), and before the first decode step
+the cache's "auto" budget is set from the allocator model's free memory (the engine's formula,
+calibration.auto_budget) instead of CUDA's. Host RAM is checked against `host_bytes` with the
+engine's own rule, before anything runs.
+
+What fake tensors cannot see is added from calibration.py and listed in the Prediction.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import MomConfig
+from ..engine import families
+from ..engine.cache import MomCache, growth
+from ..engine.host_guard import HOST_RAM_MARGIN
+from ..engine.patch import enable
+from ..memory.events import MemoryEvent, Profile, format_bytes
+from ..memory.recorder import MemoryRecorder
+from . import calibration, speed
+from .fake import fake_model, model_config, run_context
+from .gpus import GPU, resolve_gpu
+from .probe import AllocatorProbe
+
+logger = logging.getLogger(__name__)
+
+RUN_DECODE_STEPS = 2  # decode steps run on fake tensors; later ones are accounted (module docstring)
+
+
+@dataclass
+class Prediction(Profile):
+    """A predicted Profile (backend "predicted") and what the prediction rests on.
+
+    gpu: the card's name; peak_reserved_bytes: the allocator model's reserve high-water mark;
+    calibration: bytes and speeds added from committed measurements, with their sources;
+    ttft_range_s / decode_s_per_token_range: (low, high) of the speed model;
+    speed_notes: what bounds each phase (compute, HBM, host link, host launch overhead);
+    wall: "gpu" or "host" when oom; oom_event: the call that would fail.
+    """
+
+    gpu: str = ""
+    peak_reserved_bytes: int = 0
+    calibration: dict[str, Any] = field(default_factory=dict)
+    ttft_range_s: tuple[float, float] | None = None
+    decode_s_per_token_range: tuple[float, float] | None = None
+    speed_notes: list[str] = field(default_factory=list)
+    wall: str | None = None
+    oom_event: MemoryEvent | None = None
+
+
+def predict(
+    model: Any,
+    config: MomConfig | None = None,
+    context: int = 4096,
+    new_tokens: int = 32,
+    batch: int = 1,
+    gpu: str | int | GPU = "H100-80GB",
+    host_bytes: int | None = None,
+    dtype: torch.dtype = torch.bfloat16,
+    listeners: tuple = (),
+) -> Prediction:
+    """Predict the memory and speed of a prefill of `context` tokens and `new_tokens` greedy tokens.
+
+    Args:
+        model: a preset name, a transformers config, a local folder or config.json, a hub id
+            (when reachable) or a model object (only its config is used).
+        config: what mom does; None or `MomConfig()` is plain Hugging Face.
+        context, new_tokens, batch: the run, as for `mom.profile`.
+        gpu: a name from `mom.predict.GPUS`, a size such as "custom-24GiB", bytes, or a GPU.
+        host_bytes: host RAM available for an offloaded cache; None: unlimited.
+        dtype: weights and activations dtype (bf16, as on a GPU).
+        listeners: called with each MemoryEvent as it is predicted.
+
+    Returns:
+        A Prediction (a Profile): oom=True with `oom_event` and `wall` when it would not fit.
+    """
+    config = config or MomConfig()
+    card = resolve_gpu(gpu)
+    hf_config, name = model_config(model)
+    fake = fake_model(hf_config, name, dtype)
+    result = _new_prediction(fake.model, name, config, context, new_tokens, batch, card)
+    host_error = _host_check(fake.model, config, batch, context, host_bytes)
+    if host_error is not None:
+        result.oom, result.wall, result.error = True, "host", host_error
+        return result
+    probe = AllocatorProbe(card.usable_bytes, f"{card.name} (predicted)")
+    with run_context():
+        _run(fake.model, config, result, probe, listeners)
+    speed.fill(result, fake.model.config, config, card, batch)
+    return result
+
+
+def _new_prediction(model: nn.Module, name: str, config: MomConfig, context: int, new_tokens: int,
+                    batch: int, card: GPU) -> Prediction:
+    layers = families.decoder_layers(model)
+    return Prediction(
+        model_name=name, config={**asdict(config), "label": config.describe()}, context=context,
+        new_tokens=new_tokens, batch=batch, backend="predicted", device_name=f"{card.name} (predicted)",
+        device_limit_bytes=card.usable_bytes, weights_bytes=_bytes(model), gpu=card.name,
+        layer_weight_bytes=[_bytes(layer) for layer in layers],
+    )
+
+
+def _bytes(module: nn.Module) -> int:
+    seen = {t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in (*module.parameters(), *module.buffers())}
+    return sum(seen.values())
+
+
+def _host_check(model: nn.Module, config: MomConfig, batch: int, context: int, host_bytes: int | None) -> str | None:
+    """The engine's host-RAM rule (engine/cache.check_host_memory) against `host_bytes`."""
+    if config.offload == "none" or host_bytes is None:
+        return None
+    needed = batch * (context + growth(context)) * families.kv_bytes_per_token(model)
+    if needed <= HOST_RAM_MARGIN * host_bytes:
+        return None
+    return (f"offloading the KV cache of {batch} x {context} tokens needs {format_bytes(needed)} of host RAM, "
+            f"but only {format_bytes(host_bytes)} is available (predicted)")
+
+
+def _run(model: nn.Module, config: MomConfig, result: Prediction, probe: AllocatorProbe, listeners) -> None:
+    where = _Where(model)
+    result.start_bytes = probe.track(*model.parameters(), *model.buffers())
+    workspace = calibration.hold_unseen(probe)  # noqa: F841  (held for the whole run, like cuBLAS's)
+    recorder = MemoryRecorder(model, probe=probe, tags={"label": result.label, "context": result.context})
+    for listener in listeners:
+        recorder.add_listener(listener)
+    try:
+        with enable(model, config) as handle, where, recorder:
+            _use_fake_host_pool(handle, probe)
+            _prefill_and_decode(model, config, result, probe, where, recorder)
+    except torch.OutOfMemoryError as error:
+        result.oom, result.wall, result.error = True, "gpu", str(error)
+        result.oom_event = where.event(probe)
+    result.events = recorder.events
+    result.peak_gpu_bytes = max(result.peak_gpu_bytes, recorder.peak_bytes)
+    result.peak_reserved_bytes = probe.allocator.peak_reserved
+    result.peak_host_bytes = max(probe.host_peak(), max((e.kv_host_bytes for e in result.events), default=0))
+    result.calibration = calibration.describe()
+
+
+def _prefill_and_decode(model, config: MomConfig, result: Prediction, probe: AllocatorProbe, where, recorder) -> None:
+    cache_name = families.cache_in_call(model, {})[0]
+    ids = torch.zeros(result.batch, result.context, dtype=torch.long, device="meta")
+    out = model(input_ids=ids, logits_to_keep=1, use_cache=True)
+    result.prefill_peak_bytes = recorder.peak_bytes
+    cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    del out, ids
+    _set_auto_budget(cache, config, probe)
+    steps = max(0, result.new_tokens - 1)
+    peaks = []
+    for step in range(1, min(steps, RUN_DECODE_STEPS) + 1):
+        where.phase, where.step = "decode", step
+        out = model(input_ids=token, logits_to_keep=1, use_cache=True, **{cache_name: cache})
+        token = out.logits[:, -1:].argmax(-1)
+        del out
+        peaks.append(recorder.peak_bytes)
+    result.peak_gpu_bytes = recorder.peak_bytes + _later_steps_growth(cache, steps)
+
+
+def _later_steps_growth(cache, steps: int) -> int:
+    """Peak growth of the decode steps not run: one more token of device-resident K/V each."""
+    skipped = steps - RUN_DECODE_STEPS
+    if skipped <= 0 or cache is None:
+        return 0
+    per_token = 0
+    for layer in getattr(cache, "layers", []):
+        keys = getattr(layer, "keys", None)
+        device_kv = getattr(layer, "device_kv", "plain")
+        if keys is None or device_kv is None:
+            continue
+        if device_kv == "plain":  # a transformers layer grows by torch.cat: one token more each step
+            per_token += 2 * keys[..., :1, :].numel() * keys.element_size()
+    return skipped * per_token
+
+
+class _FakeHostPool:
+    """The HostPool interface on fake tensors: every block is a new host-tier tensor.
+
+    `free_bytes` is unbounded so that the engine's host-RAM guard (which reads this machine's
+    RAM) passes: predict() has already checked the cache against `host_bytes` with its rule.
+    """
+
+    free_bytes = 1 << 62
+
+    def __init__(self, probe: AllocatorProbe):
+        self.probe = probe
+
+    def lend(self, shape, dtype: torch.dtype, owner: int = 0) -> torch.Tensor:
+        with self.probe.host_tier():
+            return torch.empty(shape, dtype=dtype, device="meta")
+
+    def take_back(self, view: torch.Tensor, after=None) -> None:
+        return None
+
+    def take_back_all(self, owner: int, after=None) -> None:
+        return None
+
+    def reserve(self, sizes) -> None:
+        return None
+
+    def clear(self) -> None:
+        return None
+
+
+def _use_fake_host_pool(handle, probe: AllocatorProbe) -> None:
+    offload = getattr(handle, "offload", None)
+    if offload is not None:
+        offload.pool = _FakeHostPool(probe)
+
+
+def _set_auto_budget(cache, config: MomConfig, probe: AllocatorProbe) -> None:
+    """Before the first decode step: the "auto" budget as the engine computes it on CUDA."""
+    if config.offload != "auto" or config.kv_gpu_budget is not None or not isinstance(cache, MomCache):
+        return
+    layers = [layer for layer in cache.mom_layers() if layer.host_kv is not None]
+    per_layer = max((sum(t.nbytes for t in layer.host_kv) for layer in layers), default=1)
+    cache.kv_gpu_budget = calibration.auto_budget(probe, per_layer)
+
+
+class _Where:
+    """Which module is running (forward hooks), for the event of an out-of-memory."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.stack: list[tuple[str, int | None]] = []
+        self.phase, self.step = "prefill", 0
+        self._handles: list = []
+
+    def __enter__(self) -> _Where:
+        named = [(families.embedding(self.model), "embedding", None)]
+        family = families.family_of(self.model)
+        for index, layer in enumerate(families.decoder_layers(self.model)):
+            named += [(layer, "layer", index), (getattr(layer, family.attention), "attention", index),
+                      (getattr(layer, family.mlp), "mlp", index)]
+        named += [(families.final_norm(self.model), "norm", None), (families.lm_head(self.model), "lm_head", None)]
+        for module, name, index in named:
+            self._handles.append(module.register_forward_pre_hook(
+                lambda *_, n=name, i=index: self.stack.append((n, i))))
+            self._handles.append(module.register_forward_hook(
+                lambda _m, _a, output, n=name, i=index: self._pop(n, i, output), always_call=True))
+        return self
+
+    def _pop(self, name: str, index: int | None, output) -> None:
+        # a module that raised (output None) stays on the stack: it is where the run failed
+        if output is not None and self.stack and self.stack[-1] == (name, index):
+            self.stack.pop()
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def event(self, probe: AllocatorProbe) -> MemoryEvent:
+        module, layer = self.stack[-1] if self.stack else ("model", None)
+        now = probe.allocated()
+        return MemoryEvent(phase=self.phase, step=self.step, layer=layer, module=module, bytes_before=now,
+                           bytes_after=now, peak_bytes=now + probe.last_request, reserved_bytes=probe.reserved())
