@@ -42,7 +42,18 @@ _TINY = dict(hidden_size=64, intermediate_size=176, num_hidden_layers=3, num_att
              num_key_value_heads=2, vocab_size=512, max_position_embeddings=16384,
              bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
-PRESETS: dict[str, Preset] = {p.name: p for p in [
+class _PresetTable(dict):
+    """The preset dict; a missing name is a KeyError that suggests the closest preset."""
+
+    def __missing__(self, name):
+        from .checks import PRESETS_HINT, closest
+
+        guess = closest(str(name), self)
+        hint = f"did you mean {guess!r}? " if guess else ""
+        raise KeyError(f"unknown preset {name!r}; {hint}({PRESETS_HINT})")
+
+
+PRESETS: dict[str, Preset] = _PresetTable({p.name: p for p in [
     Preset("llama-3.1-8b", "llama", dict(_LLAMA3, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
            num_attention_heads=32, rope_parameters=_llama3_rope(8.0), tie_word_embeddings=False),
            "meta-llama/Llama-3.1-8B"),
@@ -78,6 +89,6 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("tiny-mistral", "mistral", dict(_TINY, sliding_window=24),
            "Mistral v0.1 structure with a 24-token sliding window, tiny"),
     Preset("tiny-phi3", "phi3", dict(_TINY), "Phi-3 structure (fused qkv and gate/up), tiny"),
-]}
+]})
 
 TINY_PRESETS = tuple(name for name in PRESETS if name.startswith("tiny-"))

@@ -1,6 +1,7 @@
 import pytest
 
 from mom import MomConfig, MomConfigError
+from mom.config import check_config
 
 
 def test_default_is_baseline():
@@ -45,3 +46,19 @@ def test_piece_size(cfg, seq_len, expected):
 def test_frozen():
     with pytest.raises(AttributeError):
         MomConfig().offload = "auto"
+
+
+@pytest.mark.parametrize("value, message", [
+    (dict(mini_sequences=4), r"got a dict; write mom.MomConfig\(mini_sequences=4\)"),
+    ("stream", r"got the string 'stream'; write mom.MomConfig\(offload='stream'\)"),
+    ("fast", r"got the string 'fast'; write mom.MomConfig\(mini_sequences=16, offload='auto'\)"),
+    (4, r"got int"),
+])
+def test_check_config_shows_the_config_to_write(value, message):
+    with pytest.raises(TypeError, match=message):
+        check_config(value)
+
+
+def test_check_config_passes_configs_and_none():
+    cfg = MomConfig(mini_sequences=2)
+    assert check_config(cfg) is cfg and check_config(None) is None

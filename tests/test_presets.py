@@ -6,6 +6,8 @@ import pytest
 import torch
 
 import mom
+import mom.engine.families
+from mom.load import kv_bytes_per_token_of, parameter_count, preset_config
 
 PUBLISHED_PARAMETERS = {
     "llama-3.1-8b": 8_030_261_248,
@@ -41,3 +43,25 @@ def test_cuda_asked_without_cuda_is_a_clear_error():
         pytest.skip("this machine has CUDA")
     with pytest.raises(RuntimeError, match="no CUDA"):
         mom.load("tiny-llama", device="cuda")
+
+
+def test_a_missing_preset_suggests_the_closest():
+    with pytest.raises(KeyError, match="unknown preset 'tiny-lama'; did you mean 'tiny-llama'"):
+        mom.PRESETS["tiny-lama"]
+    with pytest.raises(KeyError, match="unknown preset 'zzz'; \\(`mom presets`"):
+        mom.PRESETS["zzz"]
+    assert mom.PRESETS.get("tiny-lama") is None and "tiny-llama" in mom.PRESETS
+
+
+@pytest.mark.parametrize("name", mom.PRESETS)
+def test_the_estimate_load_checks_is_the_built_parameter_count(name):
+    """mom.load refuses a too-large model from this estimate, before building: it must be exact."""
+    model = mom.load(name, device="meta")
+    assert parameter_count(preset_config(name)) == sum(p.numel() for p in model.parameters())
+    assert kv_bytes_per_token_of(model.config, torch.float32) == mom.engine.families.kv_bytes_per_token(model)
+
+
+def test_overrides_reach_the_model():
+    model = mom.load("tiny-llama", device="meta", num_hidden_layers=2, max_position_embeddings=64)
+    assert model.config.num_hidden_layers == 2 and len(model.model.layers) == 2
+    assert model.config.max_position_embeddings == 64
