@@ -70,6 +70,8 @@ def run_demo(model: str | None = None, context: int | None = None, new_tokens: i
     loaded = load(name, device=device)
     runs = [profile(loaded, cfg, context, new_tokens, limit_bytes=limit_bytes)
             for cfg in (MomConfig(), config or DEMO_CONFIG)]
+    for run in runs:  # the preset or hub name, not the family a preset's config reports ("llama")
+        run.model_name = name
     note = (f"{name} on {runs[0].device_name or device}, {context} prompt tokens, {new_tokens} greedy tokens; "
             f"made by mom.explore.run_demo(model={name!r}, context={context}, new_tokens={new_tokens})")
     written = write_report(runs, path, title=f"mom: baseline against mom on {name}",

@@ -2,17 +2,30 @@
 
 The panel only gathers settings, calls `memory.profile` / `memory.find_max_context`, and hands
 the results to the figures of live.py and plots.py; it computes nothing itself. Every button
-has a method twin (`run`, `compare`, `find_max_context`) so notebooks and tests drive it the
-same way a user does, and reading `summary`, `live` and `sweep` is reading what is shown.
+has a method twin (`run`, `compare`, `find_max_context`, `stop`) so notebooks and tests drive
+it the same way a user does, and reading `summary`, `live` and `sweep` is reading what is shown.
+Everything drawn comes from Profiles and their events, so a Profile made any other way (a
+prediction, a saved run) is drawn by `show_profile` with no special case.
 
 Decisions:
 - Nothing heavy happens at construction: a preset is loaded at the first run, and only one
   model is held at a time (two 8B models would not fit one GPU).
+- A button's work runs on a background thread. ipywidgets runs click callbacks in the
+  kernel, so a run inside the callback would freeze the panel (figures update only at the
+  end) and queue every later click, Stop included. While work runs, Run / Compare / Find max
+  and the settings are disabled, Stop is enabled, and a second run is refused; Stop cancels
+  at the next hooked module call and the model is restored (memory/cancel.py). The kernel
+  itself reads "idle" during a run, since it is free to take the Stop click; the panel says
+  "running". The method twins wait for their work by default (`wait=False` returns at once,
+  as a click does; `wait()` joins).
 - Errors are messages, not tracebacks: a config mom refuses, an offload mode the machine
   cannot run, or any other failure is shown in red and kept in `last_error`. An OOM is a
-  result: it is drawn and tabled like any run.
-- On CPU the runs use the tensor tracker and the "device limit" control caps its pretend
-  device memory, so the OOM wall shows on a laptop. On a GPU the limit is the card's memory.
+  result: it is drawn (the failing allocation in red where it happened) and tabled.
+- On CPU the runs use the tensor tracker and the "pretend device limit" caps its memory, so
+  the OOM wall shows on a laptop. On a GPU the limit is the card's memory.
+- Constructor arguments are checked, never silently changed (mom/checks.py): a limit is None
+  or positive bytes; a context must be positive and within the slider's range, and one that
+  is not a slider stop is added as a stop rather than rounded to a neighbour.
 - Runs are remembered by (model, config, context, new tokens, limit), so "Compare with
   baseline" reuses a baseline already measured.
 """
@@ -21,28 +34,37 @@ from __future__ import annotations
 
 import html
 import logging
+import math
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
-import plotly.graph_objects as go
 import torch
 from torch import nn
 
+from .. import checks
 from ..config import OFFLOAD_MODES, MomConfig
 from ..engine import families
 from ..load import load
+from ..memory.cancel import Cancel
 from ..memory.events import GiB, MaxContextResult, MiB, Profile, format_bytes
 from ..memory.profile import find_max_context, profile
 from ..presets import PRESETS, TINY_PRESETS
-from . import plots
-from .live import LiveFigures, model_weights_by_layer, update_in_place
+from . import plots, report
+from .live import LiveFigures, figure_widget, model_weights_by_layer, update_in_place
 
 logger = logging.getLogger(__name__)
 
 GIVEN_MODEL = "(the model given)"
-CPU_DEFAULTS = dict(context=8192, new_tokens=8, mini_sequences=8, limit=32, unit="MiB", resolution=1024)
-GPU_DEFAULTS = dict(context=131072, new_tokens=32, mini_sequences=16, limit=0, unit="GiB", resolution=8192)
+CPU_DEFAULTS = dict(context=8192, new_tokens=8, mini_sequences=8, limit=32, unit="MiB", resolution=1024,
+                    contexts=(256, 16384))
+GPU_DEFAULTS = dict(context=131072, new_tokens=32, mini_sequences=16, limit=0, unit="GiB", resolution=8192,
+                    contexts=(4096, 1 << 20))
+# M stops about x1.5 apart: one drag step is a small change, and the track stays readable
+M_OPTIONS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+_SLIDER = dict(layout=widgets.Layout(width="430px"), style={"description_width": "130px"})
+_RED, _INK = "#b00020", "#333"
 
 
 def context_options(low: int, high: int) -> list[tuple[str, int]]:
@@ -57,55 +79,66 @@ def context_options(low: int, high: int) -> list[tuple[str, int]]:
 
 
 def _short(n: int) -> str:
-    return f"{n // 1024}k" if n % 1024 == 0 else f"{n / 1024:.1f}k"
+    return f"{n // 1024}k" if n % 1024 == 0 else f"{n / 1024:.1f}k" if n >= 1024 else str(n)
 
 
 class Explorer:
     """The memory explorer panel; display it as the last expression of a notebook cell.
 
     Args:
-        model: a loaded causal LM to explore; None offers the presets (tiny ones on CPU).
+        model: a loaded causal LM, or a preset name (loaded at the first run); None offers the
+            presets (tiny ones on CPU).
         device: where presets are loaded; default cuda when available, else cpu.
-        limit_bytes: pretend device memory for CPU runs (the tracker's limit); default 32 MiB
-            on CPU, none on a GPU (the card is the limit).
-        context: the starting context length.
+        limit_bytes: pretend device memory for CPU runs (the tracker's limit), a positive number
+            of bytes; default 32 MiB on CPU, none on a GPU (the card is the limit).
+        context: the starting context length, within the slider's range.
+
+    Raises:
+        TypeError: `model` is neither a torch module nor a preset name.
+        ValueError: an unknown preset, a limit of 0 or below, or a context outside the slider.
 
     Attributes:
         controls: the setting widgets by name (model, context, mini_sequences, offload,
-            budget_fits, budget, new_tokens, limit).
-        buttons: run, compare, max_context.
+            budget_fits, budget, new_tokens, limit_on, limit).
+        buttons: run, compare, max_context, stop.
         live: the LiveFigures (per-layer and timeline FigureWidgets).
         sweep: the peak-memory-against-context FigureWidget.
         profiles: every run so far, in order; `summary` is the table shown.
     """
 
-    def __init__(self, model: nn.Module | None = None, device: str | torch.device | None = None,
+    def __init__(self, model: nn.Module | str | None = None, device: str | torch.device | None = None,
                  limit_bytes: int | None = None, context: int | None = None):
-        self.device = torch.device(device) if device is not None else _default_device(model)
+        preset = _check_model(model)
+        limit_bytes = checks.check_limit(limit_bytes)
+        self.device = checks.check_device(device) or _default_device(model if preset is None else None)
         self.cuda = self.device.type == "cuda"
         self.defaults = dict(GPU_DEFAULTS if self.cuda else CPU_DEFAULTS)
-        if limit_bytes is not None:
-            self.defaults["limit"] = limit_bytes / (GiB if self.cuda else MiB)
         self.unit = GiB if self.defaults["unit"] == "GiB" else MiB
-        self._given = model
-        self._model: nn.Module | None = model
-        self._model_name = GIVEN_MODEL if model is not None else None
+        if limit_bytes is not None:
+            self.defaults["limit"] = limit_bytes / self.unit
+        self._given = model if preset is None else None
+        self._model: nn.Module | None = self._given
+        self._model_name = GIVEN_MODEL if self._given is not None else None
         self.profiles: list[Profile] = []
         self._sweep_runs: list[Profile] = []  # the current model's runs: the sweep chart's data
         self._runs: dict[tuple, Profile] = {}
         self.summary = None
         self.last_error: BaseException | None = None
         self.max_context: MaxContextResult | None = None
-        self.controls = self._make_controls(context)
+        self.result: Any = None
+        self._cancel = Cancel()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.controls = self._make_controls(preset, _check_context(context, self.defaults["contexts"]))
         self.buttons = self._make_buttons()
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="progress",
-                                            layout=widgets.Layout(width="320px"))
-        self.message = widgets.HTML()
+                                            layout=widgets.Layout(width="300px"))
+        self.message = widgets.HTML(f"<span style='color:#666'>{html.escape(self._hint())}</span>")
         self.summary_html = widgets.HTML()
         self.live = LiveFigures({}, 0, on_progress=self._on_progress)
-        self.sweep = go.FigureWidget(plots.sweep_figure([], None))
-        if model is not None:
-            self._reset_live(model)
+        self.sweep = figure_widget(plots.sweep_figure([], None, title=self._sweep_title()))
+        if self._given is not None:
+            self._reset_live(self._given)
             self.live.redraw()
         self.widget = self._layout()
 
@@ -114,12 +147,14 @@ class Explorer:
         return self.widget._repr_mimebundle_(**kwargs)
 
     def close(self) -> None:
-        """Close every widget and let the model go.
+        """Stop any run, close every widget and let the model go.
 
         ipywidgets keeps each widget in a global registry until it is closed, and the buttons'
         callbacks reach this object, so without close() a dropped Explorer keeps its model (and
         its GPU memory) alive for the rest of the kernel.
         """
+        self.stop()
+        self.wait()
         for widget in [*self.controls.values(), *self.buttons.values(), self.progress, self.message,
                        self.summary_html, self.live.layer_widget, self.live.timeline_widget, self.sweep, self.widget]:
             widget.close()
@@ -152,89 +187,189 @@ class Explorer:
     @property
     def limit_bytes(self) -> int | None:
         """The pretend device limit of CPU runs, in bytes (None: no limit, or on a GPU)."""
-        value = self.controls["limit"].value
-        return int(value * self.unit) if value > 0 and not self.cuda else None
+        c = self.controls
+        if self.cuda or not c["limit_on"].value or c["limit"].value <= 0:
+            return None
+        return int(c["limit"].value * self.unit)
+
+    @property
+    def busy(self) -> bool:
+        """Work is running (a button's, or a method's)."""
+        return self._lock.locked()
 
     # -- actions --
-    def run(self) -> Profile | None:
-        """Run the model under the current settings, drawing memory as it goes."""
-        return self._guard(lambda: self._measure(self.config()))
+    def run(self, wait: bool = True) -> Profile | None:
+        """Run the model under the current settings, drawing memory as it goes.
 
-    def compare(self) -> tuple[Profile, Profile] | None:
-        """Run the baseline (`MomConfig()`) and the current settings at the same context; table both."""
+        Args:
+            wait: return the Profile when done; False starts it in the background (as the Run
+                button does) and returns None at once.
+        """
+        return self._launch(lambda: self._measure(self.config()), wait)
+
+    def compare(self, wait: bool = True) -> tuple[Profile, Profile] | None:
+        """Run the baseline (`MomConfig()`) and the current settings at the same context, and show
+        both side by side on one scale (a baseline measured before is reused)."""
         def both():
             config = self.config()
             base = self._measure(MomConfig(), reuse=True)
-            run = self._measure(config, reuse=True)
+            if base.cancelled:
+                return None
+            run = self._measure(config, reuse=True, beside=base)
             return base, run
-        return self._guard(both)
+        return self._launch(both, wait)
 
-    def find_max_context(self) -> MaxContextResult | None:
+    def find_max_context(self, wait: bool = True) -> MaxContextResult | None:
         """Search the longest context that fits under the current settings, to one resolution step.
 
-        On CPU it searches the whole context slider; on a GPU up to the context chosen.
+        On CPU it searches the whole context slider; on a GPU up to the context chosen. Each try
+        is added to the sweep chart as it finishes.
         """
-        def search():
-            model, config = self._load(), self.config()
-            high = self._search_high()
-            self._say(f"searching the longest context for {config.describe()}, up to {high} tokens ...")
-            self.progress.bar_style = "info"
-            result = find_max_context(model, config, new_tokens=self.new_tokens, resolution=self.defaults["resolution"],
-                                      high=high, limit_bytes=self.limit_bytes, progress=False, record=False)
-            self.max_context = result
-            self.profiles.extend(result.tries)
-            self._sweep_runs.extend(result.tries)
-            self._draw_sweep()
-            self.progress.bar_style = "success"
-            self._say(_max_context_message(result, config))
-            return result
-        return self._guard(search)
+        return self._launch(self._search, wait)
 
-    # -- internals --
-    def _measure(self, config: MomConfig, reuse: bool = False) -> Profile:
+    def stop(self) -> None:
+        """Cancel the work in progress at its next hooked module call (the model is restored)."""
+        if self.busy:
+            self._cancel.cancel()
+            self._say("stopping ...")
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Wait for background work (a click) to finish; returns its result."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return self.result
+
+    def show_profile(self, result: Profile) -> None:
+        """Draw a finished Profile (measured, loaded or predicted) as if it had just run."""
+        label = plots.profile_label(result)
+        self.live.show(result.events, self._title(label, result.context), label=label)
+        self.profiles.append(result)
+        self._sweep_runs.append(result)
+        self._show_result(result)
+
+    # -- running --
+    def _launch(self, action: Callable[[], Any], wait: bool) -> Any:
+        if not self._lock.acquire(blocking=False):
+            self._say("a run is in progress: wait for it, or press Stop", error=True)
+            return None
+        self._cancel = Cancel()
+        self._set_busy(True)
+        if wait:
+            return self._work(action)
+        self._thread = threading.Thread(target=self._work, args=(action,), name="mom-explorer", daemon=True)
+        self._thread.start()
+        return None
+
+    def _work(self, action: Callable[[], Any]) -> Any:
+        try:
+            self.result = self._guard(action)
+            return self.result
+        finally:
+            self._set_busy(False)
+            self._lock.release()
+
+    def _set_busy(self, busy: bool) -> None:
+        for name in ("run", "compare", "max_context"):
+            self.buttons[name].disabled = busy
+        self.buttons["stop"].disabled = not busy
+        for control in self.controls.values():
+            control.disabled = busy
+        if not busy:
+            self._on_budget_change()
+            self._on_limit_change()
+
+    def _measure(self, config: MomConfig, reuse: bool = False, beside: Profile | None = None) -> Profile:
         model = self._load()
         key = (self._model_name, config, self.context, self.new_tokens, self.limit_bytes)
-        title = f"{config.describe()}, {self.context} tokens"
+        label = plots.profile_label(_labelled(config))
+        title = self._title(label, self.context)
+        pinned = {plots.profile_label(beside): beside.events} if beside is not None else None
         if reuse and key in self._runs:
             result = self._runs[key]
-            self.live.show(result.events, title)
+            self.live.show(result.events, title, label=label, beside=pinned)
         else:
             self._say(f"running {title} ...")
             self.progress.bar_style = "info"
-            self.live.start(title, self.new_tokens, self._device_limit(model))
+            self.progress.value = 0
+            self.live.start(title, self.new_tokens, self._device_limit(), label=label, beside=pinned)
             result = profile(model, config, self.context, self.new_tokens, limit_bytes=self.limit_bytes,
-                             listeners=[self.live])
+                             listeners=[self.live], cancel=self._cancel)
+            result.model_name = self._display_name()
             self.live.finish()
-            self.progress.value = self.progress.max if not result.oom else self.progress.value
-            self._runs[key] = result
-            self.profiles.append(result)
-            self._sweep_runs.append(result)
-        self.progress.bar_style = "danger" if result.oom else "success"
-        self._show_result(result)
+            if not result.cancelled:
+                self._runs[key] = result
+                self.profiles.append(result)
+                self._sweep_runs.append(result)
+        self._show_result(result, beside)
         return result
 
-    def _show_result(self, result: Profile) -> None:
-        base = self._runs.get((self._model_name, MomConfig(), result.context, result.new_tokens, self.limit_bytes))
+    def _search(self) -> MaxContextResult:
+        model, config = self._load(), self.config()
+        high = self._search_high()
+        resolution = self.defaults["resolution"]
+        label = plots.profile_label(_labelled(config))
+        self._say(f"searching the longest context for {label}, up to {high} tokens ...")
+        self.progress.bar_style = "info"
+        self.progress.value, self.progress.max = 0, _expected_tries(high, resolution)
+
+        def on_try(run: Profile) -> None:
+            run.model_name = self._display_name()
+            self.profiles.append(run)
+            self._sweep_runs.append(run)
+            self._draw_sweep()
+            self.progress.max = max(self.progress.max, self.progress.value + 1)
+            self.progress.value += 1
+            outcome = "stopped" if run.cancelled else "out of memory" if run.oom else format_bytes(run.peak_gpu_bytes)
+            self._say(f"{label}: try {self.progress.value}, {run.context} tokens: {outcome}", error=run.oom)
+
+        result = find_max_context(model, config, new_tokens=self.new_tokens, resolution=resolution, high=high,
+                                  limit_bytes=self.limit_bytes, progress=False, record=False, on_try=on_try,
+                                  cancel=self._cancel)
+        self.max_context = result
+        self.progress.max = max(1, self.progress.value)
+        self.progress.bar_style = "warning" if result.cancelled else "success"
+        self._say(_max_context_message(result, label))
+        return result
+
+    def _show_result(self, result: Profile, beside: Profile | None = None) -> None:
+        base = beside if beside is not None else self._runs.get(
+            (self._model_name, MomConfig(), result.context, result.new_tokens, self.limit_bytes))
         base = base if base is not result else None
         self.summary = plots.summary_table(result, base)
-        self.summary_html.value = self.summary.to_html(border=0)
+        self.summary_html.value = report.table_html(self.summary, index=True)
         self._draw_sweep()
-        lines = [_outcome_line(run) for run in (base, result) if run is not None]
-        if base is not None and not (base.oom or result.oom) and base.peak_gpu_bytes:
-            lines.append(f"peak memory {result.peak_gpu_bytes / base.peak_gpu_bytes:.2f}x the baseline's")
-        self._say("; ".join(lines), error=result.oom)
+        lines = [(_outcome_line(run), run.oom) for run in (base, result) if run is not None]
+        if base is not None and base.passed and result.passed and base.peak_gpu_bytes:
+            lines.append((f"peak memory {result.peak_gpu_bytes / base.peak_gpu_bytes:.2f}x the baseline's", False))
+        self.progress.bar_style = "danger" if result.oom else "warning" if result.cancelled else "success"
+        if result.passed:
+            self.progress.value = self.progress.max
+        self._say_lines(lines)
 
     def _search_high(self) -> int:
         """On CPU the whole slider (tries take seconds); on a GPU up to the chosen context (tries take minutes)."""
         return self.context if self.cuda else max(v for _, v in self.controls["context"].options)
 
     def _draw_sweep(self) -> None:
-        update_in_place(self.sweep, plots.sweep_figure(self._sweep_runs, self._device_limit(self._model)))
+        figure = plots.sweep_figure(self._sweep_runs, self._device_limit(), title=self._sweep_title())
+        update_in_place(self.sweep, figure)
 
-    def _device_limit(self, model: nn.Module | None) -> int | None:
+    def _device_limit(self) -> int | None:
         if not self.cuda:
             return self.limit_bytes
         return torch.cuda.get_device_properties(self.device).total_memory
+
+    def _display_name(self) -> str:
+        if self._model_name == GIVEN_MODEL and self._given is not None:
+            return _model_title(self._given)
+        return self._model_name or self.controls["model"].value
+
+    def _title(self, label: str, context: int) -> str:
+        return f"{self._display_name()}, {label}, {_short(context)} tokens"
+
+    def _sweep_title(self) -> str:
+        return f"Peak memory against context: {self._display_name()}"
 
     def _load(self) -> nn.Module:
         name = self.controls["model"].value
@@ -266,40 +401,60 @@ class Explorer:
             return None
 
     def _say(self, text: str, error: bool = False) -> None:
-        color = "#b00020" if error else "#333"
-        self.message.value = f"<span style='color:{color}'>{html.escape(text)}</span>"
+        self._say_lines([(text, error)])
+
+    def _say_lines(self, lines: list[tuple[str, bool]]) -> None:
+        spans = [f"<span style='color:{_RED if error else _INK}'>{html.escape(text)}</span>" for text, error in lines]
+        self.message.value = "<br>".join(spans)
+
+    def _hint(self) -> str:
+        where = "a pretend device limit on CPU" if not self.cuda else str(self.device)
+        return f"Choose settings, then Run; Compare runs the baseline beside them ({where})."
 
     def _on_progress(self, done: int, total: int) -> None:
         self.progress.max = total
         self.progress.value = done
 
     # -- widgets --
-    def _make_controls(self, context: int | None) -> dict[str, widgets.Widget]:
+    def _make_controls(self, preset: str | None, context: int | None) -> dict[str, widgets.Widget]:
         d, unit = self.defaults, self.defaults["unit"]
         names = [GIVEN_MODEL] if self._given is not None else list(TINY_PRESETS if not self.cuda else PRESETS)
-        default_model = names[0] if not self.cuda or self._given is not None else "llama-3.1-8b"
-        options = context_options(256, 16384) if not self.cuda else context_options(4096, 1 << 20)
+        if preset is not None and preset not in names:
+            names.append(preset)
+        default_model = preset or (names[0] if not self.cuda or self._given is not None else "llama-3.1-8b")
+        options = context_options(*d["contexts"])
         values = [v for _, v in options]
-        start = min(values, key=lambda v: abs(v - (context or d["context"])))
+        if context is not None and context not in values:  # a stop of its own, not a rounded neighbour
+            options = sorted([*options, (_short(context), context)], key=lambda o: o[1])
+        start = context if context is not None else min(values, key=lambda v: abs(v - d["context"]))
         style = {"description_width": "initial"}
         controls = {
-            "model": widgets.Dropdown(options=names, value=default_model, description="model", style=style),
-            "context": widgets.SelectionSlider(options=options, value=start, description="context", style=style,
-                                               continuous_update=False),
+            "model": widgets.Dropdown(options=names, value=default_model, description="model", style=style,
+                                      layout=widgets.Layout(width="260px")),
+            "context": widgets.SelectionSlider(options=options, value=start, description="context (tokens)",
+                                               continuous_update=False, **_SLIDER),
             "new_tokens": widgets.IntSlider(value=d["new_tokens"], min=1, max=256, description="new tokens",
-                                            style=style, continuous_update=False),
-            "mini_sequences": widgets.IntSlider(value=d["mini_sequences"], min=1, max=64,
-                                                description="mini-sequences M (1: off)", style=style,
-                                                continuous_update=False),
-            "offload": widgets.Dropdown(options=list(OFFLOAD_MODES), value="none", description="offload", style=style),
-            "budget_fits": widgets.Checkbox(value=True, description="GPU KV budget: what fits", style=style),
-            "budget": widgets.BoundedFloatText(value=0.0, min=0.0, max=1e6, description=f"GPU KV budget ({unit})",
-                                               style=style, disabled=True),
-            "limit": widgets.BoundedFloatText(value=d["limit"], min=0.0, max=1e6, style=style, disabled=self.cuda,
-                                              description=f"device limit ({unit}, 0: none)"),
+                                            continuous_update=False, **_SLIDER),
+            "mini_sequences": widgets.SelectionSlider(options=[("1 (off)" if m == 1 else str(m), m) for m in M_OPTIONS],
+                                                      value=d["mini_sequences"], description="mini-sequences M",
+                                                      continuous_update=False, **_SLIDER),
+            "offload": widgets.Dropdown(options=list(OFFLOAD_MODES), value="none", description="offload KV",
+                                        style=style, layout=widgets.Layout(width="200px")),
+            "budget_fits": widgets.Checkbox(value=True, description="KV kept on device: what fits", style=style,
+                                            layout=widgets.Layout(width="240px")),
+            "budget": widgets.BoundedFloatText(value=0.0, min=0.0, max=1e6, description=f"KV budget ({unit})",
+                                               style=style, layout=widgets.Layout(width="200px")),
+            "limit_on": widgets.Checkbox(value=not self.cuda, description="pretend device limit", style=style,
+                                         layout=widgets.Layout(width="190px")),
+            "limit": widgets.BoundedFloatText(value=max(d["limit"], 0.25), min=0.25, max=1e6, style=style,
+                                              description=f"limit ({unit})", layout=widgets.Layout(width="170px")),
         }
         controls["offload"].observe(self._on_budget_change, "value")
         controls["budget_fits"].observe(self._on_budget_change, "value")
+        controls["limit_on"].observe(self._on_limit_change, "value")
+        self.controls = controls
+        self._on_budget_change()
+        self._on_limit_change()
         return controls
 
     def _on_budget_change(self, _change=None) -> None:
@@ -307,37 +462,69 @@ class Explorer:
         self.controls["budget_fits"].disabled = not auto
         self.controls["budget"].disabled = not auto or self.controls["budget_fits"].value
 
+    def _on_limit_change(self, _change=None) -> None:
+        self.controls["limit_on"].disabled = self.cuda
+        self.controls["limit"].disabled = self.cuda or not self.controls["limit_on"].value
+
     def _make_buttons(self) -> dict[str, widgets.Button]:
+        wide = widgets.Layout(width="190px")
         buttons = {
             "run": widgets.Button(description="Run", button_style="primary", icon="play",
                                   tooltip="prefill the context, then generate the new tokens, drawing memory per layer"),
-            "compare": widgets.Button(description="Compare with baseline", icon="balance-scale",
-                                      layout=widgets.Layout(width="200px"),
-                                      tooltip="run plain Hugging Face and these settings at this context"),
-            "max_context": widgets.Button(description="Find max context", icon="search",
-                                          layout=widgets.Layout(width="180px"),
+            "compare": widgets.Button(description="Compare with baseline", icon="balance-scale", layout=wide,
+                                      tooltip="run plain Hugging Face and these settings at this context, side by side"),
+            "max_context": widgets.Button(description="Find max context", icon="search", layout=wide,
                                           tooltip="the longest context that fits (CPU: the whole slider; GPU: up to "
                                                   "the context chosen)"),
+            "stop": widgets.Button(description="Stop", icon="stop", button_style="warning", disabled=True,
+                                   tooltip="cancel the run at its next layer; the model is restored"),
         }
-        buttons["run"].on_click(lambda _: self.run())
-        buttons["compare"].on_click(lambda _: self.compare())
-        buttons["max_context"].on_click(lambda _: self.find_max_context())
+        buttons["run"].on_click(lambda _: self.run(wait=False))
+        buttons["compare"].on_click(lambda _: self.compare(wait=False))
+        buttons["max_context"].on_click(lambda _: self.find_max_context(wait=False))
+        buttons["stop"].on_click(lambda _: self.stop())
         return buttons
 
     def _layout(self) -> widgets.Widget:
         c, b = self.controls, self.buttons
+        wrap = widgets.Layout(flex_flow="row wrap", align_items="center")
+        limit_row = [c["limit_on"], c["limit"]] if not self.cuda else []
         rows = [
-            widgets.HBox([c["model"], c["context"], c["new_tokens"]]),
-            widgets.HBox([c["mini_sequences"], c["offload"], c["budget_fits"], c["budget"]]),
-            widgets.HBox([c["limit"]]),
-            widgets.HBox([b["run"], b["compare"], b["max_context"], self.progress]),
+            widgets.HBox([c["model"], c["context"], c["new_tokens"]], layout=wrap),
+            widgets.HBox([c["mini_sequences"], c["offload"], c["budget_fits"], c["budget"], *limit_row], layout=wrap),
+            widgets.HBox([b["run"], b["compare"], b["max_context"], b["stop"], self.progress], layout=wrap),
             self.message,
             self.live.layer_widget,
             self.live.timeline_widget,
             self.summary_html,
             self.sweep,
         ]
-        return widgets.VBox(rows)
+        return widgets.VBox(rows, layout=widgets.Layout(width="100%"))
+
+
+def _check_model(model) -> str | None:
+    """None or a module passes; a preset name is checked and returned; anything else is a TypeError."""
+    if model is None or isinstance(model, nn.Module):
+        return None
+    if isinstance(model, str):
+        try:
+            checks.model_source(model)  # a typo gets "did you mean ...?" at once, with no network
+        except ValueError as error:
+            raise TypeError(f"Explorer expects a model (a loaded causal LM) or a preset name; {error}") from None
+        return model
+    raise TypeError(f"Explorer expects a model (a loaded causal LM, e.g. mom.load('tiny-llama')) or a preset name "
+                    f"such as 'tiny-llama', got {type(model).__name__}; {checks.PRESETS_HINT}")
+
+
+def _check_context(context, bounds: tuple[int, int]) -> int | None:
+    if context is None:
+        return None
+    context = checks.check_context(context)
+    low, high = bounds
+    if not low <= context <= high:
+        raise ValueError(f"context {context} is outside the explorer's context slider ({low} to {high} tokens here); "
+                         f"pick one in that range, or use mom.profile(model, config, context={context}) for any length")
+    return context
 
 
 def _default_device(model: nn.Module | None) -> torch.device:
@@ -346,17 +533,44 @@ def _default_device(model: nn.Module | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _labelled(config: MomConfig) -> Profile:
+    """A Profile stand-in carrying only a config, so labels come from the one function that makes them."""
+    from dataclasses import asdict
+
+    return Profile(model_name="", config={**asdict(config), "label": config.describe()}, context=0, new_tokens=0)
+
+
+def _model_title(model: nn.Module) -> str:
+    config = model.config
+    return getattr(config, "name_or_path", "") or getattr(config, "model_type", type(model).__name__)
+
+
+def _expected_tries(high: int, resolution: int) -> int:
+    """About how many tries a search makes: doublings up to high, then halvings of the bracket."""
+    steps = max(1, math.ceil(math.log2(max(high // resolution, 1))))
+    return 2 * steps + 1
+
+
 def _outcome_line(run: Profile) -> str:
     where = f"{plots.profile_label(run)} at {run.context} tokens"
+    if run.cancelled:
+        return f"{where}: stopped"
     if run.oom:
         return f"{where}: out of memory ({run.error})"
     return f"{where}: peak {format_bytes(run.peak_gpu_bytes)}"
 
 
-def _max_context_message(result: MaxContextResult, config: MomConfig) -> str:
+def _max_context_message(result: MaxContextResult, label: str) -> str:
+    tries = f"{len(result.tries)} tries"
+    if result.cancelled:
+        so_far = f"the longest passing so far is {result.maximum} tokens" if result.maximum else "nothing passed yet"
+        return f"{label}: search stopped after {tries}; {so_far}"
+    if not result.limit_reached:
+        return (f"{label}: no limit reached below the cap ({result.high} tokens): every context tried fits; "
+                f"{tries}")
     if result.maximum is None:
-        return f"{config.describe()}: even the shortest context tried ran out of memory"
+        return f"{label}: even the shortest context tried ran out of memory; {tries}"
     failing = result.first_failure_above
-    above = f"; {failing.context} tokens did not" if failing is not None else " (the largest context tried)"
-    return (f"{config.describe()}: the longest context that fits is {result.maximum} tokens "
-            f"(to {result.resolution} tokens){above}; {len(result.tries)} tries")
+    above = f"; {failing.context} tokens did not" if failing is not None else ""
+    return (f"{label}: the longest context that fits is {result.maximum} tokens "
+            f"(to {result.resolution} tokens){above}; {tries}")

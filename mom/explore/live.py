@@ -5,6 +5,11 @@ the events seen so far and copies its data into the widget inside one `batch_upd
 browser gets one message per redraw and the widget (its zoom, its place on the page) is kept.
 Redraws happen only when a decoder layer ends and at most every `min_interval_s`, so a
 32-layer, 32-token run sends a few dozen messages, not thousands; `finish()` draws the end.
+
+During a Compare the finished baseline is "pinned" (`start(..., beside=...)`): the layer figure
+shows it and the live run side by side on one y scale, and the timeline draws both. Runs are
+made on a background thread (explorer.py); every redraw is one comm message, which ipykernel
+sends from any thread.
 """
 
 from __future__ import annotations
@@ -47,28 +52,44 @@ def model_weights_by_layer(model: nn.Module) -> dict[str, int]:
     return out
 
 
-_TRACE_KEYS = ("x", "y", "base", "text")
-_AXIS_KEYS = ("title", "type", "tickvals", "ticktext", "categoryarray")
+_TRACE_KEYS = ("x", "y", "base", "text", "marker", "line")
+_AXIS_KEYS = ("title", "type", "tickvals", "ticktext", "categoryarray", "range", "autorange")
+
+
+def figure_widget(figure: go.Figure) -> go.FigureWidget:
+    """A FigureWidget that follows its container's width (plotly's default is a fixed 700 px)."""
+    widget = go.FigureWidget(figure)
+    widget._config = {**(widget._config or {}), "responsive": True, "displaylogo": False}
+    return widget
+
+
+def _axes(layout) -> list[str]:
+    return sorted(k for k in layout.to_plotly_json() if k.startswith(("xaxis", "yaxis")))
+
+
+def _shape(figure) -> list:
+    return [(t.name, t.type, getattr(t, "xaxis", None)) for t in figure.data]
 
 
 def update_in_place(widget: go.FigureWidget, figure: go.Figure) -> None:
     """Make `widget` show `figure` in one message: only the trace arrays and the few layout parts
     that change between redraws are sent (copying the whole layout, template included, costs
-    a quarter second a redraw)."""
+    a quarter second a redraw). A change of structure (other traces, other panels) sends all."""
     with widget.batch_update():
-        if [t.name for t in widget.data] != [t.name for t in figure.data]:
+        if _shape(widget) != _shape(figure) or _axes(widget.layout) != _axes(figure.layout):
             widget.data = []
             widget.add_traces(list(figure.data))
-        else:
-            for mine, theirs in zip(widget.data, figure.data, strict=True):
-                for key in _TRACE_KEYS:
-                    if key in theirs and mine[key] != theirs[key]:
-                        mine[key] = theirs[key]
+            widget.layout = figure.layout
+            return
+        for mine, theirs in zip(widget.data, figure.data, strict=True):
+            for key in _TRACE_KEYS:
+                if key in theirs and mine[key] != theirs[key]:
+                    mine[key] = theirs[key]
         layout = widget.layout
         for part in ("title", "shapes", "annotations"):
             if layout[part] != figure.layout[part]:
                 layout[part] = figure.layout[part]
-        for axis in ("xaxis", "yaxis"):
+        for axis in _axes(figure.layout):
             for key in _AXIS_KEYS:
                 if layout[axis][key] != figure.layout[axis][key]:
                     layout[axis][key] = figure.layout[axis][key]
@@ -111,29 +132,49 @@ class LiveFigures:
         self.events: list[MemoryEvent] = []
         self.new_tokens = 1
         self.title = ""
+        self.label: str | None = None
+        self.beside: dict[str, Sequence[MemoryEvent]] = {}
         self.redraws = 0
         self._last_draw = float("-inf")
-        self.layer_widget = go.FigureWidget(self.layer_figure())
-        self.timeline_widget = go.FigureWidget(self.timeline_figure())
+        self.layer_widget = figure_widget(self.layer_figure())
+        self.timeline_widget = figure_widget(self.timeline_figure())
 
     def layer_figure(self) -> go.Figure:
         title = f"Memory per layer{': ' + self.title if self.title else ''}"
+        if self.beside:
+            runs = {**self.beside, (self.label or "this run"): self.events}
+            return plots.compare_layer_figure(runs, self.weights_by_layer, self.layers, title=title)
         return plots.layer_figure(self.events, self.weights_by_layer, self.layers, title=title)
 
     def timeline_figure(self) -> go.Figure:
         title = f"Allocated memory{': ' + self.title if self.title else ''}"
-        return plots.timeline_figure(self.events, self.device_limit_bytes, title=title)
+        return plots.timeline_figure(self.events, self.device_limit_bytes, title=title, label=self.label,
+                                     others=self.beside or None)
 
-    def start(self, title: str = "", new_tokens: int = 1, device_limit_bytes: int | None = None) -> None:
-        """Forget the previous run's events and draw empty figures."""
+    def start(self, title: str = "", new_tokens: int = 1, device_limit_bytes: int | None = None,
+              label: str | None = None, beside: dict[str, Sequence[MemoryEvent]] | None = None) -> None:
+        """Forget the previous run's events and draw empty figures.
+
+        Args:
+            title: the figures' title after "Memory per layer: " / "Allocated memory: ".
+            new_tokens: of the run, for progress.
+            device_limit_bytes: drawn on the timeline.
+            label: the run's configuration label (its colour and panel title).
+            beside: finished runs (label -> events) drawn next to this one on the same scale.
+        """
         self.events = []
         self.title = title
+        self.label = label
+        self.beside = dict(beside or {})
         self.new_tokens = new_tokens
         self.device_limit_bytes = device_limit_bytes
         self.redraw()
 
     def __call__(self, event: MemoryEvent) -> None:
         self.events.append(event)
+        if event.kind == "oom":
+            self.redraw()  # the last event of a run that hit the wall: draw it at once
+            return
         if event.module != "layer":
             return
         if self.on_progress is not None:
@@ -141,10 +182,13 @@ class LiveFigures:
         if self.clock() - self._last_draw >= self.min_interval_s:
             self.redraw()
 
-    def show(self, events: Sequence[MemoryEvent], title: str = "") -> None:
+    def show(self, events: Sequence[MemoryEvent], title: str = "", label: str | None = None,
+             beside: dict[str, Sequence[MemoryEvent]] | None = None) -> None:
         """Draw a finished run's events at once (a run made without live listeners)."""
         self.events = list(events)
         self.title = title
+        self.label = label
+        self.beside = dict(beside or {})
         self.redraw()
 
     def finish(self) -> None:

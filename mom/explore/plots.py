@@ -17,10 +17,12 @@ Reading the events (memory/events.py):
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from ..memory import events as memory_events
 from ..memory.events import GiB, KiB, MemoryEvent, MiB, Profile, format_bytes
@@ -30,12 +32,25 @@ COLORS = {
     "kv_gpu": "#1f77b4",
     "kv_host": "#17becf",
     "activation": "#ff7f0e",
-    "limit": "#d62728",
+    "limit": "#d62728",  # red is kept for limits and failures: no configuration is drawn in it
+    "baseline": "#444444",
 }
-LAYER_TRACES = (("weights", "Weights"), ("kv_gpu", "KV on GPU"), ("activation", "Activation peak"),
+# one colour per configuration, picked by a checksum of its label: the same in every kernel
+CONFIG_PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#ff7f0e",
+                  "#7f7f7f", "#393b79", "#637939", "#843c39")
+LAYER_TRACES = (("weights", "Weights"), ("kv_gpu", "KV on device"), ("activation", "Activation peak"),
                 ("kv_host", "KV on host"))
+FAILED = "Failed allocation"
+EMPTY_NOTE = "no run yet: press Run"
 _HEAD_MODULES = ("norm", "lm_head")
 _CHILDREN = {"layer": ("attention", "mlp", "mlp_piece"), "mlp": ("mlp_piece",)}
+
+
+def config_color(label: str) -> str:
+    """A configuration's colour: grey-black for the baseline, else a palette colour fixed by its label."""
+    if label == "baseline":
+        return COLORS["baseline"]
+    return CONFIG_PALETTE[zlib.crc32(label.encode()) % len(CONFIG_PALETTE)]
 
 
 def pick_unit(max_bytes: float) -> tuple[str, int]:
@@ -53,8 +68,18 @@ def events_frame(events: Profile | Sequence[MemoryEvent] | pd.DataFrame) -> pd.D
     else:
         frame = memory_events.events_frame(list(events.events if isinstance(events, Profile) else events))
     frame = frame.reset_index(drop=True)
+    if "kind" not in frame:
+        frame["kind"] = "call"
     frame["order"] = range(len(frame))
     return frame
+
+
+def failed_allocation(events) -> MemoryEvent | None:
+    """The allocation that hit the device limit (the recorder's "oom" event), or None."""
+    if isinstance(events, pd.DataFrame):
+        return None
+    found = [e for e in (events.events if isinstance(events, Profile) else events) if getattr(e, "kind", "call") == "oom"]
+    return found[-1] if found else None
 
 
 def positions(layers: int) -> list[str]:
@@ -102,6 +127,7 @@ def layer_breakdown(events, weights_by_layer: Mapping[str, int] | None = None, l
     if weights_by_layer is None and isinstance(events, Profile):
         weights_by_layer = weights_from_profile(events)
     frame = events_frame(events)
+    frame = frame[frame["kind"] == "call"].reset_index(drop=True)
     weights = dict(weights_by_layer or {})
     if layers is None:
         seen = [int(x) for x in frame["layer"].dropna()] + [int(k[1:]) for k in weights if k.startswith("L")]
@@ -172,7 +198,10 @@ def layer_traces(breakdown: pd.DataFrame, unit: tuple[str, int]) -> list[dict]:
 
 def layer_figure(events, weights_by_layer: Mapping[str, int] | None = None, layers: int | None = None,
                  unit: tuple[str, int] | None = None, title: str = "Memory per layer") -> go.Figure:
-    """Per-layer bars: weights, KV on GPU and activation peak stacked (device); KV on host beside.
+    """Per-layer bars: weights, KV on device and activation peak stacked (device); KV on host beside.
+
+    A run that ran out of device memory also shows, in red at the position where it happened,
+    the allocation that failed, on top of what that call already held.
 
     Args:
         events: a Profile, a list of MemoryEvent, or a recorder frame (may be empty).
@@ -182,15 +211,95 @@ def layer_figure(events, weights_by_layer: Mapping[str, int] | None = None, laye
         title: the figure title.
     """
     breakdown = layer_breakdown(events, weights_by_layer, layers)
-    unit = unit or pick_unit(_layer_max(breakdown))
+    failed = failed_allocation(events)
+    unit = unit or pick_unit(max(_layer_max(breakdown), _failed_top(breakdown, failed)))
     fig = go.Figure(layout=_layout(title, "position", f"memory ({unit[0]})"))
-    for trace in layer_traces(breakdown, unit):
-        fig.add_bar(name=trace["name"], x=trace["x"], y=trace["y"], base=trace["base"],
-                    offsetgroup=trace["offsetgroup"], marker_color=COLORS[trace["key"]],
-                    hovertemplate=f"%{{x}}: %{{y:.3f}} {unit[0]}<extra>{trace['name']}</extra>")
+    _add_layer_bars(fig, breakdown, failed, unit, legend=True)
     fig.update_layout(barmode="group", xaxis=dict(type="category", categoryorder="array",
                                                   categoryarray=list(breakdown.index)))
+    if not any(e for e in _event_list(events)):
+        _note_empty(fig)
     return fig
+
+
+def compare_layer_figure(runs: Mapping[str, object], weights_by_layer: Mapping[str, int] | None = None,
+                         layers: int | None = None, title: str = "Memory per layer") -> go.Figure:
+    """Per-layer bars of several runs side by side, one panel each, on one shared y scale.
+
+    Args:
+        runs: panel title -> a Profile or events (e.g. {"baseline": base, "M=16, trim": run}).
+        weights_by_layer, layers: as for `layer_figure` (the same model in every panel).
+        title: the figure title.
+    """
+    breakdowns = {label: layer_breakdown(events, weights_by_layer, layers) for label, events in runs.items()}
+    failed = {label: failed_allocation(events) for label, events in runs.items()}
+    top = max([0.0] + [max(_layer_max(b), _failed_top(b, failed[k])) for k, b in breakdowns.items()])
+    unit = pick_unit(top)
+    fig = make_subplots(rows=1, cols=max(1, len(runs)), shared_yaxes=True, horizontal_spacing=0.03,
+                        subplot_titles=[html_escape(label) for label in runs])
+    fig.update_layout(_layout(title, "", ""))
+    for column, (label, breakdown) in enumerate(breakdowns.items(), start=1):
+        _add_layer_bars(fig, breakdown, failed[label], unit, legend=column == 1, col=column)
+        fig.update_xaxes(type="category", categoryorder="array", categoryarray=list(breakdown.index),
+                         title_text="position", row=1, col=column)
+    fig.update_yaxes(title_text=f"memory ({unit[0]})", range=[0, 1.05 * top / unit[1]] if top else None, row=1, col=1)
+    fig.update_layout(barmode="group")
+    return fig
+
+
+def html_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _add_layer_bars(fig: go.Figure, breakdown: pd.DataFrame, failed: MemoryEvent | None, unit: tuple[str, int],
+                    legend: bool, col: int | None = None) -> None:
+    where = dict(row=1, col=col) if col is not None else {}
+    for trace in layer_traces(breakdown, unit):
+        fig.add_bar(name=trace["name"], x=trace["x"], y=trace["y"], base=trace["base"], legendgroup=trace["key"],
+                    offsetgroup=trace["offsetgroup"], marker_color=COLORS[trace["key"]], showlegend=legend,
+                    hovertemplate=f"%{{x}}: %{{y:.3f}} {unit[0]}<extra>{trace['name']}</extra>", **where)
+    if failed is not None:
+        position = _position_of(failed.layer, failed.module)
+        base = _device_top(breakdown, position)
+        held = max(0, failed.bytes_after - failed.bytes_before)
+        fig.add_bar(name=FAILED, x=[position], y=[(held + (failed.requested_bytes or 0)) / unit[1]],
+                    base=[base / unit[1]], offsetgroup="device", legendgroup="failed", showlegend=legend,
+                    marker=dict(color="rgba(214,39,40,0.35)", line=dict(color=COLORS["limit"], width=2)),
+                    hovertemplate=f"%{{x}}: {_failed_text(failed)}<extra>{FAILED}</extra>", **where)
+
+
+def _device_top(breakdown: pd.DataFrame, position: str) -> int:
+    if position not in breakdown.index:
+        return 0
+    return int(breakdown.loc[position, ["weights", "kv_gpu", "activation"]].sum())
+
+
+def _failed_top(breakdown: pd.DataFrame, failed: MemoryEvent | None) -> float:
+    if failed is None:
+        return 0.0
+    position = _position_of(failed.layer, failed.module)
+    held = max(0, failed.bytes_after - failed.bytes_before)
+    return float(_device_top(breakdown, position) + held + (failed.requested_bytes or 0))
+
+
+def _failed_text(failed: MemoryEvent) -> str:
+    request = format_bytes(failed.requested_bytes) if failed.requested_bytes is not None else "an unknown size"
+    where = _position_of(failed.layer, failed.module)
+    return (f"out of memory in {where} {failed.module}: {format_bytes(failed.bytes_after)} in use "
+            f"+ {request} requested")
+
+
+def _event_list(events) -> list:
+    if isinstance(events, Profile):
+        return list(events.events)
+    if isinstance(events, pd.DataFrame):
+        return [True] * len(events)
+    return list(events)
+
+
+def _note_empty(fig: go.Figure) -> None:
+    fig.add_annotation(text=EMPTY_NOTE, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
+                       font=dict(size=14, color="#888888"))
 
 
 def _layer_max(breakdown: pd.DataFrame) -> float:
@@ -200,8 +309,9 @@ def _layer_max(breakdown: pd.DataFrame) -> float:
 
 
 def timeline_traces(events, unit: tuple[str, int]) -> list[dict]:
-    """x / y of the timeline's lines: allocated after each call, peak inside it, KV on GPU and on host."""
+    """x / y of the timeline's lines: allocated after each call, peak inside it, KV on device and on host."""
     frame = events_frame(events)
+    frame = frame[frame["kind"] == "call"]
     size = unit[1]
     text = [f"{p} step {s} {'' if pd.isna(la) else f'L{int(la)} '}{m}"
             for p, s, la, m in zip(frame["phase"], frame["step"], frame["layer"], frame["module"], strict=True)]
@@ -209,64 +319,147 @@ def timeline_traces(events, unit: tuple[str, int]) -> list[dict]:
     return [
         dict(key="allocated", name="allocated", x=x, y=list(frame["bytes_after"] / size), text=text),
         dict(key="peak", name="peak in call", x=x, y=list(frame["peak_bytes"] / size), text=text),
-        dict(key="kv_gpu", name="KV on GPU", x=x, y=list(frame["kv_gpu_bytes"] / size), text=text),
+        dict(key="kv_gpu", name="KV on device", x=x, y=list(frame["kv_gpu_bytes"] / size), text=text),
         dict(key="kv_host", name="KV on host", x=x, y=list(frame["kv_host_bytes"] / size), text=text),
     ]
 
 
 def timeline_figure(events, device_limit_bytes: int | None = None, unit: tuple[str, int] | None = None,
-                    title: str = "Allocated memory through prefill and decode") -> go.Figure:
+                    title: str = "Allocated memory through prefill and decode", label: str | None = None,
+                    others: Mapping[str, object] | None = None) -> go.Figure:
     """Device memory after each hooked call (x: call order), prefill shaded, device limit dashed.
 
     The x axis is call order, not seconds, so the figure is the same on every run of the same
-    model and config; each point's hover names the phase, step, layer and module.
+    model and config; each point's hover names the phase, step, layer and module. A run that
+    ran out of memory ends in a red segment from the bytes in use to what the failing
+    allocation asked for, across the limit.
+
+    Args:
+        events: the run drawn in detail (allocated, peak, KV lines); a Profile, events or a frame.
+        device_limit_bytes: drawn dashed in red when given.
+        unit: (name, bytes) of the y axis; picked from the data when None.
+        title: the figure title.
+        label: the run's configuration label: colours its allocated line (and names it) when given.
+        others: more runs, label -> events, drawn as allocated lines in their own colours (compare).
     """
-    frame = events_frame(events)
-    peak = float(frame["peak_bytes"].max()) if len(frame) else 0.0
-    unit = unit or pick_unit(max(peak, device_limit_bytes or 0))
+    runs = {label or "allocated": events, **(others or {})}
+    top = max([_timeline_top(e) for e in runs.values()] + [device_limit_bytes or 0])
+    unit = unit or pick_unit(top)
     fig = go.Figure(layout=_layout(title, "hooked call (in order)", f"memory ({unit[0]})"))
-    styles = {"allocated": dict(color="#333333"), "peak": dict(color=COLORS["activation"], width=1),
-              "kv_gpu": dict(color=COLORS["kv_gpu"], dash="dot"), "kv_host": dict(color=COLORS["kv_host"], dash="dot")}
-    for trace in timeline_traces(frame, unit):
-        fig.add_scatter(name=trace["name"], x=trace["x"], y=trace["y"], text=trace["text"], mode="lines",
-                        line=styles[trace["key"]],
-                        hovertemplate=f"%{{text}}: %{{y:.3f}} {unit[0]}<extra>{trace['name']}</extra>")
+    if others:
+        for name, run in runs.items():
+            _add_allocated(fig, run, unit, name, config_color(name))
+    else:
+        _add_detail(fig, events, unit, label)
+    frame = events_frame(events)
     prefill = frame.loc[frame["phase"] == "prefill", "order"]
     if len(prefill):
         fig.add_vrect(x0=-0.5, x1=float(prefill.max()) + 0.5, fillcolor="#eeeeee", opacity=0.5, line_width=0,
                       annotation_text="prefill", annotation_position="top left")
     if device_limit_bytes:
         _add_limit(fig, device_limit_bytes, unit)
+    if frame.empty:
+        _note_empty(fig)
+        fig.update_yaxes(range=[0, 1.1 * (device_limit_bytes or unit[1]) / unit[1]])
+        fig.update_xaxes(range=[0, 10])
     return fig
+
+
+def _timeline_top(events) -> float:
+    frame = events_frame(events)
+    failed = failed_allocation(events)
+    peak = float(frame["peak_bytes"].max()) if len(frame) else 0.0
+    return max(peak, failed.attempted_bytes if failed is not None else 0)
+
+
+def _add_detail(fig: go.Figure, events, unit: tuple[str, int], label: str | None) -> None:
+    allocated = config_color(label) if label else "#333333"
+    styles = {"allocated": dict(color=allocated), "peak": dict(color=COLORS["activation"], width=1),
+              "kv_gpu": dict(color=COLORS["kv_gpu"], dash="dot"), "kv_host": dict(color=COLORS["kv_host"], dash="dot")}
+    for trace in timeline_traces(events, unit):
+        name = f"{label}: allocated" if label and trace["key"] == "allocated" else trace["name"]
+        fig.add_scatter(name=name, x=trace["x"], y=trace["y"], text=trace["text"], mode="lines",
+                        line=styles[trace["key"]],
+                        hovertemplate=f"%{{text}}: %{{y:.3f}} {unit[0]}<extra>{trace['name']}</extra>")
+    _add_failed(fig, events, unit, label)
+
+
+def _add_allocated(fig: go.Figure, events, unit: tuple[str, int], label: str, color: str) -> None:
+    trace = timeline_traces(events, unit)[0]
+    fig.add_scatter(name=label, legendgroup=label, x=trace["x"], y=trace["y"], text=trace["text"], mode="lines",
+                    line=dict(color=color), hovertemplate=f"%{{text}}: %{{y:.3f}} {unit[0]}<extra>{label}</extra>")
+    _add_failed(fig, events, unit, label)
+
+
+def _add_failed(fig: go.Figure, events, unit: tuple[str, int], label: str | None) -> None:
+    failed = failed_allocation(events)
+    if failed is None:
+        return
+    x = len(events_frame(events)) - 1
+    name = f"{label}: {FAILED.lower()}" if label else FAILED
+    fig.add_scatter(name=name, legendgroup=label, x=[x, x], y=[failed.bytes_after / unit[1], failed.attempted_bytes / unit[1]],
+                    mode="lines+markers", line=dict(color=COLORS["limit"], width=4),
+                    marker=dict(symbol=["circle", "x"], size=[6, 12], color=COLORS["limit"]),
+                    hovertemplate=f"{_failed_text(failed)}<extra>{name}</extra>")
 
 
 def sweep_figure(profiles: Iterable[Profile], device_limit_bytes: int | None = None,
                  unit: tuple[str, int] | None = None, title: str = "Peak memory against context") -> go.Figure:
-    """Peak device memory against context, one line per configuration; OOMs marked with a cross.
+    """Peak device memory against context, one line per configuration in its colour; OOMs red crosses.
 
     An OOM is drawn at the device limit when it is known (the run stopped there), else at the
-    peak measured up to the failure.
+    peak measured up to the failure. Cancelled runs are left out (they measured nothing whole).
+    When every run has the same context, configurations are bars side by side instead (points
+    on one x would hide each other).
     """
-    profiles = list(profiles)
+    profiles = [p for p in profiles if not getattr(p, "cancelled", False)]
     limit = device_limit_bytes or next((p.device_limit_bytes for p in profiles if p.device_limit_bytes), None)
     peak = max([p.peak_gpu_bytes for p in profiles] + [limit or 0, 0])
     unit = unit or pick_unit(peak)
-    fig = go.Figure(layout=_layout(title, "context (tokens)", f"peak memory ({unit[0]})"))
-    for label, group in _by_label(profiles).items():
-        ok = [p for p in group if not p.oom]
-        oom = [p for p in group if p.oom]
-        fig.add_scatter(name=label, legendgroup=label, x=[p.context for p in ok],
-                        y=[p.peak_gpu_bytes / unit[1] for p in ok], mode="lines+markers",
-                        hovertemplate=f"%{{x}} tokens: %{{y:.3f}} {unit[0]}<extra>{label}</extra>")
-        if oom:
-            y = [(limit or p.peak_gpu_bytes) / unit[1] for p in oom]
-            fig.add_scatter(name=f"{label}: OOM", legendgroup=label, x=[p.context for p in oom], y=y,
-                            mode="markers", marker=dict(symbol="x", size=12, color=COLORS["limit"]),
-                            hovertemplate=f"OOM at %{{x}} tokens<extra>{label}</extra>")
     contexts = sorted({p.context for p in profiles})
-    fig.update_xaxes(type="log", tickvals=contexts, ticktext=[_tokens(c) for c in contexts])
+    groups = _by_label(profiles)
+    if len(contexts) == 1 and len(groups) > 1:
+        fig = _sweep_bars(groups, limit, unit, title, contexts[0])
+    else:
+        fig = go.Figure(layout=_layout(title, "context (tokens)", f"peak memory ({unit[0]})"))
+        for label, group in groups.items():
+            _add_sweep_line(fig, label, group, limit, unit)
+        fig.update_xaxes(type="log", tickvals=contexts, ticktext=[_tokens(c) for c in contexts])
     if limit:
         _add_limit(fig, limit, unit)
+    if not profiles:
+        _note_empty(fig)
+    return fig
+
+
+def _add_sweep_line(fig: go.Figure, label: str, group: list[Profile], limit: int | None, unit: tuple[str, int]) -> None:
+    ok = [p for p in group if not p.oom]
+    oom = [p for p in group if p.oom]
+    color = config_color(label)
+    fig.add_scatter(name=label, legendgroup=label, x=[p.context for p in ok],
+                    y=[p.peak_gpu_bytes / unit[1] for p in ok], mode="lines+markers",
+                    line=dict(color=color), marker=dict(color=color),
+                    hovertemplate=f"%{{x}} tokens: %{{y:.3f}} {unit[0]}<extra>{label}</extra>")
+    if oom:
+        y = [(limit or p.peak_gpu_bytes) / unit[1] for p in oom]
+        fig.add_scatter(name=f"{label}: OOM", legendgroup=label, x=[p.context for p in oom], y=y,
+                        mode="markers", marker=dict(symbol="x", size=12, color=COLORS["limit"],
+                                                    line=dict(color=color, width=1)),
+                        hovertemplate=f"OOM at %{{x}} tokens<extra>{label}</extra>")
+
+
+def _sweep_bars(groups: dict[str, list[Profile]], limit: int | None, unit: tuple[str, int], title: str,
+                context: int) -> go.Figure:
+    fig = go.Figure(layout=_layout(f"{title} ({_tokens(context)} tokens)", "configuration",
+                                   f"peak memory ({unit[0]})"))
+    for label, (run,) in ((k, g[-1:]) for k, g in groups.items()):
+        color = COLORS["limit"] if run.oom else config_color(label)
+        height = (limit or run.peak_gpu_bytes) if run.oom else run.peak_gpu_bytes
+        fig.add_bar(name=f"{label}: OOM" if run.oom else label, x=[label], y=[height / unit[1]],
+                    marker=dict(color=color, pattern_shape="x" if run.oom else ""),
+                    text=["OOM" if run.oom else format_bytes(run.peak_gpu_bytes)], textposition="outside",
+                    hovertemplate=f"%{{x}}: %{{y:.3f}} {unit[0]}<extra></extra>")
+    fig.update_layout(showlegend=False)
     return fig
 
 
@@ -282,8 +475,14 @@ def _by_label(profiles: list[Profile]) -> dict[str, list[Profile]]:
 
 
 def profile_label(profile: Profile) -> str:
-    """A profile's configuration label ('baseline', 'M=8, trim', ...)."""
-    return profile.label or "mom"
+    """A profile's configuration label ('baseline', 'M=8, trim', 'M=8, trim, offload=auto, KV budget 1.00 MiB').
+
+    The device KV budget of offload="auto" is part of the label, so runs with different budgets
+    get their own line, colour and table column.
+    """
+    label = profile.label or "mom"
+    budget = profile.config.get("kv_gpu_budget") if isinstance(profile.config, dict) else None
+    return f"{label}, KV budget {format_bytes(budget)}" if budget is not None and "budget" not in label else label
 
 
 def summary_table(profile: Profile, baseline: Profile | None = None, timings: bool = True) -> pd.DataFrame:
@@ -355,5 +554,7 @@ def _add_limit(fig: go.Figure, limit: int, unit: tuple[str, int]) -> None:
 
 
 def _layout(title: str, x_title: str, y_title: str) -> go.Layout:
+    # no width: the figure takes its container's (the explorer, a notebook, the report)
     return go.Layout(title=dict(text=title), xaxis_title=x_title, yaxis_title=y_title, template="plotly_white",
-                     height=380, margin=dict(l=60, r=20, t=50, b=50), legend=dict(orientation="h", y=-0.2))
+                     height=380, autosize=True, margin=dict(l=60, r=20, t=60, b=50),
+                     legend=dict(orientation="h", y=-0.2))

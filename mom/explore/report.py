@@ -3,7 +3,12 @@
 The report is what `mom demo` leaves behind, so it must open anywhere: plotly.js is embedded
 once (no CDN), figures get fixed div ids (two runs of the same profiles give the same file),
 and the tables are plain HTML. Figures come from plots.py, so the report shows exactly what
-the explorer and the notebooks show.
+the explorer and the notebooks show; `table_html` is the one table renderer of the report and
+the explorer panel (headers aligned with their numbers, the configuration column left).
+
+Vocabulary: "device" is where the model runs (a GPU, or the CPU under the tensor tracker's
+pretend limit) and "host" is the CPU memory offloaded K/V go to; the header names the model
+by its preset (or hub) name, not its family.
 """
 
 from __future__ import annotations
@@ -18,13 +23,44 @@ import plotly.graph_objects as go
 from ..memory.events import Profile, format_bytes
 from . import plots
 
+_TABLE_STYLE = """
+table.mom-table { border-collapse: collapse; margin: 0.6em 0; font-size: 13px; font-variant-numeric: tabular-nums; }
+table.mom-table th, table.mom-table td { border: 1px solid #ccc; padding: 4px 10px; text-align: right;
+  white-space: nowrap; }
+table.mom-table th { background: #f3f3f3; font-weight: 600; }
+table.mom-table th:first-child, table.mom-table td:first-child { text-align: left; }
+table.mom-table td.oom { color: #b00020; font-weight: 600; }
+"""
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
 .note { color: #555; }
-"""
+""" + _TABLE_STYLE
+
+
+def table_html(frame: pd.DataFrame, index: bool = False) -> str:
+    """A display table as styled HTML (its own <style>, so it reads the same in a widget and a page).
+
+    Args:
+        frame: cells already formatted as strings (plots.summary_table, comparison_frame).
+        index: show the index as the first column (its name as that column's header).
+
+    Returns:
+        `<style>...</style><table class="mom-table">...</table>`; "OOM" cells are red.
+    """
+    columns = ([frame.index.name or ""] if index else []) + [str(c) for c in frame.columns]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    rows = []
+    for key, row in frame.iterrows():
+        cells = ([key] if index else []) + list(row)
+        rows.append("<tr>" + "".join(_cell(v) for v in cells) + "</tr>")
+    return (f"<style>{_TABLE_STYLE}</style><table class='mom-table'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def _cell(value) -> str:
+    text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+    css = " class='oom'" if text == "OOM" else ""
+    return f"<td{css}>{html.escape(text)}</td>"
 
 
 def comparison_frame(profiles: Sequence[Profile], timings: bool = True) -> pd.DataFrame:
@@ -77,19 +113,13 @@ def report_html(profiles: Sequence[Profile], title: str = "mom memory report",
     parts = [f"<h1>{html.escape(title)}</h1>", _setup(profiles, limit)]
     if note:
         parts.append(f"<p class='note'>{html.escape(note)}</p>")
-    parts += ["<h2>Runs</h2>", comparison_frame(profiles).to_html(index=False, border=0)]
-    figures: list[tuple[str, go.Figure]] = []
+    parts += ["<h2>Runs</h2>", table_html(comparison_frame(profiles))]
     for p in profiles:
         base = baseline_of(profiles, p.context)
         if base is not None and base is not p:
             parts += [f"<h3>{html.escape(plots.profile_label(p))} against the baseline at {p.context} tokens</h3>",
-                      plots.summary_table(p, base).to_html(border=0)]
-    if len({p.context for p in profiles}) > 1 or any(p.oom for p in profiles):
-        figures.append(("Peak memory against context", plots.sweep_figure(profiles, limit)))
-    for p in (p for p in profiles if p.events):
-        label = f"{plots.profile_label(p)}, {p.context} tokens"
-        figures.append((f"Per layer: {label}", plots.layer_figure(p, weights_by_layer, title=f"Memory per layer: {label}")))
-        figures.append((f"Timeline: {label}", plots.timeline_figure(p, limit, title=f"Allocated memory: {label}")))
+                      table_html(plots.summary_table(p, base), index=True)]
+    figures = _figures(profiles, weights_by_layer, limit)
     parts.append("<h2>Figures</h2>")
     for index, (_, fig) in enumerate(figures):
         parts.append(fig.to_html(full_html=False, include_plotlyjs=index == 0, div_id=f"mom-figure-{index}",
@@ -99,12 +129,42 @@ def report_html(profiles: Sequence[Profile], title: str = "mom memory report",
             f"<style>{_STYLE}</style></head>\n<body>\n{body}\n</body></html>\n")
 
 
+def _figures(profiles: list[Profile], weights_by_layer, limit: int | None) -> list[tuple[str, go.Figure]]:
+    """The sweep (several contexts or an OOM), then per context one layer figure with every run
+    side by side on one y scale and one timeline with every run's allocated memory."""
+    figures: list[tuple[str, go.Figure]] = []
+    if len({p.context for p in profiles}) > 1 or any(p.oom for p in profiles):
+        figures.append(("Peak memory against context", plots.sweep_figure(profiles, limit)))
+    for context in dict.fromkeys(p.context for p in profiles if p.events):
+        runs = {plots.profile_label(p): p for p in profiles if p.events and p.context == context}
+        what = f"{', '.join(runs)}, {context} tokens"
+        if len(runs) == 1:
+            (label, run), = runs.items()
+            figures.append((f"Per layer: {what}", plots.layer_figure(run, weights_by_layer, title=f"Memory per layer: {what}")))
+            figures.append((f"Timeline: {what}", plots.timeline_figure(run, limit, title=f"Allocated memory: {what}",
+                                                                        label=label)))
+            continue
+        figures.append((f"Per layer: {what}", plots.compare_layer_figure(runs, weights_by_layer,
+                                                                         title=f"Memory per layer, {context} tokens")))
+        (first, run), *rest = runs.items()
+        figures.append((f"Timeline: {what}", plots.timeline_figure(run, limit, title=f"Allocated memory, {context} tokens",
+                                                                    label=first, others=dict(rest))))
+    return figures
+
+
+def device_line(profile: Profile) -> str:
+    """Where a run ran and how it was measured, in the one vocabulary: 'cpu, measured by mom's tensor tracker'."""
+    if profile.backend == "tracker":
+        device = (profile.device_name or "cpu").replace(" (tensor tracker)", "")
+        return f"{device}, measured by mom's tensor tracker"
+    return f"{profile.device_name or profile.backend}, measured by the CUDA allocator"
+
+
 def _setup(profiles: list[Profile], limit: int | None) -> str:
     if not profiles:
         return "<p>No runs.</p>"
     first = profiles[0]
-    device = first.device_name or first.backend
-    items = [f"model: {first.model_name}", f"device: {device} ({first.backend})",
+    items = [f"model: {first.model_name}", f"device: {device_line(first)}",
              f"new tokens: {first.new_tokens}", f"batch: {first.batch}",
              f"weights: {format_bytes(first.weights_bytes)}"]
     if limit:

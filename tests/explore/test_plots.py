@@ -40,9 +40,9 @@ def test_kv_written_to_host_shows_as_host():
 def test_layer_figure_stacks_device_terms():
     fig = plots.layer_figure(synthetic.events(), synthetic.weights())
     traces = by_name(fig)
-    assert set(traces) == {"Weights", "KV on GPU", "Activation peak", "KV on host"}
+    assert set(traces) == {"Weights", "KV on device", "Activation peak", "KV on host"}
     assert fig.layout.yaxis.title.text == "memory (MiB)"
-    weights, kv = traces["Weights"], traces["KV on GPU"]
+    weights, kv = traces["Weights"], traces["KV on device"]
     assert kv.base == weights.y  # KV sits on the weights
     assert traces["Activation peak"].base[1] == pytest.approx(weights.y[1] + kv.y[1])
     assert traces["KV on host"].offsetgroup == "host"
