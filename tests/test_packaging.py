@@ -45,3 +45,30 @@ def test_ci_runs_the_readme_test_command():
     assert commands[0].endswith("mom demo")
     test_command = commands[1].split("&&")[-1].strip()
     assert test_command in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_torch_line_matches_ci_and_explains_the_cpu_wheel():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    pins = {re.search(r"pip install (torch==[\d.]+)", command).group(1)
+            for command in re.findall(r"```bash\n(.+?)\n```", readme)}
+    assert len(pins) == 1, "both README commands install the same torch"
+    pin = pins.pop()
+    assert f"pip install -q {pin}" in ci, "CI installs the torch the README names (the local CPU wheel here)"
+    assert "--index-url https://download.pytorch.org/whl/cpu" in readme  # the laptop's CPU build, explained
+    assert "index-url" not in ci, "CI keeps the local wheel: download.pytorch.org is not reachable from CI"
+
+
+def test_readme_python_snippet_runs_as_printed(capsys):
+    """The README's Python block, executed exactly as printed (it must run on a laptop's CPU)."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.+?)```", readme, flags=re.S)
+    assert len(blocks) == 1, "the README holds one Python snippet"
+    scope: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), scope)
+    printed = capsys.readouterr().out
+    assert scope["out"].shape == (1, 2048 + 8)
+    assert not scope["p"].oom and scope["p"].context == 2048
+    search = scope["search"]
+    assert search.limit_reached and search.maximum is not None and search.maximum < 16384
+    assert f"maximum context: {search.maximum} tokens" in printed
