@@ -28,10 +28,6 @@ def format_bytes(n: float | int | None, digits: int = 2) -> str:
     return f"{sign}{int(n)} B"
 
 
-def gib(n: float | int | None) -> float | None:
-    return None if n is None else n / GiB
-
-
 @dataclass
 class MemoryEvent:
     """One hooked module call.

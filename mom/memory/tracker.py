@@ -35,6 +35,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from .events import format_bytes
 from .oom import TrackerOutOfMemoryError
 from .peaks import Probe
+from .sizes import unique_storages
 
 logger = logging.getLogger(__name__)
 
@@ -168,10 +169,9 @@ class TensorTracker(Probe):
     def track(self, *tensors: torch.Tensor) -> int:
         """Count existing tensors (once per storage, no limit check); returns bytes newly counted."""
         before = self._device_bytes + self._host_bytes
-        for tensor in tensors:
-            storage = tensor.untyped_storage()
+        for storage in unique_storages(tensors):
             if storage._cdata not in self._live:
-                self._count(storage, tensor.device, check_limit=False)
+                self._count(storage, storage.device, check_limit=False)
         return self._device_bytes + self._host_bytes - before
 
     # -- accounting --

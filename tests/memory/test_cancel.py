@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import mom
-from mom.engine import families
 from mom.engine.patch import handle_of
 from mom.memory import Cancel, RunCancelled
 from mom.memory.profile import find_max_context, profile

@@ -13,15 +13,8 @@ from mom.engine.patch import handle_of
 from mom.memory.events import LAYER_COLUMNS, MiB, Profile
 from mom.memory.jsonl import read_jsonl
 from mom.memory.probes import TensorTracker
-from mom.memory.profile import (
-    _next_try,
-    _predict,
-    find_max_context,
-    profile,
-    profile_table,
-    save_json,
-    weight_bytes,
-)
+from mom.memory.profile import find_max_context, profile, profile_table, save_json, weight_bytes
+from mom.memory.search import _next_try, _predict
 
 
 @pytest.fixture
