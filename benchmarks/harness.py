@@ -1,4 +1,4 @@
-"""One measured run of one variant at one context, the way BENCHMARKS.md defines it.
+"""One measured run of one variant at one context, the way docs/benchmarks.md defines it.
 
 Variants (side by side, same model object, memory freed between runs):
   standard     plain forward with every position's logits, then greedy decode

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,3 +75,37 @@ def test_readme_python_snippet_runs_as_printed(capsys):
     search = scope["search"]
     assert search.limit_reached and search.maximum is not None and search.maximum < 16384
     assert f"maximum context: {search.maximum} tokens" in printed
+
+
+STALE_DOC_NAMES = re.compile(r"\bDESIGN\.md|\bBENCHMARKS\.md|engine notes")
+
+
+def _repository_text_files(*suffixes: str) -> list[Path]:
+    """Files of the repository (not docs/ itself, committed results, or environments), by suffix."""
+    skip = {".git", ".venv", "node_modules", "results", "docs", "__pycache__", ".ipynb_checkpoints"}
+    found = []
+    for folder, subfolders, files in os.walk(ROOT):
+        subfolders[:] = [name for name in subfolders if name not in skip and not name.endswith(".egg-info")]
+        found += [Path(folder) / name for name in files if Path(name).suffix in suffixes]
+    return [path for path in found if path != Path(__file__).resolve()]
+
+
+def test_doc_references_resolve_to_docs():
+    """The design and the measurement protocol live in docs/; every reference names a file that exists."""
+    assert (ROOT / "docs" / "design.md").is_file() and (ROOT / "docs" / "benchmarks.md").is_file()
+    stale, missing = [], []
+    for path in _repository_text_files(".py", ".md", ".cfg", ".toml"):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        stale += [f"{path.relative_to(ROOT)}: {m.group(0)}" for m in STALE_DOC_NAMES.finditer(text)]
+        missing += [f"{path.relative_to(ROOT)}: {ref}" for ref in re.findall(r"\bdocs/[\w-]+\.md", text)
+                    if not (ROOT / ref).is_file()]
+    assert not stale, f"references to documents that are not in the repository: {stale}"
+    assert not missing, f"references to docs/ files that do not exist: {missing}"
+
+
+@pytest.mark.xfail(strict=True, reason="notebooks 02 and 04 (the explorer engineer's files) still say DESIGN.md / "
+                   "BENCHMARKS.md in a markdown cell: make them docs/design.md / docs/benchmarks.md, then drop this mark")
+def test_notebook_doc_references_resolve_to_docs():
+    stale = [path.name for path in _repository_text_files(".ipynb")
+             if STALE_DOC_NAMES.search(path.read_text(encoding="utf-8"))]
+    assert not stale, stale

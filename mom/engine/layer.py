@@ -4,7 +4,7 @@ When only the last position's logits are wanted, the last decoder layer still ru
 over every position (so K/V of every position reach the cache) but keeps only the last
 position of its output before the post-attention norm: the MLP, the final norm and the LM head
 then see one position instead of S. The attention query of the other positions is still
-computed; trimming it too would need a per-family attention rewrite (see the engine notes).
+computed; trimming it too would need a per-family attention rewrite (docs/design.md, "The method").
 """
 
 from __future__ import annotations

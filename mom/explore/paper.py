@@ -31,7 +31,7 @@ TABLES = {
     "Table 3: TTFT (s)": "table3_ttft_s",
     "Table 4: decode (tokens/s)": "table4_decode_tokens_per_s",
 }
-# mom's benchmark variants that measure what a paper method measures (BENCHMARKS.md)
+# mom's benchmark variants that measure what a paper method measures (docs/benchmarks.md)
 PAPER_METHOD = {"standard": "standard", "hf-offload": "offload", "hf-chunked": "chunked_prefill_8192",
                 "mom-paper": "mom"}
 RESULT_COLUMNS = ["source", "device", "model", "variant", "context", "peak_gib", "prefill_peak_gib", "ttft_s",

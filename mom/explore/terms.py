@@ -1,4 +1,4 @@
-"""Where prefill memory goes: DESIGN.md's formulas next to what the recorder measured.
+"""Where prefill memory goes: docs/design.md's formulas next to what the recorder measured.
 
 Notebook 02 explains the method by putting, for one model and prompt length S, each memory
 term's formula, its predicted bytes, and the bytes the recorder saw side by side. The

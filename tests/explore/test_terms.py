@@ -1,4 +1,4 @@
-"""DESIGN.md's memory formulas match what the tracker measures on a tiny model, term by term."""
+"""docs/design.md's memory formulas match what the tracker measures on a tiny model, term by term."""
 
 from __future__ import annotations
 
