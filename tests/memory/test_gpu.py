@@ -4,6 +4,8 @@
 - A recorded run's peak is the unrecorded run's torch.cuda.max_memory_allocated.
 - find_max_context under torch.cuda.set_per_process_memory_fraction: the maximum passes and
   one step up fails, also when run again on its own.
+- A CUDA OOM ends the events with the failing attempt (parsed request, bytes in use), and
+  the process-wide peak from before mom measured survives mom's resets.
 - Recording costs under 2% of a 64k prefill of llama-3.1-8b (slow; also prints the numbers).
 """
 
@@ -92,6 +94,27 @@ def test_find_max_context_under_a_memory_fraction(llama1b):
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
         _free()
+
+
+def test_a_cuda_oom_is_drawn_and_the_process_peak_survives_mom_resets(llama1b):
+    from mom.memory.probes import max_memory_allocated
+
+    _free()
+    users = torch.empty(6 * GiB, dtype=torch.uint8, device="cuda")  # the user's own peak, before mom measures
+    del users
+    user_peak = torch.cuda.max_memory_allocated()
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction((torch.cuda.memory_allocated() + 2 * GiB) / total)
+    try:
+        p = profile(llama1b, mom.MomConfig(), context=65536, new_tokens=2)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        _free()
+    assert p.oom and p.oom_kind == "device"
+    wall = p.events[-1]
+    assert wall.kind == "oom" and wall.requested_bytes and wall.bytes_after >= p.weights_bytes, wall
+    assert sum(e.kind == "oom" for e in p.events) == 1
+    assert max_memory_allocated() >= user_peak > p.peak_gpu_bytes
 
 
 def _prefill_seconds(model, ids) -> float:
