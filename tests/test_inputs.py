@@ -122,6 +122,23 @@ def test_a_directory_that_is_no_model(no_heavy_work, tmp_path):
     raised(ValueError, lambda: mom.load(tmp_path), "not a model directory", "no config.json", "save_pretrained")
 
 
+def test_a_saved_model_loads_from_its_folder_and_other_folders_are_refused(tmp_path):
+    saved = tmp_path / "saved"
+    original = mom.load("tiny-qwen2")
+    original.save_pretrained(saved)
+    loaded = mom.load(saved)
+    assert all(torch.equal(a, b) for a, b in zip(original.state_dict().values(), loaded.state_dict().values()))
+    raised(ValueError, lambda: mom.load(saved, num_layers=2), "did you mean 'num_hidden_layers'")
+    other = tmp_path / "gpt2"
+    other.mkdir()
+    (other / "config.json").write_text('{"model_type": "gpt2"}')
+    raised(ValueError, lambda: mom.load(other), "is a 'gpt2' model", "mom supports llama")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    raised(ValueError, lambda: mom.load(broken), "cannot load the configuration", "use a preset")
+
+
 @pytest.mark.parametrize("kwargs, error, words", [
     (dict(dtype="int8"), ValueError, ["unknown dtype 'int8'", "bfloat16", "float16"]),
     (dict(dtype=torch.int64), ValueError, ["floating point", "torch.bfloat16"]),
