@@ -12,6 +12,7 @@ Every other setting computes the same function as the baseline with less memory:
 - `offload`: where the KV cache lives ("none", "prefill", "stream", "auto"; see engine/cache.py).
 - `kv_gpu_budget`: bytes of KV cache kept on the GPU in "auto" mode; None = what fits.
 
+A misspelled field (`MomConfig(mini_sequence=4)`) is a TypeError naming the closest field.
 `check_config` is the one type check of a config argument (a dict or a string where a MomConfig
 goes is a TypeError that shows the MomConfig to write); it lives here so the engine can call it
 without importing the rest of mom's input checks (mom/checks.py re-exports it).
@@ -19,8 +20,10 @@ without importing the rest of mom's input checks (mom/checks.py re-exports it).
 
 from __future__ import annotations
 
+import difflib
+import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 OFFLOAD_MODES = ("none", "prefill", "stream", "auto")
 
@@ -104,6 +107,25 @@ class MomConfig:
         if self.offload != "none":
             parts.append(f"offload={self.offload}")
         return ", ".join(parts)
+
+
+def _init_with_field_names(init):
+    """The dataclass __init__, with a misspelled field answered by its closest name."""
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        names = [f.name for f in fields(MomConfig)]
+        for key in kwargs:
+            if key not in names:
+                guess = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+                hint = f"; did you mean {guess[0]!r}?" if guess else ""
+                raise TypeError(f"MomConfig has no field {key!r}{hint} (fields: {', '.join(names)})")
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+MomConfig.__init__ = _init_with_field_names(MomConfig.__init__)
 
 
 def check_config(config) -> MomConfig | None:

@@ -62,3 +62,22 @@ def test_check_config_shows_the_config_to_write(value, message):
 def test_check_config_passes_configs_and_none():
     cfg = MomConfig(mini_sequences=2)
     assert check_config(cfg) is cfg and check_config(None) is None
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(mini_sequence=4), r"no field 'mini_sequence'; did you mean 'mini_sequences'\?"),
+    (dict(offload_mode="auto"), r"no field 'offload_mode'; did you mean 'offload'\?"),
+    (dict(speed=1), r"no field 'speed' \(fields: mini_sequences, "),
+])
+def test_a_misspelled_field_names_the_closest(kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        MomConfig(**kwargs)
+
+
+def test_configs_still_copy_and_pickle():
+    import dataclasses
+    import pickle
+
+    cfg = MomConfig(mini_sequences=4)
+    assert dataclasses.replace(cfg, offload="auto").offload == "auto"
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
