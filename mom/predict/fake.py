@@ -29,6 +29,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..presets import PRESETS
+from .shapes import like
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def _build(config, dtype: torch.dtype, attn_implementation: str) -> nn.Module:
 @contextlib.contextmanager
 def run_context():
     """Default device meta, fused attention's allocations for scaled_dot_product_attention, no grad."""
-    with torch.device("meta"), _FusedAttention(), torch.no_grad():
+    with _FusedAttention(), torch.no_grad():
         yield
 
 
@@ -111,10 +112,18 @@ class _FusedAttention(TorchFunctionMode):
 
 
 def fused_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    """What a fused sdpa kernel allocates: output [B, H, s, Dv] in [B, s, H, Dv] memory order
-    (flash's layout), and a float32 log-sum-exp [B, H, s] freed on return."""
+    """What a fused sdpa kernel allocates: the output in the query's memory layout (flash
+    attention makes it with empty_like of the query: mom's contiguous Q buffer gives a [B, H, s, Dv]
+    output, transformers' transposed query a [B, s, H, Dv] one), and a float32 log-sum-exp
+    [B, H, s] freed on return.
+
+    query: [B, H, s, D]; key, value: [B, H_kv, S, D] -> [B, H, s, Dv].
+    """
     *batch, heads, length, _ = query.shape
-    out = query.new_empty(*batch, length, heads, value.shape[-1]).transpose(-3, -2)
+    if value.shape[-1] == query.shape[-1]:
+        out = like(query)
+    else:
+        out = query.new_empty(*batch, heads, length, value.shape[-1])
     logsumexp = query.new_empty(*batch, heads, length, dtype=torch.float32)
     del logsumexp
     return out

@@ -166,9 +166,21 @@ class _Mode(TorchDispatchMode):
         out = fast_output(func, args, kwargs)
         if out is None:
             out = func(*args, **kwargs)
-        if func is not torch.ops.prim.device.default:
+        if not _aliases(func):
             self.probe._on_output(out)
         return out
+
+
+_ALIASING: dict = {}
+
+
+def _aliases(func) -> bool:
+    """True for ops whose outputs are views of their inputs (nothing new to count; cached per op)."""
+    known = _ALIASING.get(func)
+    if known is None:
+        known = _ALIASING[func] = any(r.alias_info is not None for r in func._schema.returns) or (
+            func is torch.ops.prim.device.default)
+    return known
 
 
 def _tensors(out) -> list[torch.Tensor]:

@@ -42,11 +42,35 @@ def _pointwise(func, args, kwargs) -> torch.Tensor | None:
     dtype = torch.result_type(*args[:2]) if len(args) >= 2 else tensors[0].dtype
     if func in _FLOATING_RESULT and not dtype.is_floating_point:
         dtype = torch.get_default_dtype()
-    shape = tensors[0].shape if len(tensors) == 1 else torch.broadcast_shapes(*(t.shape for t in tensors))
+    shape = tensors[0].shape if len(tensors) == 1 else _broadcast(tensors)
+    if shape is None:
+        return None
     for tensor in tensors:
-        if tensor.shape == shape and (tensor.is_contiguous() or is_non_overlapping_and_dense_or_false(tensor)):
-            return torch.empty_like(tensor, dtype=dtype)
+        if tensor.shape == shape:
+            return like(tensor, dtype)
     return torch.empty(shape, dtype=dtype, device="meta")
+
+
+def like(tensor: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """empty_like(tensor) on meta without torch's Python reference: same layout when dense."""
+    dtype = dtype or tensor.dtype
+    if tensor.is_contiguous():
+        return torch.empty(tensor.shape, dtype=dtype, device="meta")
+    if is_non_overlapping_and_dense_or_false(tensor):
+        return torch.empty_strided(tensor.shape, tensor.stride(), dtype=dtype, device="meta")
+    return torch.empty(tensor.shape, dtype=dtype, device="meta")
+
+
+def _broadcast(tensors: list[torch.Tensor]) -> torch.Size | None:
+    ndim = max(t.dim() for t in tensors)
+    out = [1] * ndim
+    for t in tensors:
+        for i, n in enumerate(t.shape, ndim - t.dim()):
+            if n != 1:
+                if out[i] not in (1, n):
+                    return None
+                out[i] = n
+    return torch.Size(out)
 
 
 def _mean(args, kwargs) -> torch.Tensor | None:

@@ -11,7 +11,8 @@ layer's compute, and is the bound otherwise.
 Decode is memory- and host-bound. Per token: the weights are read once (at 80% of HBM
 bandwidth), the device-resident K/V once at an attention share of HBM bandwidth (calibrated
 on `auto` at 128k: 0.0198 s/token once the first step's reload is taken out), transformers'
-DynamicCache also copies its whole cache each step (torch.cat: read + write), streamed K/V
+DynamicCache also copies its whole cache each step (torch.cat: read + write; 2.7 cache reads'
+worth, fitted on `hf` at 128k: 0.060 s/token), streamed K/V
 cross the host link at the card's pinned bandwidth (`stream` at 128k: 1.04x of that bound),
 and the first step's reload of the offloaded cache is spread over the tokens. A step never
 runs faster than the host launches its kernels: about 0.6 ms per decoder layer on the H100
@@ -33,6 +34,7 @@ MATMUL_SHARE = 0.61
 ATTENTION_SHARE = 0.525
 WEIGHTS_HBM_SHARE = 0.80
 KV_HBM_SHARE = 0.35
+CAT_TRAFFIC = 2.7  # DynamicCache's torch.cat per token, in units of one read of the cache (hf at 128k)
 HOST_FLOOR_S_PER_LAYER = 0.6e-3
 PREFILL_SPREAD = 0.15
 DECODE_LOW, DECODE_HIGH = 0.15, 0.60
@@ -60,7 +62,7 @@ def decode_seconds(weights: int, kv_device: int, kv_streamed: int, kv_reloaded: 
                    layers: int, steps: int, card: GPU) -> tuple[float, str]:
     """(mean seconds per decode token, what bounds it)."""
     device = weights / (card.hbm_bytes_per_s * WEIGHTS_HBM_SHARE)
-    device += kv_device * (3 if copies_cache else 1) / (card.hbm_bytes_per_s * KV_HBM_SHARE)
+    device += kv_device * (1 + (CAT_TRAFFIC if copies_cache else 0)) / (card.hbm_bytes_per_s * KV_HBM_SHARE)
     link = kv_streamed / card.host_link_bytes_per_s
     floor = HOST_FLOOR_S_PER_LAYER * layers
     step = max(device, link, floor)
