@@ -52,7 +52,7 @@ from ..memory.events import GiB, MaxContextResult, MiB, Profile, format_bytes
 from ..memory.profile import find_max_context, profile
 from ..presets import PRESETS, TINY_PRESETS
 from . import plots, report
-from .live import LiveFigures, figure_widget, model_weights_by_layer, update_in_place
+from .live import LiveFigures, figure_widget, fit_width, model_weights_by_layer, update_in_place
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ class Explorer:
 
     # -- display --
     def _repr_mimebundle_(self, **kwargs) -> Any:
+        fit_width([self.live.layer_widget, self.live.timeline_widget, self.sweep])
         return self.widget._repr_mimebundle_(**kwargs)
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ sends from any thread.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -57,10 +58,30 @@ _AXIS_KEYS = ("title", "type", "tickvals", "ticktext", "categoryarray", "range",
 
 
 def figure_widget(figure: go.Figure) -> go.FigureWidget:
-    """A FigureWidget that follows its container's width (plotly's default is a fixed 700 px)."""
+    """A FigureWidget that follows window resizes (see `fit_width` for its first width)."""
     widget = go.FigureWidget(figure)
     widget._config = {**(widget._config or {}), "responsive": True, "displaylogo": False}
     return widget
+
+
+def fit_width(widgets: Sequence[go.FigureWidget], after_s: Sequence[float] = (1.0, 3.0)) -> None:
+    """Make displayed FigureWidgets as wide as their container, a moment after display.
+
+    The browser draws a new FigureWidget before it is attached to the page, so plotly's
+    autosize measures nothing and keeps its 700 px default (a third of a wide notebook left
+    empty), and the widget does not tell the kernel when it is attached. Turning autosize off
+    and on again from the kernel makes plotly measure the container; it is done on a timer
+    (the kernel may already be running the next cell) and changes nothing else.
+    """
+    def toggle() -> None:
+        for widget in widgets:
+            widget.layout.autosize = False  # two messages: plotly sees the switch back on
+            widget.layout.autosize = True
+
+    for delay in after_s:
+        timer = threading.Timer(delay, toggle)
+        timer.daemon = True
+        timer.start()
 
 
 def _axes(layout) -> list[str]:
