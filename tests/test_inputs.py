@@ -333,6 +333,7 @@ CLI_MISTAKES = [
     (["profile", "--kv-gpu-budget-gib", "-1"], ["--kv-gpu-budget-gib", "0 or more"]),
     (["profile", "-M", "4", "-C", "64"], ["not both"]),
     (["profile", "--device", "gpu"], ["device must be 'cpu', 'cuda'"]),
+    (["profile", "--device", "cuda"], ["no CUDA GPU", "device='cpu'"]),
     (["profile", "--json", "/proc/x/out.json"], ["--json", "'/proc/x' does not exist", "choose another path"]),
     (["profile", "--json", "/tmp"], ["--json '/tmp' is a directory", "give a file name"]),
     (["demo", "--out", "/tmp"], ["--out '/tmp' is a directory", "mom-report.html"]),
@@ -344,8 +345,8 @@ CLI_MISTAKES = [
 
 @pytest.mark.parametrize("argv, words", CLI_MISTAKES, ids=[" ".join(a) for a, _ in CLI_MISTAKES])
 def test_cli_mistakes_are_one_line_before_any_work(no_heavy_work, capsys, argv, words):
-    if "--device" not in argv and torch.cuda.is_available() and argv[0] == "max-context":
-        pytest.skip("the CPU rule")
+    if torch.cuda.is_available() and ("cuda" in argv or (argv[0] == "max-context" and "--device" not in argv)):
+        pytest.skip("a rule of machines without CUDA")
     try:
         status = main(argv)
     except SystemExit as exit_:  # argparse's own errors
