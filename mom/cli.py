@@ -1,4 +1,4 @@
-"""`mom demo | profile | max-context | presets`: the terminal face of the functions notebooks call.
+"""`mom demo | profile | max-context | presets | plan`: the terminal face of the functions notebooks call.
 
 Every command prints a table and can write JSON, so each number it shows can be reproduced and
 kept. GPU benchmarks live in benchmarks/bench.py (a script, not part of the installed package).
@@ -199,7 +199,7 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mom", description="Long-context inference within GPU memory, measured.")
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,profile,max-context,presets}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,profile,max-context,presets,plan}")
     demo = sub.add_parser("demo", help="baseline vs mom on the embedded default; HTML report + table")
     demo.add_argument("--model", default=None, metavar="NAME",
                       help="a preset, local directory or hub id (default: llama-3.1-8b on a GPU, tiny-llama on CPU)")
@@ -229,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.set_defaults(run=_cmd_max_context)
     presets = sub.add_parser("presets", help="list the presets: parameters, layers, KV bytes per token, max positions")
     presets.set_defaults(run=_cmd_presets)
+    from .predict.cli import add_plan_command
+
+    add_plan_command(sub)
     return parser
 
 

@@ -33,8 +33,8 @@ from torch import nn
 
 from ..config import MomConfig
 from ..engine import families
-from ..engine.cache import MomCache, growth
-from ..engine.host_guard import HOST_RAM_MARGIN
+from ..engine.cache import MomCache
+from ..engine.host_guard import HOST_RAM_MARGIN, host_bytes_needed
 from ..engine.patch import enable
 from ..memory.events import MemoryEvent, Profile, format_bytes
 from ..memory.recorder import MemoryRecorder
@@ -128,10 +128,10 @@ def _bytes(module: nn.Module) -> int:
 
 
 def _host_check(model: nn.Module, config: MomConfig, batch: int, context: int, host_bytes: int | None) -> str | None:
-    """The engine's host-RAM rule (engine/cache.check_host_memory) against `host_bytes`."""
+    """The engine's host-RAM rule (engine/host_guard.py) against `host_bytes` instead of this machine's RAM."""
     if config.offload == "none" or host_bytes is None:
         return None
-    needed = batch * (context + growth(context)) * families.kv_bytes_per_token(model)
+    needed = host_bytes_needed(model.config, model.dtype, batch, context)
     if needed <= HOST_RAM_MARGIN * host_bytes:
         return None
     return (f"offloading the KV cache of {batch} x {context} tokens needs {format_bytes(needed)} of host RAM, "

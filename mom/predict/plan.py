@@ -1,0 +1,215 @@
+"""mom.plan: which configurations fit a model on a card, ranked by predicted speed, and how far
+each offload mode reaches.
+
+Candidates: plain Hugging Face, and mom with M mini-sequences (default 16) in each offload mode
+("none", "prefill", "stream", "auto"; "auto" with the budget it finds itself, or the one given).
+A fixed piece count, not a piece size, keeps a prediction's cost independent of the context
+(the op count is layers x pieces), which is what makes the maximum-context search take seconds.
+
+Ranking: predicted time of the whole run, TTFT + (new_tokens - 1) decode steps. The maximum
+context of each mode is searched over predictions like `mom.find_max_context` searches over
+runs: grow from one resolution step, aim at the context where predicted peak memory (linear in
+the context through the two longest passing tries) meets the card, at most twice in a row, then
+bisect; the answer is a predicted pass whose neighbour one step up is a predicted failure (or the
+host-RAM wall of offloaded modes, which is arithmetic). The search stops at `high`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..config import MomConfig
+from ..engine.host_guard import HOST_RAM_MARGIN, host_bytes_needed
+from ..memory.events import format_bytes
+from .fake import model_config
+from .gpus import GPU, resolve_gpu
+from .runner import Prediction, predict
+
+DEFAULT_HIGH = 4 << 20  # 4M tokens: beyond any card in the table for an 8B model
+
+
+@dataclass
+class PlanRow:
+    """One candidate configuration at the planned context."""
+
+    label: str
+    config: dict[str, Any]
+    fits: bool
+    peak_gpu_bytes: int
+    peak_host_bytes: int
+    ttft_s: float | None
+    decode_s_per_token: float | None
+    total_s: float | None
+    wall: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class Plan:
+    """mom.plan's answer: rows that fit (fastest first), rows that do not, maximum contexts."""
+
+    model: str
+    gpu: str
+    usable_bytes: int
+    host_bytes: int | None
+    context: int
+    new_tokens: int
+    rows: list[PlanRow] = field(default_factory=list)
+    rejected: list[PlanRow] = field(default_factory=list)
+    max_context: dict[str, int | None] = field(default_factory=dict)
+    resolution: int = 8192
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def table(self) -> str:
+        """A plain-text table for a terminal."""
+        header = ("config", "fits", "peak GPU", "peak host", "TTFT s", "decode s/tok", "max context")
+        lines = [header]
+        for row in self.rows + self.rejected:
+            mode = row.config.get("offload", "none") if row.label != "baseline" else "baseline"
+            reach = self.max_context.get(mode)
+            lines.append((row.label, "yes" if row.fits else f"no ({row.wall})", format_bytes(row.peak_gpu_bytes),
+                          format_bytes(row.peak_host_bytes), _fmt(row.ttft_s, 2), _fmt(row.decode_s_per_token, 3),
+                          "-" if reach is None else f"{reach:,}"))
+        widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
+        text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in lines]
+        text.insert(1, "  ".join("-" * w for w in widths))
+        title = (f"{self.model} on {self.gpu} ({format_bytes(self.usable_bytes)} usable), host "
+                 f"{format_bytes(self.host_bytes) if self.host_bytes else 'unlimited'}, context {self.context:,} "
+                 f"+ {self.new_tokens} tokens (predicted)")
+        return "\n".join([title, *text])
+
+
+def candidates(mini_sequences: int = 16, kv_gpu_budget: int | None = None) -> list[MomConfig]:
+    """The configurations plan() compares."""
+    configs = [MomConfig()]
+    for mode in ("none", "prefill", "stream", "auto"):
+        budget = kv_gpu_budget if mode == "auto" else None
+        configs.append(MomConfig(mini_sequences=mini_sequences, offload=mode, kv_gpu_budget=budget))
+    return configs
+
+
+def plan(
+    model: Any,
+    gpu: str | int | GPU = "H100-80GB",
+    host_bytes: int | None = None,
+    context: int = 131072,
+    new_tokens: int = 32,
+    batch: int = 1,
+    mini_sequences: int = 16,
+    kv_gpu_budget: int | None = None,
+    max_contexts: bool = True,
+    resolution: int = 8192,
+    high: int = DEFAULT_HIGH,
+) -> Plan:
+    """Rank the configurations that fit, and find each offload mode's maximum context.
+
+    Args:
+        model: as for `mom.predict` (a preset name, config, folder, hub id or model).
+        gpu: a card of `mom.predict.GPUS`, a size ("custom-24GiB") or bytes.
+        host_bytes: host RAM for offloaded caches; None: unlimited.
+        context, new_tokens, batch: the run to plan for.
+        mini_sequences: M of the mom candidates.
+        kv_gpu_budget: bytes of K/V the "auto" candidate keeps on the GPU (None: what fits).
+        max_contexts: also search each mode's maximum context.
+        resolution, high: step and cap of that search.
+
+    Returns:
+        A Plan; `plan.table()` prints it, `plan.to_dict()` is its JSON.
+    """
+    card = resolve_gpu(gpu)
+    config, name = model_config(model)
+    result = Plan(model=name, gpu=card.name, usable_bytes=card.usable_bytes, host_bytes=host_bytes,
+                  context=context, new_tokens=new_tokens, resolution=resolution)
+    for cfg in candidates(mini_sequences, kv_gpu_budget):
+        row = _row(predict(config, cfg, context, new_tokens, batch, card, host_bytes), cfg)
+        (result.rows if row.fits else result.rejected).append(row)
+    result.rows.sort(key=lambda r: r.total_s if r.total_s is not None else float("inf"))
+    if max_contexts:
+        for cfg in candidates(mini_sequences, kv_gpu_budget):
+            mode = "baseline" if cfg.is_baseline else cfg.offload
+            result.max_context[mode] = max_context(config, cfg, card, host_bytes, new_tokens, batch, resolution, high)
+    return result
+
+
+def _row(p: Prediction, cfg: MomConfig) -> PlanRow:
+    decode = 1 / p.decode_tokens_per_s * p.batch if p.decode_tokens_per_s else None
+    total = None if p.oom or p.ttft_s is None else p.ttft_s + (decode or 0) * max(p.new_tokens - 1, 0)
+    return PlanRow(label=cfg.describe(), config=asdict(cfg), fits=not p.oom, peak_gpu_bytes=p.peak_gpu_bytes,
+                   peak_host_bytes=p.peak_host_bytes, ttft_s=p.ttft_s, decode_s_per_token=decode, total_s=total,
+                   wall=p.wall, error=p.error)
+
+
+def max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100-80GB", host_bytes: int | None = None,
+                new_tokens: int = 32, batch: int = 1, resolution: int = 8192, high: int = DEFAULT_HIGH) -> int | None:
+    """The largest multiple of `resolution` up to `high` predicted to run; None if one step does not."""
+    card = resolve_gpu(gpu)
+    hf_config, _ = model_config(model)
+    high = min(high, _host_wall(hf_config, config, batch, host_bytes, resolution)) // resolution * resolution
+    if high < resolution:
+        return None
+    tries: dict[int, Prediction] = {}
+
+    def passes(context: int) -> bool:
+        tries[context] = predict(hf_config, config, context, new_tokens, batch, card, host_bytes)
+        return not tries[context].oom
+
+    passing, failing = _grow(passes, resolution, high)
+    streak = 0
+    while passing is not None and failing is not None and failing - passing > resolution:
+        context, aimed = _next_try(passing, failing, tries, card.usable_bytes, resolution, streak)
+        streak = streak + 1 if aimed else 0
+        if passes(context):
+            passing = context
+        else:
+            failing = context
+    return passing
+
+
+def _host_wall(hf_config, config: MomConfig, batch: int, host_bytes: int | None, resolution: int) -> int:
+    """Largest context whose offloaded K/V pass the engine's host-RAM rule (no limit: unbounded)."""
+    if config.offload == "none" or host_bytes is None:
+        return DEFAULT_HIGH * 4
+    import torch
+
+    def fits(context: int) -> bool:
+        return host_bytes_needed(hf_config, torch.bfloat16, batch, context) <= HOST_RAM_MARGIN * host_bytes
+
+    low, high = 0, resolution
+    while fits(high):
+        low, high = high, high * 2
+    while high - low > resolution:
+        middle = (low + high) // 2 // resolution * resolution
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
+def _grow(passes, low: int, high: int) -> tuple[int | None, int | None]:
+    passing, context = None, low
+    while True:
+        if not passes(context):
+            return passing, context
+        passing = context
+        if context >= high:
+            return passing, None
+        context = min(4 * context, high)
+
+
+def _next_try(passing: int, failing: int, tries: dict[int, Prediction], limit: int, resolution: int,
+              streak: int) -> tuple[int, bool]:
+    lo, hi = passing + resolution, failing - resolution
+    middle = min(max((passing + failing) // 2 // resolution * resolution, lo), hi)
+    ok = sorted((c for c, p in tries.items() if not p.oom))[-2:]
+    if streak >= 2 or len(ok) < 2:
+        return middle, False
+    (c0, c1), (p0, p1) = ok, (tries[ok[0]].peak_gpu_bytes, tries[ok[1]].peak_gpu_bytes)
+    if p1 <= p0:
+        return middle, False
+    guess = int(c1 + (limit - p1) * (c1 - c0) / (p1 - p0)) // resolution * resolution
+    return min(max(guess, lo), hi), True
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
