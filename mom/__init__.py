@@ -18,6 +18,7 @@ from .memory.probes import CudaProbe, Probe, TensorTracker
 from .memory.profile import find_max_context, profile
 from .memory.recorder import MemoryRecorder
 from .presets import PRESETS, TINY_PRESETS
+from .simulate import Plan, Prediction, plan, predict
 
 try:
     __version__ = _version("mom")
@@ -27,6 +28,8 @@ except PackageNotFoundError:  # a source tree that was never installed
 __all__ = [
     "FAMILIES",
     "PRESETS",
+    "Plan",
+    "Prediction",
     "TINY_PRESETS",
     "AlreadyEnabledError",
     "ContextWarning",
@@ -51,6 +54,8 @@ __all__ = [
     "find_max_context",
     "format_bytes",
     "load",
+    "plan",
+    "predict",
     "profile",
 ]
 

@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.set_defaults(run=_cmd_max_context)
     presets = sub.add_parser("presets", help="list the presets: parameters, layers, KV bytes per token, max positions")
     presets.set_defaults(run=_cmd_presets)
-    from .predict.cli import add_plan_command
+    from .simulate.cli import add_plan_command
 
     add_plan_command(sub)
     return parser

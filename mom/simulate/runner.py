@@ -87,7 +87,7 @@ def predict(
             (when reachable) or a model object (only its config is used).
         config: what mom does; None or `MomConfig()` is plain Hugging Face.
         context, new_tokens, batch: the run, as for `mom.profile`.
-        gpu: a name from `mom.predict.GPUS`, a size such as "custom-24GiB", bytes, or a GPU.
+        gpu: a name from `mom.simulate.GPUS`, a size such as "custom-24GiB", bytes, or a GPU.
         host_bytes: host RAM available for an offloaded cache; None: unlimited.
         dtype: weights and activations dtype (bf16, as on a GPU).
         listeners: called with each MemoryEvent as it is predicted.

@@ -108,7 +108,7 @@ def plan(
 
     Args:
         model: as for `mom.predict` (a preset name, config, folder, hub id or model).
-        gpu: a card of `mom.predict.GPUS`, a size ("custom-24GiB") or bytes.
+        gpu: a card of `mom.simulate.GPUS`, a size ("custom-24GiB") or bytes.
         host_bytes: host RAM for offloaded caches; None: unlimited.
         context, new_tokens, batch: the run to plan for.
         mini_sequences: M of the mom candidates.
