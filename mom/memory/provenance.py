@@ -3,8 +3,9 @@
 A number is only evidence if a reader can tell which code made it. Every results file mom
 writes (profile JSON, find_max_context JSON, each run in a JSONL events file; the benchmarks
 call `provenance()` too) records:
-- commit: the full hash of HEAD when the package sits in a git checkout; else the MOM_COMMIT
-  environment variable (a device copy without .git gets the hash passed in); else "unknown".
+- commit: the MOM_COMMIT environment variable when set (a device copy gets the hash passed in;
+  it may carry a stale .git); else the full hash of HEAD when the package sits in a git
+  checkout; else "unknown".
 - dirty: whether the checkout had uncommitted changes (tracked files anywhere, or untracked
   files inside the package); else MOM_DIRTY ("1"/"true"/"yes" or "0"/"false"/"no"); else None.
   Untracked files outside the package (results, notebooks' outputs) do not make a tree dirty.
@@ -48,6 +49,10 @@ def provenance(device: torch.device | str | None = None) -> dict[str, Any]:
 
 
 def _git_state() -> tuple[str, bool | None]:
+    # An explicit hash wins: a device copy can carry a stale .git of an older checkout
+    # (seen on the GPU machine: HEAD named c445ea7 while newer code ran).
+    if os.environ.get("MOM_COMMIT"):
+        return os.environ["MOM_COMMIT"], _env_flag(os.environ.get("MOM_DIRTY"))
     if (_ROOT / ".git").exists():
         commit = _git("rev-parse", "HEAD")
         status = _git("status", "--porcelain")
