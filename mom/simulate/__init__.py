@@ -4,7 +4,7 @@
 bytes as the CUDA caching allocator would (runner.py, fake.py, probe.py, allocator.py);
 `mom.plan` searches configurations and contexts over predictions (plan.py). The GPU table is
 gpus.py, the speed model speed.py, and what had to be calibrated on real measurements is in
-calibration.py. `explorer_backend.simulate` is what an Explorer's simulate mode calls.
+calibration.py.
 (The package is `simulate`, not `predict`, so that `mom.predict` can be the function.)
 """
 

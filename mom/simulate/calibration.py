@@ -36,7 +36,7 @@ AUTO_BUDGET_SHARE = 0.92
 
 def hold_unseen(probe: AllocatorProbe) -> Block:
     """Allocate the unseen block on the probe's allocator; keep the returned block alive."""
-    return probe.allocator.malloc(UNSEEN_BYTES)
+    return probe.malloc(UNSEEN_BYTES)
 
 
 def auto_budget(probe: AllocatorProbe, per_layer: int) -> int:

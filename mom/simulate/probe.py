@@ -137,14 +137,18 @@ class AllocatorProbe(Probe):
             self._host_bytes += nbytes
             self._host_peak = max(self._host_peak, self._host_bytes)
         else:
-            self.last_request = nbytes
-            block = self.allocator.malloc(nbytes)
+            block = self.malloc(nbytes)
         self._live[key] = (weakref.ref(storage, lambda _, key=key: self._free(key)), block, host)
+
+    def malloc(self, nbytes: int) -> Block:
+        """Allocate on the allocator model, remembering the request (for an OOM's event)."""
+        self.last_request = nbytes
+        return self.allocator.malloc(nbytes)
 
     def _regrow(self, key: int, storage) -> None:
         ref, block, _ = self._live[key]
         self.allocator.free(block)
-        self._live[key] = (ref, self.allocator.malloc(storage.nbytes()), 0)
+        self._live[key] = (ref, self.malloc(storage.nbytes()), 0)
 
     def _free(self, key: int) -> None:
         entry = self._live.pop(key, None)

@@ -140,8 +140,17 @@ def _host_check(model: nn.Module, config: MomConfig, batch: int, context: int, h
 
 def _run(model: nn.Module, config: MomConfig, result: Prediction, probe: AllocatorProbe, listeners) -> None:
     where = _Where(model)
-    result.start_bytes = probe.track(*model.parameters(), *model.buffers())
-    workspace = calibration.hold_unseen(probe)  # noqa: F841  (held for the whole run, like cuBLAS's)
+    try:
+        result.start_bytes = probe.track(*model.parameters(), *model.buffers())
+        workspace = calibration.hold_unseen(probe)  # noqa: F841  (held for the whole run, like cuBLAS's)
+    except torch.OutOfMemoryError as error:  # the weights alone do not fit
+        result.oom, result.wall, result.error = True, "gpu", f"the weights do not fit: {error}"
+        result.oom_event = MemoryEvent(phase="prefill", step=0, layer=None, module="weights",
+                                       bytes_before=probe.allocated(), bytes_after=probe.allocated(),
+                                       peak_bytes=probe.allocated() + probe.last_request,
+                                       reserved_bytes=probe.reserved())
+        result.peak_gpu_bytes = result.weights_bytes
+        return
     recorder = MemoryRecorder(model, probe=probe, tags={"label": result.label, "context": result.context})
     for listener in listeners:
         recorder.add_listener(listener)
@@ -164,7 +173,7 @@ def _prefill_and_decode(model, config: MomConfig, result: Prediction, probe: All
     ids = torch.zeros(result.batch, result.context, dtype=torch.long, device="meta")
     out = model(input_ids=ids, logits_to_keep=1, use_cache=True)
     result.prefill_peak_bytes = recorder.peak_bytes
-    cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    cache, token = _cache_of(out), out.logits[:, -1:].argmax(-1)
     del out, ids
     _set_auto_budget(cache, config, probe)
     steps = max(0, result.new_tokens - 1)
@@ -176,6 +185,10 @@ def _prefill_and_decode(model, config: MomConfig, result: Prediction, probe: All
         del out
         peaks.append(recorder.peak_bytes)
     result.peak_gpu_bytes = recorder.peak_bytes + _later_steps_growth(cache, steps)
+
+
+def _cache_of(output):
+    return output["cache"] if "cache" in output else output.past_key_values
 
 
 def _later_steps_growth(cache, steps: int) -> int:

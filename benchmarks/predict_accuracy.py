@@ -1,0 +1,131 @@
+"""Predicted vs measured on one GPU: peak memory, OOM, TTFT and decode of llama-3.1-8b (issue 13).
+
+    MOM_COMMIT=$(git rev-parse HEAD) python benchmarks/predict_accuracy.py --out $OUT/predict_accuracy.json
+
+One process, well under 10 minutes on an H100: contexts 32k and 128k, then 256k while the time
+budget lasts; variants hf, mom-none, mom-auto, mom-stream, mom-paper (configs as in
+benchmarks/harness.py). Each run is `mom.profile(record=False)`: model.generate() over a seeded
+random prompt with 32 greedy tokens, peak = max_memory_allocated over prefill and decode, an
+out-of-memory is a result. Each prediction is `mom.predict` of the same run on a card with this
+GPU's memory and the H100's speeds. The JSON is rewritten after every run, so a cut-off run
+keeps what it measured; the commit comes from $MOM_COMMIT (the device copy has no .git).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+import mom
+from mom.simulate import GPUS
+
+GiB = 2**30
+VARIANTS = {
+    "hf": mom.MomConfig(),
+    "mom-none": mom.MomConfig(mini_sequence_size=4096),
+    "mom-auto": mom.MomConfig(mini_sequence_size=4096, offload="auto"),
+    "mom-stream": mom.MomConfig(mini_sequence_size=4096, offload="stream"),
+    "mom-paper": mom.MomConfig.paper(),
+}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="llama-3.1-8b")
+    parser.add_argument("--contexts", default="32768,131072,262144")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--device", default="cuda", help="cpu only to smoke-test this script on a tiny preset")
+    parser.add_argument("--budget-s", type=float, default=540, help="start no run after this many seconds")
+    parser.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "predict_accuracy.json"))
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    cuda = args.device.startswith("cuda")
+    card = _card() if cuda else GPUS["H100-80GB"]
+    report = dict(commit=os.environ.get("MOM_COMMIT", "unknown"), environment=_environment() if cuda else {},
+                  model=args.model, gpu_model=card.name, args=vars(args), runs=[])
+    model = mom.load(args.model, device=args.device)
+    for name in args.variants.split(","):  # warm kernels and code paths
+        mom.profile(model, VARIANTS[name], context=4096, new_tokens=3, record=False)
+    for context in (int(c) for c in args.contexts.split(",")):
+        for name in args.variants.split(","):
+            if time.perf_counter() - started > args.budget_s:
+                report["runs"].append(dict(variant=name, context=context, skipped="time budget"))
+                continue
+            report["runs"].append(_compare(model, args.model, name, context, args.new_tokens, card))
+            _write(report, args.out)
+            print(_line(report["runs"][-1]), flush=True)
+    report["wall_s"] = time.perf_counter() - started
+    _write(report, args.out)
+    return 0
+
+
+def _compare(model, model_name: str, variant: str, context: int, new_tokens: int, card) -> dict:
+    record = dict(variant=variant, context=context)
+    try:
+        measured = mom.profile(model, VARIANTS[variant], context=context, new_tokens=new_tokens, record=False)
+        record["measured"] = _figures(measured)
+    except Exception as error:  # anything but an OOM: recorded, the sweep goes on
+        record["measured"] = dict(error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc(limit=4))
+    start = time.perf_counter()
+    predicted = mom.predict(model_name, VARIANTS[variant], context=context, new_tokens=new_tokens, gpu=card)
+    record["predicted"] = dict(_figures(predicted), seconds=time.perf_counter() - start,
+                               ttft_range_s=predicted.ttft_range_s,
+                               decode_s_per_token_range=predicted.decode_s_per_token_range,
+                               calibration=predicted.calibration)
+    record["errors_pct"] = _errors(record["measured"], record["predicted"])
+    return record
+
+
+def _figures(p) -> dict:
+    decode = 1 / p.decode_tokens_per_s if p.decode_tokens_per_s else None
+    return dict(oom=p.oom, error=p.error and p.error[:300], peak_gib=p.peak_gpu_bytes / GiB,
+                prefill_peak_gib=p.prefill_peak_bytes / GiB, ttft_s=p.ttft_s, decode_s_per_token=decode)
+
+
+def _errors(measured: dict, predicted: dict) -> dict:
+    out = {"oom_agrees": measured.get("oom") == predicted.get("oom")}
+    for key in ("peak_gib", "prefill_peak_gib", "ttft_s", "decode_s_per_token"):
+        m, p = measured.get(key), predicted.get(key)
+        if m and p and not measured.get("oom"):
+            out[key] = 100 * (p - m) / m
+    return out
+
+
+def _card():
+    """The table's H100 with this GPU's exact memory (speeds stay the H100's)."""
+    total = torch.cuda.get_device_properties(0).total_memory
+    return GPUS["H100-80GB"].with_memory(total)
+
+
+def _environment() -> dict:
+    import transformers
+
+    props = torch.cuda.get_device_properties(0)
+    return dict(card=torch.cuda.get_device_name(), gpu_total_gib=props.total_memory / GiB, torch=torch.__version__,
+                transformers=transformers.__version__, python=sys.version.split()[0])
+
+
+def _write(report: dict, path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(report, indent=1, default=str) + "\n")
+
+
+def _line(run: dict) -> str:
+    m, p, e = run.get("measured", {}), run.get("predicted", {}), run.get("errors_pct", {})
+    def show(d):
+        return "OOM" if d.get("oom") else f"{d.get('peak_gib', 0):.2f} GiB"
+    return (f"{run['context']:>7} {run['variant']:<10} measured {show(m):>10} predicted {show(p):>10} "
+            f"peak {e.get('peak_gib', float('nan')):+.2f}% ttft {e.get('ttft_s', float('nan')):+.1f}% "
+            f"decode {e.get('decode_s_per_token', float('nan')):+.1f}% oom agrees {e.get('oom_agrees')}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
