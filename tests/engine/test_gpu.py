@@ -48,11 +48,43 @@ def _generate(model, ids, mask, steps):
                           pad_token_id=0)
 
 
+FP32_ATTENTION = "mom_test_fp32_efficient"
+
+
+def _fp32_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **_kwargs):
+    """Exact fp32 attention in O(S) memory: sdpa's memory-efficient kernel on repeated K/V.
+
+    With GQA, sdpa sends fp32 to its math kernel, which holds the [H, S, S] scores: 128 GiB
+    for llama-3.2-1b at 32k (measured: OOM in the unpatched model). Repeating K/V lets the
+    memory-efficient kernel run. Queries and keys end together here (prefill or one-token
+    decode), so top-left and bottom-right causal agree.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    groups = query.shape[1] // key.shape[1]
+    key, value = (t.repeat_interleave(groups, dim=1) for t in (key, value))
+    causal = attention_mask is None and query.shape[-2] > 1
+    with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+        out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
+                                                               is_causal=causal, scale=scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _register_fp32_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(FP32_ATTENTION, _fp32_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(FP32_ATTENTION, sdpa_mask)
+
+
 def _pair(preset: str, **overrides):
-    """(bf16 model, fp32 model with the same weights) on the GPU, without a doubled peak."""
+    """(bf16 model on sdpa, fp32 model with the same weights on exact O(S) attention)."""
+    _register_fp32_attention()
     low = mom.load(preset, device="cuda", dtype=torch.bfloat16, **overrides)
     high = mom.load(preset, device="cuda", dtype=torch.float32, **overrides)
     high.load_state_dict(low.state_dict())
+    high.config._attn_implementation = FP32_ATTENTION
     return low, high
 
 
