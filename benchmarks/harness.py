@@ -164,20 +164,20 @@ def pinned_bandwidth(gib: float = 2.0, repeats: int = 5) -> dict:
 
 
 def environment() -> dict:
+    """Card, host, versions and the code's commit (mom.memory.provenance: MOM_COMMIT wins)."""
     import platform
-    import subprocess
 
     import psutil
     import transformers
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
+    from mom.memory.provenance import provenance
+
     props = torch.cuda.get_device_properties(0)
+    prov = provenance("cuda")
     return dict(card=torch.cuda.get_device_name(), gpu_total_gib=props.total_memory / GiB,
                 host_ram_gib=psutil.virtual_memory().total / GiB, torch=torch.__version__,
-                transformers=transformers.__version__, python=platform.python_version(), commit=commit)
+                transformers=transformers.__version__, python=platform.python_version(),
+                commit=prov["commit"], dirty=prov["dirty"])
 
 
 def host_guard_maximum(model, step: int) -> int:

@@ -1,0 +1,75 @@
+"""Write the README's results section from the results files (no hand-copied numbers).
+
+    python benchmarks/readme_tables.py            # rewrites README.md between the markers
+
+Only results that name a known commit (a 40-hex provenance hash) are used; each table says the
+card, the commit and the file it came from. Files under results/history/ are never read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+BEGIN, END = "<!-- results:begin (benchmarks/readme_tables.py) -->", "<!-- results:end -->"
+HASH = re.compile(r"^[0-9a-f]{40}$")
+
+
+def known_commit(report: dict) -> str | None:
+    commit = (report.get("provenance") or {}).get("commit") or (report.get("environment") or {}).get("commit")
+    return commit if commit and HASH.match(commit) else None
+
+
+def decode_table(path: Path, report: dict) -> list[str]:
+    runs = [r for r in report["runs"] if r.get("clock") == "generate+streamer" and isinstance(r.get("round"), int)
+            and r.get("ttft_s")]
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["context"], r["variant"]), []).append(r)
+    prov = report["provenance"]
+    lines = [f"TTFT and decode through `model.generate()` with a streamer clock, `{report['model']}` bf16, "
+             f"{report['args']['new_tokens']} greedy tokens, variants interleaved over {report['args']['rounds']} "
+             f"rounds in one process: median [min-max]. {prov['device']}, host {prov['host_ram_bytes'] / 2**30:.0f} GiB, "
+             f"torch {prov['torch']}, transformers {prov['transformers']}, commit `{prov['commit'][:12]}`"
+             f"{' (tree had uncommitted changes)' if prov.get('dirty') else ''}; `{path.relative_to(ROOT)}`.", "",
+             "| context | variant | n | TTFT s | decode s/token | peak GiB (prefill) |", "|---|---|---|---|---|---|"]
+    for (context, variant), rs in sorted(groups.items()):
+        ttft = [r["ttft_s"] for r in rs]
+        dec = [r["decode_s_per_token"] for r in rs]
+        lines.append(f"| {context // 1024}k | `{variant}` | {len(rs)} | {statistics.median(ttft):.2f} "
+                     f"[{min(ttft):.2f}-{max(ttft):.2f}] | {statistics.median(dec):.4f} [{min(dec):.4f}-{max(dec):.4f}] | "
+                     f"{max(r['peak_gib'] for r in rs):.2f} ({max(r['prefill_peak_gib'] for r in rs):.2f}) |")
+    return lines
+
+
+TABLES = {"decode_repeats": decode_table}
+
+
+def section() -> str:
+    parts = []
+    for path in sorted(RESULTS.glob("*.json")):
+        report = json.loads(path.read_text())
+        kind = next((k for k in TABLES if k in path.name), None)
+        if kind is None or known_commit(report) is None:
+            continue
+        parts.append("\n".join(TABLES[kind](path, report)))
+    return "\n\n".join(parts) if parts else "No results with a known commit yet."
+
+
+def main() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        sys.exit(f"README.md has no {BEGIN} ... {END} markers")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{BEGIN}\n{section()}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    main()
