@@ -108,3 +108,39 @@ def test_baseline_config_patches_no_modules_but_the_entry(tiny_models):
     with mom.enable(model, mom.MomConfig()):
         patched = [n for n, m in model.named_modules() if "forward" in m.__dict__]
     assert patched == [""]
+
+
+@torch.no_grad()
+def test_two_models_patched_at_once_stay_independent(tiny_models):
+    llama, qwen = tiny_models["tiny-llama"], tiny_models["tiny-qwen2"]
+    ids = prompt(length=40, seed=8)
+    expected = {name: m.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=0) for name, m in
+                (("llama", llama), ("qwen", qwen))}
+    with mom.enable(llama, mom.MomConfig(mini_sequences=3, offload="stream")), \
+            mom.enable(qwen, mom.MomConfig(mini_sequences=2, offload="auto")):
+        for _ in range(2):
+            for name, m in (("llama", llama), ("qwen", qwen)):
+                assert torch.equal(m.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=0), expected[name])
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("offload", ["none", "stream"])
+def test_a_keyboard_interrupt_from_a_hook_mid_generate_leaves_the_model_exact(tiny_models, offload):
+    model = tiny_models["tiny-llama"]
+    ids = prompt(length=40, seed=9)
+    expected = model(ids).logits
+    calls = {"n": 0}
+
+    def interrupt(*_args):
+        calls["n"] += 1
+        if calls["n"] == 7:  # a decode step, mid-generate
+            raise KeyboardInterrupt
+
+    hook = model.model.layers[1].register_forward_hook(interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt), mom.enable(model, mom.MomConfig(mini_sequences=3, offload=offload)):
+            model.generate(ids, max_new_tokens=10, do_sample=False, pad_token_id=0)
+    finally:
+        hook.remove()
+    assert mom.engine.patch.handle_of(model) is None
+    assert torch.equal(model(ids).logits, expected)
