@@ -78,14 +78,19 @@ def _print(record: dict) -> None:
     print(json.dumps({k: record.get(k) for k in keep}), flush=True)
 
 
-def summarize(runs: list[dict]) -> list[str]:
-    """Median and spread (min-max) of TTFT and decode per (context, variant), generate() clock."""
-    lines = []
+def repeated_runs(runs: list[dict]) -> dict[tuple[int, str], list[dict]]:
+    """The round-robin generate() runs that finished, by (context, variant), sorted."""
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         if r.get("clock") == "generate+streamer" and isinstance(r.get("round"), int) and r.get("ttft_s"):
             groups.setdefault((r["context"], r["variant"]), []).append(r)
-    for (context, variant), rs in sorted(groups.items()):
+    return dict(sorted(groups.items()))
+
+
+def summarize(runs: list[dict]) -> list[str]:
+    """Median and spread (min-max) of TTFT and decode per (context, variant), generate() clock."""
+    lines = []
+    for (context, variant), rs in repeated_runs(runs).items():
         ttft = [r["ttft_s"] for r in rs]
         dec = [r["decode_s_per_token"] for r in rs]
         lines.append(f"{context:>7} {variant:<12} n={len(rs)} TTFT {statistics.median(ttft):.3f} s "

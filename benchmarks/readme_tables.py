@@ -14,6 +14,8 @@ import statistics
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 BEGIN, END = "<!-- results:begin (benchmarks/readme_tables.py) -->", "<!-- results:end -->"
@@ -26,11 +28,9 @@ def known_commit(report: dict) -> str | None:
 
 
 def decode_table(path: Path, report: dict) -> list[str]:
-    runs = [r for r in report["runs"] if r.get("clock") == "generate+streamer" and isinstance(r.get("round"), int)
-            and r.get("ttft_s")]
-    groups: dict[tuple, list[dict]] = {}
-    for r in runs:
-        groups.setdefault((r["context"], r["variant"]), []).append(r)
+    from decode_repeats import repeated_runs
+
+    groups = repeated_runs(report["runs"])
     prov = report["provenance"]
     lines = [f"TTFT and decode through `model.generate()` with a streamer clock, `{report['model']}` bf16, "
              f"{report['args']['new_tokens']} greedy tokens, variants interleaved over {report['args']['rounds']} "
@@ -38,7 +38,7 @@ def decode_table(path: Path, report: dict) -> list[str]:
              f"torch {prov['torch']}, transformers {prov['transformers']}, commit `{prov['commit'][:12]}`"
              f"{' (tree had uncommitted changes)' if prov.get('dirty') else ''}; `{path.relative_to(ROOT)}`.", "",
              "| context | variant | n | TTFT s | decode s/token | peak GiB (prefill) |", "|---|---|---|---|---|---|"]
-    for (context, variant), rs in sorted(groups.items()):
+    for (context, variant), rs in groups.items():
         ttft = [r["ttft_s"] for r in rs]
         dec = [r["decode_s_per_token"] for r in rs]
         lines.append(f"| {context // 1024}k | `{variant}` | {len(rs)} | {statistics.median(ttft):.2f} "

@@ -112,19 +112,11 @@ def _check_exactness(low, high, ids, mask, steps, record_property, what):
 
 
 @torch.no_grad()
-def test_llama1b_32k_exact_fp32_and_bf16(record_property):
-    low, high = _pair("llama-3.2-1b")
-    ids = _ids(1, 32768, 128000)
-    _check_exactness(low, high, ids, torch.ones_like(ids), 12, record_property, "llama-3.2-1b 32k")
-    del low, high
-    _free()
-
-
-@torch.no_grad()
-def test_llama8b_16k_exact_fp32_and_bf16(record_property):
-    low, high = _pair("llama-3.1-8b")
-    ids = _ids(1, 16384, 128000)
-    _check_exactness(low, high, ids, torch.ones_like(ids), 8, record_property, "llama-3.1-8b 16k")
+@pytest.mark.parametrize("preset, context, steps", [("llama-3.2-1b", 32768, 12), ("llama-3.1-8b", 16384, 8)])
+def test_long_context_exact_fp32_and_bf16(preset, context, steps, record_property):
+    low, high = _pair(preset)
+    ids = _ids(1, context, 128000)
+    _check_exactness(low, high, ids, torch.ones_like(ids), steps, record_property, f"{preset} {context // 1024}k")
     del low, high
     _free()
 
