@@ -32,7 +32,8 @@ def checkout(tmp_path, monkeypatch):
 
 
 def test_the_commit_and_dirty_flag_come_from_git(checkout, monkeypatch):
-    monkeypatch.setenv("MOM_COMMIT", "f" * 40)  # git wins where there is a .git
+    monkeypatch.delenv("MOM_COMMIT", raising=False)
+    monkeypatch.delenv("MOM_DIRTY", raising=False)
     info = prov.provenance()
     assert info["commit"] == _git(checkout, "rev-parse", "HEAD") and len(info["commit"]) == 40
     assert info["dirty"] is False
@@ -43,6 +44,12 @@ def test_the_commit_and_dirty_flag_come_from_git(checkout, monkeypatch):
     (checkout / "mom" / "b.py").unlink()
     (checkout / "mom" / "a.py").write_text("x = 2\n")
     assert prov.provenance()["dirty"] is True
+
+
+def test_an_explicit_commit_wins_over_a_stale_git(checkout, monkeypatch):
+    monkeypatch.setenv("MOM_COMMIT", "f" * 40)  # a device copy may carry an older .git
+    monkeypatch.setenv("MOM_DIRTY", "no")
+    assert (prov.provenance()["commit"], prov.provenance()["dirty"]) == ("f" * 40, False)
 
 
 def test_without_git_the_environment_tells(tmp_path, monkeypatch):
