@@ -278,7 +278,8 @@ def check_weights_fit(what: str, weight_bytes: int, device: torch.device, dtype:
     raise ModelTooLargeError(
         f"{what} in {str(dtype).removeprefix('torch.')} needs {format_bytes(weight_bytes)} for its weights alone, "
         f"but only {format_bytes(free)} is {where}; use a tiny preset (e.g. mom.load('tiny-llama')),{smaller} "
-        "device='meta' for its shapes without memory, or a machine with more memory")
+        f"device='meta' for its shapes without memory, mom.predict({what}) for its memory on a GPU without one, "
+        "or a machine with more memory")
 
 
 def check_run_fits(context: int, batch: int, kv_bytes_per_token: int, device: torch.device) -> None:

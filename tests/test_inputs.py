@@ -175,6 +175,7 @@ def test_a_model_too_large_for_the_device_is_refused_before_building(no_heavy_wo
     weights = parameter_count(preset_config("llama-3.1-8b")) * 4
     message = raised(mom.ModelTooLargeError, lambda: mom.load("llama-3.1-8b", device="cpu"),
                      "'llama-3.1-8b' in float32", "weights alone", "8.00 GiB", "tiny preset", "device='meta'",
+                     "mom.predict\\('llama-3.1-8b'\\)",
                      "bfloat16", "more memory")
     assert mom.format_bytes(weights) in message
     # the same model in bf16 is half the bytes; still too big for 8 GiB, and no "halve it" advice then
