@@ -177,14 +177,14 @@ def _prefill_and_decode(model, config: MomConfig, result: Prediction, probe: All
     del out, ids
     _set_auto_budget(cache, config, probe)
     steps = max(0, result.new_tokens - 1)
-    peaks = []
+    decode = probe.watch()
     for step in range(1, min(steps, RUN_DECODE_STEPS) + 1):
         where.phase, where.step = "decode", step
         out = model(input_ids=token, logits_to_keep=1, use_cache=True, **{cache_name: cache})
         token = out.logits[:, -1:].argmax(-1)
         del out
-        peaks.append(recorder.peak_bytes)
-    result.peak_gpu_bytes = recorder.peak_bytes + _later_steps_growth(cache, steps)
+    decode_peak = decode.close() + _later_steps_growth(cache, steps)
+    result.peak_gpu_bytes = max(recorder.peak_bytes, decode_peak)
 
 
 def _cache_of(output):
