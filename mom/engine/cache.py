@@ -72,6 +72,7 @@ class MomCache(Cache):
         self._fetches: dict[int, _Fetch] = {}
         self._planned = False
         self.closed = False
+        self.placed_bytes = 0  # K/V bytes placed on the GPU before prefill (engine/placement.py)
 
     def mom_layers(self) -> list[MomLayer]:
         return self._mom_layers
@@ -173,10 +174,11 @@ class MomCache(Cache):
             self.pool.take_back(buffer, after=after)
 
     def host_block_sizes(self, batch: int, seq_len: int) -> list[int]:
-        """Bytes of each host buffer a prefill of this size will take, in order of need."""
+        """Bytes of each host buffer a prefill of this size will take, in order of need (layers
+        placed on the GPU before prefill take none)."""
         _, kv_heads, head_dim = families.kv_geometry_of_config(self.model_config)
         nbytes = batch * kv_heads * (seq_len + growth(seq_len)) * head_dim * self.dtype.itemsize
-        return [nbytes] * (2 * len(self._mom_layers))
+        return [nbytes] * (2 * sum(layer.placement == "host" for layer in self._mom_layers))
 
     def bytes_by_layer(self) -> list[tuple[int, int]]:
         """(device bytes, host bytes) per layer; the shared stream slots are in `slot_bytes`."""

@@ -3,9 +3,9 @@
 Tiers (`MomLayer.tier`):
 - "device": K/V in a GPU buffer with spare capacity; decode writes the new token in place
   (no per-token `torch.cat` of the whole cache).
-- "host": K/V in pinned host memory, nothing on the GPU. Prefill leaves every offloaded layer
-  here: K/V go to the host on the side stream right after the layer computed them, and that
-  layer's attention uses the freshly computed tensors directly.
+- "host": K/V in pinned host memory, nothing on the GPU. Prefill leaves every layer placed on
+  the host here: K/V go to the host on the side stream right after the layer computed them,
+  and that layer's attention uses the freshly computed tensors directly.
 - "reload": planned to come back to the GPU for good at its first decode step (engine/placement.py).
 - "stream": K/V live on the host; each decode step copies them into one of two shared GPU
   slots (prefetched while the previous layer computes), appends the new token on the GPU and
@@ -17,10 +17,13 @@ counting at once (its GPU buffers, slots and pinned views with it), not by the c
 
 from __future__ import annotations
 
+import logging
 import weakref
 
 import torch
 from transformers.cache_utils import DynamicLayer
+
+logger = logging.getLogger(__name__)
 
 
 def growth(length: int) -> int:
@@ -42,6 +45,7 @@ class MomLayer(DynamicLayer):
         self.cache = weakref.proxy(cache)
         self.index = index
         self.tier = "device"
+        self.placement = "host"  # where prefill writes this layer's K/V (engine/placement.py)
         self.length = 0
         self.device_kv: tuple[torch.Tensor, torch.Tensor] | None = None  # [B, H, capacity, D] each
         self.host_kv: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -59,6 +63,12 @@ class MomLayer(DynamicLayer):
         # key_states, value_states: [B, H, q, D], already on the compute device
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+        if self.length == 0 and self.placement == "device":
+            try:
+                return self._append_on_device(key_states, value_states)
+            except torch.OutOfMemoryError:  # the placement was optimistic: this layer goes to the host
+                logger.warning("mom cache: layer %d does not fit on the GPU at prefill; offloading it", self.index)
+                self.placement, self.device_kv = "host", None
         if self.length == 0:
             return self._prefill_to_host(key_states, value_states)
         if self.tier == "device":

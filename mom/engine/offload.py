@@ -15,6 +15,7 @@ from . import host_guard
 from .cache import MomCache
 from .copies import SideStreamCopier
 from .pinned import HostPool
+from .placement import place_before_prefill
 
 
 class OffloadRuntime:
@@ -42,6 +43,7 @@ class OffloadRuntime:
         if ids is None or ids.shape[1] == 0:
             return None
         cache = MomCache(self.model, self.mode, self.kv_gpu_budget, self.copier, self.pool)
+        place_before_prefill(cache, ids.shape[0], ids.shape[1])
         sizes = cache.host_block_sizes(ids.shape[0], ids.shape[1])
         host_guard.check_host_memory(sum(sizes), ids.shape[0], ids.shape[1], self.pool.free_bytes)
         self.pool.reserve(sizes)

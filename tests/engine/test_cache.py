@@ -174,7 +174,53 @@ def test_a_reload_that_does_not_fit_streams_instead(tiny_models, monkeypatch):
         return real(like, needed, device)
 
     monkeypatch.setattr(cache_module, "device_buffers", second_reload_fails)
-    with mom.enable(model, mom.MomConfig(offload="auto")):
+    with mom.enable(model, mom.MomConfig(offload="prefill")):  # every layer reloads after prefill
         actual = _generate(model, ids, new=6)
     assert torch.equal(actual.sequences, expected.sequences)
     assert [layer.tier for layer in _cache(actual).mom_layers()] == ["device", "stream", "device"]
+
+
+@torch.no_grad()
+def test_auto_places_resident_layers_before_prefill_and_never_on_the_host(tiny_models, monkeypatch):
+    model = tiny_models["tiny-llama"]
+    ids = prompt(length=36, seed=2)
+    _, heads, dim = mom.engine.families.kv_geometry(model)
+    one_layer = 2 * heads * dim * 4 * (36 + cache_module.growth(36))
+    lent = []
+    real_lend = cache_module.HostPool.lend
+    monkeypatch.setattr(cache_module.HostPool, "lend", lambda self, *a, **k: lent.append(a) or real_lend(self, *a, **k))
+    guarded = []
+    real_guard = host_guard.check_host_memory
+    monkeypatch.setattr(host_guard, "check_host_memory", lambda needed, *a: guarded.append(needed) or real_guard(needed, *a))
+    expected = _generate(model, ids)
+    with mom.enable(model, mom.MomConfig(offload="auto", kv_gpu_budget=2 * one_layer)):
+        actual = _generate(model, ids)
+    assert torch.equal(actual.sequences, expected.sequences)
+    cache = _cache(actual)
+    assert [layer.placement for layer in cache.mom_layers()] == ["device", "device", "host"]
+    assert [layer.tier for layer in cache.mom_layers()] == ["device", "device", "stream"]
+    assert len(lent) == 2  # K and V of the one host layer, nothing for the resident ones
+    assert guarded == [one_layer]  # the host-RAM guard counts only what goes to the host
+
+
+@torch.no_grad()
+def test_a_resident_placement_that_does_not_fit_goes_to_the_host(tiny_models, monkeypatch):
+    from mom.engine import kv_layer
+
+    model = tiny_models["tiny-llama"]
+    ids = prompt(length=30, seed=4)
+    expected = _generate(model, ids, new=6)
+    real = kv_layer.device_buffers
+    calls = {"n": 0}
+
+    def second_placement_fails(like, needed, device):
+        calls["n"] += 1
+        if calls["n"] == 2:  # layer 1's K/V at prefill
+            raise torch.OutOfMemoryError("pretend the placement was optimistic")
+        return real(like, needed, device)
+
+    monkeypatch.setattr(kv_layer, "device_buffers", second_placement_fails)
+    with mom.enable(model, mom.MomConfig(offload="auto")):
+        actual = _generate(model, ids, new=6)
+    assert torch.equal(actual.sequences, expected.sequences)
+    assert [layer.placement for layer in _cache(actual).mom_layers()] == ["device", "host", "device"]
