@@ -12,8 +12,10 @@ pass after attention; what holds the second 32 MiB there is not identified). One
 64 MiB, held from the first matmul to the end, puts every one of them within +0.1% / -0.01%
 (tests/predict/test_accuracy.py). Every prediction lists it in its `calibration`.
 
-The "auto" offload budget is the engine's formula (engine/placement.py, gpu_kv_budget) with
-the allocator model standing in for torch.cuda.empty_cache() and mem_get_info().
+The "auto" offload budgets (before prefill: layers placed on the GPU; after it: layers brought
+back) are the engine's formulas (engine/placement.py) with the allocator model standing in for
+torch.cuda.empty_cache() and mem_get_info(): on the CPU the engine has no free memory to ask
+and keeps everything resident, so these are written out here and must follow the engine's.
 """
 
 from __future__ import annotations
@@ -45,6 +47,33 @@ def auto_budget(probe: AllocatorProbe, per_layer: int) -> int:
     free = probe.allocator.capacity - probe.allocator.reserved
     working_set = 2 * per_layer + AUTO_WORKING_SET_BYTES
     return max(0, int((free - working_set) * AUTO_BUDGET_SHARE))
+
+
+def prefill_budget(probe: AllocatorProbe, model_config, dtype, batch: int, seq_len: int) -> int:
+    """Bytes of K/V that offload="auto" places on the GPU before prefill, as the engine computes them
+    on CUDA (engine/placement.py, _free_for_kv_before_prefill)."""
+    from ..engine import placement
+
+    _, kv_heads, head_dim = _geometry(model_config)
+    per_layer = 2 * batch * kv_heads * (seq_len + _growth(seq_len)) * head_dim * dtype.itemsize
+    probe.free_cached()
+    free = probe.allocator.capacity - probe.allocator.reserved
+    copies = getattr(placement, "PREFILL_HIDDEN_COPIES", 6)
+    transients = copies * batch * seq_len * model_config.hidden_size * dtype.itemsize
+    working_set = 2 * per_layer + AUTO_WORKING_SET_BYTES
+    return max(0, int((free - transients - working_set) * AUTO_BUDGET_SHARE))
+
+
+def _geometry(model_config):
+    from ..engine.families import kv_geometry_of_config
+
+    return kv_geometry_of_config(model_config)
+
+
+def _growth(length: int) -> int:
+    from ..engine.cache import growth
+
+    return growth(length)
 
 
 def describe() -> dict[str, Any]:

@@ -82,9 +82,8 @@ def fill(result, config, mom_config: MomConfig, card: GPU, batch: int) -> None:
     steps = result.new_tokens - 1
     if steps < 1:
         return
-    kv_device, kv_host = _decode_kv(result)
+    kv_device, kv_host, reloaded = _decode_kv(result)
     streamed = kv_host if mom_config.offload in ("stream", "auto") else 0
-    reloaded = kv_device if mom_config.offload in ("prefill", "auto") else 0
     layers = config.num_hidden_layers
     seconds, bound = decode_seconds(result.weights_bytes, kv_device, streamed, reloaded,
                                     mom_config.offload == "none", layers, steps, card)
@@ -93,9 +92,13 @@ def fill(result, config, mom_config: MomConfig, card: GPU, batch: int) -> None:
     result.speed_notes.append(f"decode {bound}")
 
 
-def _decode_kv(result) -> tuple[int, int]:
-    """(device, host) K/V bytes during decode, from the last decode event that reports them."""
-    for event in reversed(result.events):
-        if event.phase == "decode":
-            return event.kv_gpu_bytes, event.kv_host_bytes
-    return 0, 0
+def _decode_kv(result) -> tuple[int, int, int]:
+    """(device, host, reloaded) K/V bytes of decode, from the events: on the device and on the host
+    at the last decode event, and what came to the device from the host after prefill."""
+    prefill = [e for e in result.events if e.phase == "prefill"]
+    decode = [e for e in result.events if e.phase == "decode"]
+    if not decode:
+        return 0, 0, 0
+    after_prefill = prefill[-1].kv_gpu_bytes if prefill else 0
+    last = decode[-1]
+    return last.kv_gpu_bytes, last.kv_host_bytes, max(0, last.kv_gpu_bytes - after_prefill)

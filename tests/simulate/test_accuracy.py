@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import mom
+import mom.simulate
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 GiB = 1 << 30
@@ -39,6 +40,18 @@ def _measured() -> list[dict]:
 MEASURED = _measured()
 
 
+def _placement_changed(variant: str) -> bool:
+    """offload="auto" places K/V on the GPU before prefill in the engine under test, but not in
+    the engine the committed H100 figures were measured with: those no longer describe it."""
+    from mom.engine import placement
+
+    return VARIANTS[variant].offload == "auto" and hasattr(placement, "place_before_prefill")
+
+
+def _comparable(run: dict) -> bool:
+    return not _placement_changed(run["variant"])
+
+
 @pytest.fixture(scope="module")
 def predictions():
     cache = {}
@@ -55,6 +68,9 @@ def predictions():
 
 @pytest.mark.parametrize("run", MEASURED, ids=lambda r: f"{r['variant']}-{r['context']}")
 def test_peak_and_oom_as_measured(run, predictions):
+    if not _comparable(run):
+        pytest.skip("auto now places K/V before prefill; its H100 figures predate that (re-measure with "
+                    "benchmarks/predict_accuracy.py)")
     predicted = predictions(run["variant"], run["context"])
     assert predicted.oom == run["oom"]
     if run["oom"]:  # hf at 256k: the same allocation fails, with the same bytes allocated before it
@@ -81,6 +97,8 @@ def test_ttft_within_15_percent_at_128k(run, predictions):
 # latter is a fair target, the former lies inside the predicted range.
 @pytest.mark.parametrize("variant", ["hf", "mom-prefill", "mom-stream", "mom-auto"])
 def test_decode_within_15_percent_at_128k(variant, predictions):
+    if _placement_changed(variant):
+        pytest.skip("auto now places K/V before prefill: no first-step reload, not what was measured")
     run = next(r for r in MEASURED if r["context"] == 131072 and r["variant"] == variant)
     predicted = predictions(variant, 131072)
     assert 1 / predicted.decode_tokens_per_s == pytest.approx(run["decode_s_per_token"], rel=0.15)
@@ -95,6 +113,15 @@ def test_the_noisy_paper_decode_lies_inside_the_predicted_range(predictions):
 def test_the_host_ram_guard_refuses_where_it_refused():
     refused = json.loads((RESULTS / "2026-11-26_h100_max_context_mom_852k.json").read_text())["runs"][0]
     assert refused["wall"] == "host"  # 112.6 GiB needed, 124.3 GiB available
-    predicted = mom.predict("llama-3.1-8b", VARIANTS["mom"], context=refused["context"],
-                            host_bytes=int(124.3 * GiB))
-    assert predicted.oom and predicted.wall == "host" and "112.6" in predicted.error.replace("112.62", "112.6")
+    predicted = mom.predict("llama-3.1-8b", VARIANTS["mom-stream"], context=refused["context"],
+                            host_bytes=int(124.3 * GiB))  # every layer on the host, as auto then had it
+    assert predicted.oom and predicted.wall == "host" and "112.6" in predicted.error
+
+
+def test_auto_keeps_on_the_gpu_what_fits_before_prefill(predictions):
+    if not _placement_changed("mom-auto"):
+        pytest.skip("this engine offloads every layer in prefill")
+    at_128k, at_704k = predictions("mom-auto", 131072), predictions("mom", 720896)
+    assert at_128k.peak_host_bytes == 0 and at_128k.events[-1].kv_gpu_bytes > 16 * GiB  # all of it fits
+    assert 0 < at_704k.peak_host_bytes < 94 * GiB and not at_704k.oom  # part of it does
+    assert at_704k.peak_gpu_bytes < mom.simulate.GPUS["H100-80GB"].usable_bytes
