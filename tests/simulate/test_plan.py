@@ -1,0 +1,76 @@
+"""mom.plan and `mom plan`: configurations ranked by predicted speed, maximum context per mode."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import mom
+import mom.simulate.fake
+from mom.cli import main
+from mom.simulate.plan import _host_wall, max_context
+
+GiB = 1 << 30
+
+
+@pytest.fixture(scope="module")
+def small_card_plan():
+    return mom.plan("llama-3.2-1b", gpu="custom-8GiB", host_bytes=16 * GiB, context=65536, max_contexts=False)
+
+
+def test_fitting_configurations_come_fastest_first(small_card_plan):
+    plan = small_card_plan
+    assert plan.rows and all(row.fits for row in plan.rows)
+    totals = [row.total_s for row in plan.rows]
+    assert totals == sorted(totals)
+    for row in plan.rows:
+        assert row.peak_gpu_bytes <= plan.usable_bytes and row.ttft_s > 0 and row.decode_s_per_token > 0
+
+
+def test_configurations_that_do_not_fit_say_which_wall(small_card_plan):
+    rejected = {row.label: row for row in small_card_plan.rejected}
+    assert "baseline" in rejected and rejected["baseline"].wall == "gpu"  # 64k tokens without mini-sequences: too big
+    assert all(not row.fits and row.error for row in rejected.values())
+    assert "offload=stream" in " ".join(row.label for row in small_card_plan.rows)
+
+
+def test_plan_table_and_json(small_card_plan):
+    table = small_card_plan.table()
+    assert "custom-8GiB" in table and "baseline" in table and "no (gpu)" in table
+    data = json.loads(json.dumps(small_card_plan.to_dict()))
+    assert data["context"] == 65536 and len(data["rows"]) + len(data["rejected"]) == 5
+
+
+def test_maximum_context_of_hf_on_the_h100_is_where_notebook_03_found_it():
+    # notebook 03 on the H100 (benchmarks/results/notebooks): 196,608 tokens pass, 262,144 fail
+    found = max_context("llama-3.1-8b", mom.MomConfig(), "H100-80GB", resolution=8192)
+    assert 196608 <= found < 262144
+
+
+def test_maximum_context_is_a_pass_with_a_failure_one_step_up():
+    cfg = mom.MomConfig(mini_sequences=8, offload="stream")
+    found = max_context("llama-3.2-1b", cfg, "custom-4GiB", resolution=16384)
+    assert not mom.predict("llama-3.2-1b", cfg, context=found, gpu="custom-4GiB").oom
+    assert mom.predict("llama-3.2-1b", cfg, context=found + 16384, gpu="custom-4GiB").oom
+
+
+def test_the_host_wall_is_the_engines_rule():
+    cfg = mom.MomConfig(mini_sequences=8, offload="stream")
+    wall = _host_wall(mom.simulate.fake.model_config("llama-3.2-1b")[0], cfg, 1, 4 * GiB, 8192)
+    assert not mom.predict("llama-3.2-1b", cfg, context=wall, host_bytes=4 * GiB, gpu="custom-40GiB").oom
+    assert mom.predict("llama-3.2-1b", cfg, context=wall + 8192, host_bytes=4 * GiB).wall == "host"
+
+
+def test_cli_plan_prints_a_table_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "plan.json"
+    code = main(["plan", "--model", "llama-3.2-1b", "--gpu", "custom-8GiB", "--host-gib", "16", "--context",
+                 "16384", "--no-max-context", "--json", str(out)])
+    assert code == 0
+    assert "llama-3.2-1b on custom-8GiB" in capsys.readouterr().out
+    assert json.loads(out.read_text())["gpu"] == "custom-8GiB"
+
+
+def test_cli_plan_refuses_an_unknown_card(capsys):
+    assert main(["plan", "--gpu", "H100-81GB", "--no-max-context"]) == 2
+    assert "unknown GPU 'H100-81GB'" in capsys.readouterr().err
