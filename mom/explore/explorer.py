@@ -98,8 +98,9 @@ class Explorer:
         ValueError: an unknown preset, a limit of 0 or below, or a context outside the slider.
 
     Attributes:
-        controls: the setting widgets by name (model, context, mini_sequences, offload,
-            budget_fits, budget, new_tokens, limit_on, limit).
+        controls: the setting widgets by name (model, context (the slider), context_tokens (the
+            same context, typed), mini_sequences, offload, budget_fits, budget, new_tokens,
+            limit_on, limit).
         buttons: run, compare, max_context, stop.
         live: the LiveFigures (per-layer and timeline FigureWidgets).
         sweep: the peak-memory-against-context FigureWidget.
@@ -434,6 +435,9 @@ class Explorer:
                                       layout=widgets.Layout(width="260px")),
             "context": widgets.SelectionSlider(options=options, value=start, description="context (tokens)",
                                                continuous_update=False, **_SLIDER),
+            "context_tokens": widgets.BoundedIntText(value=start, min=d["contexts"][0], max=d["contexts"][1],
+                                                     description="or type", style=style,
+                                                     layout=widgets.Layout(width="150px")),
             "new_tokens": widgets.IntSlider(value=d["new_tokens"], min=1, max=256, description="new tokens",
                                             continuous_update=False, **_SLIDER),
             "mini_sequences": widgets.SelectionSlider(options=[("1 (off)" if m == 1 else str(m), m) for m in M_OPTIONS],
@@ -450,6 +454,8 @@ class Explorer:
             "limit": widgets.BoundedFloatText(value=max(d["limit"], 0.25), min=0.25, max=1e6, style=style,
                                               description=f"limit ({unit})", layout=widgets.Layout(width="170px")),
         }
+        controls["context"].observe(self._on_context_slider, "value")
+        controls["context_tokens"].observe(self._on_context_typed, "value")
         controls["offload"].observe(self._on_budget_change, "value")
         controls["budget_fits"].observe(self._on_budget_change, "value")
         controls["limit_on"].observe(self._on_limit_change, "value")
@@ -457,6 +463,16 @@ class Explorer:
         self._on_budget_change()
         self._on_limit_change()
         return controls
+
+    def _on_context_slider(self, change) -> None:
+        self.controls["context_tokens"].value = change["new"]
+
+    def _on_context_typed(self, change) -> None:
+        """A typed context is used exactly: it becomes a stop of the slider if it is not one."""
+        slider, value = self.controls["context"], change["new"]
+        if value not in [v for _, v in slider.options]:
+            slider.options = sorted([*slider.options, (_short(value), value)], key=lambda o: o[1])
+        slider.value = value
 
     def _on_budget_change(self, _change=None) -> None:
         auto = self.controls["offload"].value == "auto"
@@ -491,7 +507,7 @@ class Explorer:
         wrap = widgets.Layout(flex_flow="row wrap", align_items="center")
         limit_row = [c["limit_on"], c["limit"]] if not self.cuda else []
         rows = [
-            widgets.HBox([c["model"], c["context"], c["new_tokens"]], layout=wrap),
+            widgets.HBox([c["model"], c["context"], c["context_tokens"], c["new_tokens"]], layout=wrap),
             widgets.HBox([c["mini_sequences"], c["offload"], c["budget_fits"], c["budget"], *limit_row], layout=wrap),
             widgets.HBox([b["run"], b["compare"], b["max_context"], b["stop"], self.progress], layout=wrap),
             self.message,

@@ -1,13 +1,22 @@
 """The MOM paper's numbers next to mom's committed measurements (notebook 04).
 
-Anchors: `benchmarks/anchors/mom_paper.json`, the paper's Tables 1-4 and maximum contexts
-(A100 80GB, Llama-3-8B, bf16, 200 greedy tokens). Measurements: every `*.json` under
-`benchmarks/results/`, read generically because they come from several scripts:
-a run record is any JSON object with a `context` and a `variant` (or a `label`, or a
-`config` holding one); peaks may be bytes (`peak_gpu_bytes`) or GiB (`peak_gib`); a
-maximum-context result is an object with `maximum` (a `MaxContextResult`) or a record with
-`max_context`. The card comes from an `environment` object where one is given. Anything else
-in a file is ignored, and no results at all is a normal state: the tables are then empty.
+Anchors: the paper's Tables 1-4 and maximum contexts (A100 80GB, Llama-3-8B, bf16, 200 greedy
+tokens), packaged as `mom/explore/data/mom_paper.json` (the same file as the repository's
+`benchmarks/anchors/mom_paper.json`; a test keeps them equal), so notebook 04 runs anywhere.
+
+Measurements: inside the repository, every `*.json` under `benchmarks/results/`, read
+generically because they come from several scripts: a run record is any JSON object with a
+`context` and a `variant` (or a `label`, or a `config` holding one); peaks may be bytes
+(`peak_gpu_bytes`) or GiB (`peak_gib`); a maximum-context search is an object with `maximum`
+(a `MaxContextResult`) or a record with `max_context`. The card comes from an `environment`
+object where one is given. Anything else in a file is ignored.
+Outside the repository (an installed package, a notebook copied elsewhere) the same rows come
+from `mom/explore/data/measured.json`, one schema (`SUMMARY_SCHEMA`: run rows and
+maximum-context rows) written by `write_summary()` from the committed results.
+
+The maximum-context chart puts beside the paper's bars what was measured here: the maxima of
+searches, and for each variant the longest context that passed at all (a lower bound on its
+maximum; the 720,896-token run of `mom` on an H100 is one).
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -34,23 +44,29 @@ TABLES = {
 # mom's benchmark variants that measure what a paper method measures (docs/benchmarks.md)
 PAPER_METHOD = {"standard": "standard", "hf-offload": "offload", "hf-chunked": "chunked_prefill_8192",
                 "mom-paper": "mom"}
+SUMMARY_SCHEMA = "mom.measured/1"
+MAX_COLUMNS = ["source", "device", "variant", "max_context", "resolution", "kind"]
 RESULT_COLUMNS = ["source", "device", "model", "variant", "context", "peak_gib", "prefill_peak_gib", "ttft_s",
                   "decode_tokens_per_s", "oom", "error"]
 
 
-def benchmarks_dir(start: str | Path | None = None) -> Path:
-    """The repository's `benchmarks/` folder, looked for from `start` (default: cwd) upwards."""
+def benchmarks_dir(start: str | Path | None = None) -> Path | None:
+    """The repository's `benchmarks/` folder, looked for from `start` (default: cwd) upwards; None outside it."""
     here = Path(start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if (folder / "benchmarks" / "anchors").is_dir():
             return folder / "benchmarks"
-    raise FileNotFoundError(f"no benchmarks/anchors folder at or above {here}; run from inside the mom repository")
+    return None
+
+
+def data_file(name: str) -> Path:
+    """A file packaged in mom/explore/data/."""
+    return Path(str(resources.files("mom.explore") / "data" / name))
 
 
 def load_anchors(path: str | Path | None = None) -> dict[str, Any]:
-    """The paper's numbers (anchors/mom_paper.json)."""
-    path = Path(path) if path is not None else benchmarks_dir() / "anchors" / "mom_paper.json"
-    return json.loads(path.read_text())
+    """The paper's numbers (packaged; or the anchors file at `path`)."""
+    return json.loads(Path(path or data_file("mom_paper.json")).read_text())
 
 
 def anchor_tables(anchors: dict[str, Any]) -> dict[str, pd.DataFrame]:
@@ -91,15 +107,60 @@ def paper_max_contexts(anchors: dict[str, Any]) -> pd.Series:
 
 
 def load_results(folder: str | Path | None = None) -> pd.DataFrame:
-    """Every run record under `folder` (default benchmarks/results), one row each; empty if none."""
+    """Every run record, one row each: from `folder`, else benchmarks/results, else the packaged summary."""
+    if folder is None and _results_dir() is None:
+        return pd.DataFrame(_summary()["runs"], columns=RESULT_COLUMNS)
     rows = [row for path, data in _json_files(folder) for row in _run_rows(path, data)]
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
 def load_max_contexts(folder: str | Path | None = None) -> pd.DataFrame:
-    """Every maximum-context result under `folder`: variant, max_context, resolution, device, source."""
+    """Maximum contexts measured: searches' maxima (kind "search") and, per device and variant, the
+    longest context that passed (kind "longest pass", a lower bound). Same sources as `load_results`."""
+    if folder is None and _results_dir() is None:
+        return pd.DataFrame(_summary()["max_context"], columns=MAX_COLUMNS)
     rows = [row for path, data in _json_files(folder) for row in _max_rows(path, data)]
-    return pd.DataFrame(rows, columns=["source", "device", "variant", "max_context", "resolution"])
+    searches = pd.DataFrame(rows, columns=MAX_COLUMNS)
+    return pd.concat([searches, longest_passes(load_results(folder))], ignore_index=True)
+
+
+def longest_passes(results: pd.DataFrame) -> pd.DataFrame:
+    """Per device and variant, the longest context of a run that passed (from `load_results` rows)."""
+    ok = results[~results["oom"].astype(bool)] if not results.empty else results
+    if ok.empty:
+        return pd.DataFrame(columns=MAX_COLUMNS)
+    best = ok.loc[ok.groupby(["device", "variant"])["context"].idxmax()]
+    return pd.DataFrame({"source": best["source"], "device": best["device"], "variant": best["variant"],
+                         "max_context": best["context"].astype(int), "resolution": None,
+                         "kind": "longest pass"}, columns=MAX_COLUMNS).reset_index(drop=True)
+
+
+def summary(folder: str | Path | None = None) -> dict[str, Any]:
+    """The committed measurements in the packaged schema: {"schema", "runs", "max_context"}."""
+    def records(frame: pd.DataFrame) -> list[dict]:
+        return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+    return {"schema": SUMMARY_SCHEMA, "runs": records(load_results(folder)),
+            "max_context": records(load_max_contexts(folder))}
+
+
+def write_summary(path: str | Path | None = None, folder: str | Path | None = None) -> Path:
+    """Refresh the packaged copy from benchmarks/results (run from the repository after committing results)."""
+    path = Path(path or data_file("measured.json"))
+    path.write_text(json.dumps(summary(folder), indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def _summary() -> dict[str, Any]:
+    data = json.loads(data_file("measured.json").read_text())
+    if data.get("schema") != SUMMARY_SCHEMA:
+        raise ValueError(f"{data_file('measured.json')}: schema {data.get('schema')!r}, expected {SUMMARY_SCHEMA!r}")
+    return data
+
+
+def _results_dir() -> Path | None:
+    bench = benchmarks_dir()
+    return bench / "results" if bench is not None else None
 
 
 def results_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -134,22 +195,29 @@ def comparison_figure(anchors: dict[str, Any], results: pd.DataFrame, key: str =
 
 
 def max_context_figure(anchors: dict[str, Any], measured: pd.DataFrame | None = None) -> go.Figure:
-    """Maximum context per method: the paper's (A100 80GB) and mom's measured ones beside them."""
+    """Maximum context per method: the paper's (A100 80GB) in grey, mom's measured ones beside them
+    (a search's maximum, or the longest run that passed, labelled as such)."""
     paper = paper_max_contexts(anchors)
+    rows = 0 if measured is None else len(measured)
     fig = go.Figure(layout=go.Layout(title="Maximum context", xaxis_title="tokens", template="plotly_white",
-                                     height=120 + 30 * (len(paper) + (0 if measured is None else len(measured)))))
+                                     height=140 + 28 * (len(paper) + rows), margin=dict(l=260)))
     fig.add_bar(y=[f"paper: {m}" for m in paper.index], x=list(paper), orientation="h",
-                name=f"paper ({anchors.get('hardware', '')})", marker_color="#9e9e9e")
+                name=f"paper ({anchors.get('hardware', '')})", marker_color="#9e9e9e",
+                text=[f"{v:,}" for v in paper], textposition="auto")
     if measured is not None and not measured.empty:
-        fig.add_bar(y=[f"{v} ({d})" for v, d in zip(measured["variant"], measured["device"], strict=True)],
-                    x=list(measured["max_context"]), orientation="h", name="mom, measured", marker_color="#1f77b4")
+        for kind, group in measured.groupby("kind", sort=False):
+            name = "mom, longest run that passed (a lower bound)" if kind == "longest pass" else "mom, searched maximum"
+            fig.add_bar(y=[f"{v} ({d})" for v, d in zip(group["variant"], group["device"], strict=True)],
+                        x=list(group["max_context"]), orientation="h", name=name,
+                        marker_color="#1f77b4" if kind != "longest pass" else "#2ca02c",
+                        text=[f"{int(v):,}" for v in group["max_context"]], textposition="auto")
     fig.update_layout(yaxis=dict(autorange="reversed"))
     return fig
 
 
 def _json_files(folder: str | Path | None) -> Iterator[tuple[Path, Any]]:
-    folder = Path(folder) if folder is not None else benchmarks_dir() / "results"
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():  # history/ holds superseded runs
+    folder = Path(folder) if folder is not None else _results_dir()
+    for path in sorted(folder.glob("*.json")) if folder is not None and folder.is_dir() else ():  # history/ holds superseded runs
         try:
             yield path, json.loads(path.read_text())
         except (OSError, ValueError) as error:
@@ -205,10 +273,10 @@ def _max_rows(path: Path, data: Any) -> Iterator[dict]:
             variant = record.get("variant") or next((_variant(t) for t in tries if _variant(t)), "?")
             run_device = next((t.get("device_name") for t in tries if t.get("device_name")), device)
             yield dict(source=path.name, device=run_device, variant=variant, max_context=record["maximum"],
-                       resolution=record.get("resolution"))
+                       resolution=record.get("resolution"), kind="search")
         elif "max_context" in record and _variant(record):
             yield dict(source=path.name, device=record.get("device_name") or device, variant=_variant(record),
-                       max_context=record["max_context"], resolution=record.get("resolution"))
+                       max_context=record["max_context"], resolution=record.get("resolution"), kind="search")
 
 
 def _gib(n: int | float | None) -> float | None:

@@ -221,3 +221,11 @@ def test_close_lets_the_model_go():
     del panel
     gc.collect()
     assert model() is None
+
+
+def test_typed_context_is_used_exactly():
+    panel = Explorer(context=1024)
+    panel.controls["context_tokens"].value = 3000
+    assert panel.context == 3000 and panel.controls["context"].value == 3000
+    panel.controls["context"].value = 4096
+    assert panel.controls["context_tokens"].value == 4096

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from mom.explore import paper
 from mom.memory.events import GiB
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_anchor_tables():
@@ -41,7 +44,10 @@ def test_results_of_several_shapes(tmp_path):
     peak = paper.results_tables(results)["peak GiB"]
     assert peak.loc[("H100", "hf"), 262144] == "OOM"
     maxima = paper.load_max_contexts(tmp_path)
-    assert maxima["max_context"].tolist() == [450560] and maxima["variant"].tolist() == ["M=16"]
+    search = maxima[maxima["kind"] == "search"]
+    assert search["max_context"].tolist() == [450560] and search["variant"].tolist() == ["M=16"]
+    longest = maxima[maxima["kind"] == "longest pass"].set_index("variant")["max_context"]
+    assert longest["hf"] == 131072  # 262144 ran out of memory: the longest pass is the lower bound
     assert len(paper.comparison_figure(paper.load_anchors(), results).data) > 5
 
 
@@ -49,3 +55,29 @@ def test_peak_ratio_table_on_tiny(tiny_llama):
     table = paper.peak_ratio_table(tiny_llama, [512, 1024], mini_sequence_size=128, new_tokens=2)
     assert list(table.index) == ["no_offload", "offload"]
     assert (table.values < 100).all() and (table.values > 0).all()
+
+
+def test_packaged_anchors_are_the_repository_anchors():
+    packaged = json.loads(paper.data_file("mom_paper.json").read_text())
+    assert packaged == json.loads((ROOT / "benchmarks" / "anchors" / "mom_paper.json").read_text())
+
+
+def test_outside_the_repository_the_packaged_measurements_are_used(tmp_path, monkeypatch):
+    """Notebook 04 copied elsewhere: no benchmarks/ folder, same tables, and the 720,896-token pass."""
+    monkeypatch.chdir(tmp_path)
+    assert paper.benchmarks_dir() is None
+    maxima = paper.load_max_contexts()
+    mom_pass = maxima[(maxima["variant"] == "mom") & (maxima["kind"] == "longest pass")]
+    assert mom_pass["max_context"].tolist() == [720896]
+    figure = paper.max_context_figure(paper.load_anchors(), maxima)
+    assert any(720896 in trace.x for trace in figure.data[1:])
+    assert not paper.load_results().empty
+
+
+def test_packaged_measurements_are_committed_results():
+    """Every packaged row is in benchmarks/results (refresh with paper.write_summary() after new results)."""
+    packaged = paper._summary()
+    current = paper.summary(ROOT / "benchmarks" / "results")
+    key = ("source", "variant", "context")
+    have = {tuple(row[k] for k in key) for row in current["runs"]}
+    assert {tuple(row[k] for k in key) for row in packaged["runs"]} <= have
