@@ -46,11 +46,16 @@ def attention_in_pieces(
     piece_size: int,
     last_position_only: bool = False,
     on_piece: Callable[[str, int, int, str], None] | None = None,
+    input_norm: Callable[[torch.Tensor], torch.Tensor] | None = None,
     **kwargs,
 ):
     """The family's attention forward, exact, with its token-wise parts over pieces.
 
     hidden_states: [B, S, D] (already normed) -> ([B, S, D] or [B, 1, D], None).
+    With `input_norm` (the fused prefill of engine/patch.py), hidden_states is the layer's
+    residual stream instead: each piece is normed as it is projected, and the o_proj output is
+    added into hidden_states in place, which is returned: the layer's attention half, with no
+    normed copy and no o_proj output buffer at full length.
     on_piece(block, piece, count, "start" | "end") brackets each piece of the q/k/v pass
     (block "attention") and of the o_proj pass ("attention_out"), for memory hooks.
     """
@@ -62,7 +67,7 @@ def attention_in_pieces(
         kwargs.pop(name, None)
     rope, attend = families.rotary(attention), _attend_function(attention, mask, kwargs)
     queries, keys, values = _project_in_pieces(family, attention, hidden_states, piece_size, cos, sin,
-                                               not last_position_only, on_piece)
+                                               not last_position_only, on_piece, input_norm)
     if cache is not None:
         keys, values = cache.update(keys, values, attention.layer_idx)
     batch, seq_len, _ = hidden_states.shape
@@ -72,15 +77,18 @@ def attention_in_pieces(
         out = attend(q, keys, values, _last_query_row(mask))
         return attention.o_proj(out.reshape(batch, 1, -1)), None
     out = attend(queries, keys, values, mask)  # [B, S, H, hd] (a transposed view for sdpa)
-    del queries
-    output = None
+    del queries, keys, values
+    output = hidden_states if input_norm is not None else None
     bounds = piece_bounds(seq_len, piece_size)
     for index, (start, end) in enumerate(bounds):
         on_piece("attention_out", index, len(bounds), "start")
         projected = attention.o_proj(out[:, start:end].reshape(batch, end - start, -1))
-        if output is None:
-            output = projected.new_empty(batch, seq_len, projected.shape[-1])
-        output[:, start:end] = projected
+        if input_norm is not None:
+            output[:, start:end] += projected  # the residual add, in place
+        else:
+            if output is None:
+                output = projected.new_empty(batch, seq_len, projected.shape[-1])
+            output[:, start:end] = projected
         del projected
         on_piece("attention_out", index, len(bounds), "end")
     return output, None
@@ -98,15 +106,21 @@ def _last_query_row(mask: torch.Tensor | None) -> torch.Tensor | None:
     return mask[:, :, -1:, :]
 
 
-def _project_in_pieces(family, attention, hidden_states, piece_size, cos, sin, with_query: bool, on_piece):
-    """Q [B, H, S, hd] (None without query), K and V [B, H_kv, S, hd], RoPE applied."""
+def _project_in_pieces(family, attention, hidden_states, piece_size, cos, sin, with_query: bool, on_piece,
+                       input_norm=None):
+    """Q [B, H, S, hd] (None without query), K and V [B, H_kv, S, hd], RoPE applied; each piece
+    normed first when `input_norm` is given."""
     rope = families.rotary(attention)
     seq_len = hidden_states.shape[1]
     buffers = None
     bounds = piece_bounds(seq_len, piece_size)
     for index, (start, end) in enumerate(bounds):
         on_piece("attention", index, len(bounds), "start")
-        q, k, v = families.project_qkv(family, attention, hidden_states[:, start:end], with_query)
+        piece = hidden_states[:, start:end]
+        if input_norm is not None:
+            piece = input_norm(piece)
+        q, k, v = families.project_qkv(family, attention, piece, with_query)
+        del piece
         if q is None:
             k = rope(k, k, cos[:, start:end], sin[:, start:end])[1]
         else:

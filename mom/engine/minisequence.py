@@ -53,3 +53,27 @@ def run_in_pieces(
         if on_piece is not None:
             on_piece(index, len(bounds), "end")
     return out
+
+
+def add_in_pieces(
+    block: Callable[[torch.Tensor], torch.Tensor],
+    norm: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    piece_size: int,
+    on_piece: PieceListener | None = None,
+) -> torch.Tensor:
+    """x += block(norm(x)), piece by piece and in place: a pre-norm residual sub-block.
+
+    Only `x` exists at full length; the norm's output and the block's intermediates exist for
+    one piece at a time. The same elementwise add as `x + block(norm(x))`, so the same values.
+    x: [B, S, D] (overwritten and returned).
+    """
+    bounds = piece_bounds(x.shape[-2], piece_size)
+    for index, (start, end) in enumerate(bounds):
+        if on_piece is not None:
+            on_piece(index, len(bounds), "start")
+        piece = x[..., start:end, :]
+        piece += block(norm(piece))
+        if on_piece is not None:
+            on_piece(index, len(bounds), "end")
+    return x

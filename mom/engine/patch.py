@@ -41,7 +41,7 @@ from ..config import MomConfig
 from . import families
 from .attention import attention_in_pieces, can_run_in_pieces
 from .layer import trimmed_last_layer_forward
-from .minisequence import run_in_pieces
+from .minisequence import add_in_pieces, run_in_pieces
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +186,8 @@ def _install(handle: Handle) -> None:
         if config.uses_mini_sequences or (is_last and config.trims_last_layer):
             attention = getattr(layer, family.attention)
             handle._bind(attention, "forward", _attention_forward(handle, attention, is_last, attention.forward))
+        if config.uses_mini_sequences:
+            handle._bind(layer, "forward", _fused_prefill_layer_forward(handle, layer, layer.forward))
     if config.trims_last_layer:
         last = layers[-1]
         handle._bind(last, "forward", _last_layer_forward(handle, last, last.forward))
@@ -203,17 +205,18 @@ def _causal_lm_forward(handle: Handle, original: Callable) -> Callable:
         seq_len = _sequence_length(call)
         lock = handle.offload.lock if handle.offload is not None else contextlib.nullcontext()
         with lock:
-            previous = handle.trimming
+            previous = handle.trimming, getattr(handle._calls, "in_place", False)
             try:
                 handle._calls.trim = (handle.config.trims_last_layer and seq_len > 1
                                       and _only_last_position(call, extra, config))
+                handle._calls.in_place = _may_update_hidden_states_in_place(call, extra, config)
                 if seq_len > 1:
                     _warn_if_mask_materializes(handle, call, seq_len)
                 if handle.offload is not None:
                     args, kwargs = _with_offloaded_cache(handle, call, args, kwargs, positions)
                 return original(*args, **kwargs)
             finally:
-                handle._calls.trim = previous
+                handle._calls.trim, handle._calls.in_place = previous
 
     return forward
 
@@ -258,6 +261,18 @@ def _only_last_position(call: dict, extra: dict, config) -> bool:
     return True
 
 
+def _may_update_hidden_states_in_place(call: dict, extra: dict, config) -> bool:
+    """Whether decoder layers may add into their input: not when the caller passed its own
+    embeddings (they would change) or collects per-layer outputs (they would all change)."""
+    if call.get("inputs_embeds") is not None:
+        return False
+    for flag in ("output_hidden_states", "output_attentions"):
+        asked = extra.get(flag, call.get(flag))
+        if asked or (asked is None and getattr(config, flag, False)):
+            return False
+    return True
+
+
 def _piece_reporter(handle: Handle, layer_index: int) -> Callable[[str, int, int, str], None]:
     def report(block: str, piece: int, count: int, stage: str) -> None:
         for hook in handle.piece_hooks:
@@ -276,12 +291,16 @@ def _mini_sequence_forward(handle: Handle, layer_index: int, original: Callable)
         report("mlp", piece, count, stage)
 
     @functools.wraps(original)
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        # x: [B, S, D]; decode steps (S == 1) take the plain path.
+    def forward(x: torch.Tensor, _mom_fused_norm: Callable | None = None) -> torch.Tensor:
+        # x: [B, S, D]; decode steps (S == 1) take the plain path. With _mom_fused_norm (the
+        # fused prefill layer), x is the residual stream and x + mlp(norm(x)) is computed in place.
         piece_size = handle.config.piece_size(x.shape[-2])
+        hooks = on_piece if handle.piece_hooks else None
+        if _mom_fused_norm is not None:
+            return add_in_pieces(original, _mom_fused_norm, x, piece_size, hooks)
         if x.shape[-2] <= piece_size:
             return original(x)
-        return run_in_pieces(original, x, piece_size, on_piece if handle.piece_hooks else None)
+        return run_in_pieces(original, x, piece_size, hooks)
 
     return forward
 
@@ -302,6 +321,7 @@ def _attention_forward(handle: Handle, attention: nn.Module, is_last: bool, orig
 
     @functools.wraps(original)
     def forward(*args, **kwargs):
+        fused_norm = kwargs.pop("_mom_fused_norm", None)  # set by the fused prefill layer only
         hidden_states = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
         if hidden_states.shape[-2] <= 1:  # decode: the plain path, no argument binding
             return original(*args, **kwargs)
@@ -311,10 +331,49 @@ def _attention_forward(handle: Handle, attention: nn.Module, is_last: bool, orig
         seq_len = hidden_states.shape[-2]
         piece_size = handle.config.piece_size(seq_len)
         last_only = is_last and handle.trimming
+        hooks = report if handle.piece_hooks else None
+        if fused_norm is not None:  # the layer checked that this call can run in pieces
+            return attention_in_pieces(handle.family, attention, hidden_states, piece_size, False, hooks,
+                                       input_norm=fused_norm, **bound)
         if seq_len > 1 and (seq_len > piece_size or last_only) and can_run_in_pieces(attention, hidden_states, bound):
-            hooks = report if handle.piece_hooks else None
             return attention_in_pieces(handle.family, attention, hidden_states, piece_size, last_only, hooks, **bound)
         return original(*args, **kwargs)
+
+    return forward
+
+
+def _fused_prefill_layer_forward(handle: Handle, layer: nn.Module, original: Callable) -> Callable:
+    """A decoder layer's prefill with only the residual stream at full length.
+
+    The family's layer computes h = x + attn(norm1(x)); y = h + mlp(norm2(h)), holding x, the
+    normed copy, the attention output and the sum at full length. Here x is updated in place:
+    the attention norms and projects piece by piece and adds its o_proj output into x, then the
+    MLP adds mlp(norm2(x)) into x piece by piece. The same elementwise operations in the same
+    order, so the same values; prompt-length transients drop to x, Q, this layer's K/V and the
+    attention output (docs/design.md has the bytes per token). Both sub-blocks are called
+    through their modules, so memory hooks see them as before. Taken only where the layer may
+    change its input (engine/patch.py `_may_update_hidden_states_in_place`), without
+    gradients, in eval mode, for a fresh cache layer and a prompt longer than one piece.
+    """
+    signature = inspect.signature(original)
+    family = handle.family
+    attention, mlp = getattr(layer, family.attention), getattr(layer, family.mlp)
+    input_norm, post_norm = getattr(layer, family.input_norm), getattr(layer, family.post_attention_norm)
+
+    @functools.wraps(original)
+    def forward(*args, **kwargs):
+        hidden_states = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        seq_len = hidden_states.shape[-2]
+        if seq_len <= handle.config.piece_size(seq_len) or not getattr(handle._calls, "in_place", False) \
+                or layer.training:
+            return original(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs).arguments
+        bound.update(bound.pop("kwargs", {}))
+        hidden_states = bound.pop("hidden_states")
+        if not can_run_in_pieces(attention, hidden_states, bound):
+            return original(*args, **kwargs)
+        hidden_states, _ = attention(hidden_states=hidden_states, _mom_fused_norm=input_norm, **bound)
+        return mlp(hidden_states, _mom_fused_norm=post_norm)
 
     return forward
 
