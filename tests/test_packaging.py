@@ -7,8 +7,6 @@ import re
 import tomllib
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -103,8 +101,6 @@ def test_doc_references_resolve_to_docs():
     assert not missing, f"references to docs/ files that do not exist: {missing}"
 
 
-@pytest.mark.xfail(strict=True, reason="notebooks 02 and 04 (the explorer engineer's files) still say DESIGN.md / "
-                   "BENCHMARKS.md in a markdown cell: make them docs/design.md / docs/benchmarks.md, then drop this mark")
 def test_notebook_doc_references_resolve_to_docs():
     stale = [path.name for path in _repository_text_files(".ipynb")
              if STALE_DOC_NAMES.search(path.read_text(encoding="utf-8"))]
