@@ -41,7 +41,7 @@ class PlanRow:
     ttft_s: float | None
     decode_s_per_token: float | None
     total_s: float | None
-    wall: str | None = None
+    wall: str | None = None  # the Profile's oom_kind: "device" or "host"
     error: str | None = None
 
 
@@ -139,7 +139,7 @@ def _row(p: Prediction, cfg: MomConfig) -> PlanRow:
     total = None if p.oom or p.ttft_s is None else p.ttft_s + (decode or 0) * max(p.new_tokens - 1, 0)
     return PlanRow(label=cfg.describe(), config=asdict(cfg), fits=not p.oom, peak_gpu_bytes=p.peak_gpu_bytes,
                    peak_host_bytes=p.peak_host_bytes, ttft_s=p.ttft_s, decode_s_per_token=decode, total_s=total,
-                   wall=p.wall, error=p.error)
+                   wall=p.oom_kind, error=p.error)
 
 
 def max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100-80GB", host_bytes: int | None = None,

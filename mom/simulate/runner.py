@@ -57,7 +57,7 @@ class Prediction(Profile):
     calibration: bytes and speeds added from committed measurements, with their sources;
     ttft_range_s / decode_s_per_token_range: (low, high) of the speed model;
     speed_notes: what bounds each phase (compute, HBM, host link, host launch overhead);
-    wall: "gpu" or "host" when oom; oom_event: the call that would fail.
+    oom_event: the call that would fail (oom_kind says which wall: "device" or "host").
     """
 
     gpu: str = ""
@@ -66,7 +66,6 @@ class Prediction(Profile):
     ttft_range_s: tuple[float, float] | None = None
     decode_s_per_token_range: tuple[float, float] | None = None
     speed_notes: list[str] = field(default_factory=list)
-    wall: str | None = None
     oom_event: MemoryEvent | None = None
 
 
@@ -94,7 +93,7 @@ def predict(
         listeners: called with each MemoryEvent as it is predicted.
 
     Returns:
-        A Prediction (a Profile): oom=True with `oom_event` and `wall` when it would not fit.
+        A Prediction (a Profile): oom=True with `oom_kind` and `oom_event` when it would not fit.
     """
     config = config or MomConfig()
     card = resolve_gpu(gpu)
@@ -103,7 +102,7 @@ def predict(
     result = _new_prediction(fake.model, name, config, context, new_tokens, batch, card)
     host_error = _host_check(fake.model, config, batch, context, host_bytes)
     if host_error is not None:
-        result.oom, result.wall, result.error = True, "host", host_error
+        result.oom, result.oom_kind, result.error = True, "host", host_error
         return result
     probe = AllocatorProbe(card.usable_bytes, f"{card.name} (predicted)")
     with run_context():
@@ -145,7 +144,7 @@ def _run(model: nn.Module, config: MomConfig, result: Prediction, probe: Allocat
         result.start_bytes = probe.track(*model.parameters(), *model.buffers())
         workspace = calibration.hold_unseen(probe)  # noqa: F841  (held for the whole run, like cuBLAS's)
     except torch.OutOfMemoryError as error:  # the weights alone do not fit
-        result.oom, result.wall, result.error = True, "gpu", f"the weights do not fit: {error}"
+        result.oom, result.oom_kind, result.error = True, "device", f"the weights do not fit: {error}"
         result.oom_event = MemoryEvent(phase="prefill", step=0, layer=None, module="weights",
                                        bytes_before=probe.allocated(), bytes_after=probe.allocated(),
                                        peak_bytes=probe.allocated() + probe.last_request,
@@ -161,7 +160,7 @@ def _run(model: nn.Module, config: MomConfig, result: Prediction, probe: Allocat
             _prefill_and_decode(model, handle if _auto_budgets(handle, config) else None, result, probe, where,
                                 recorder)
     except torch.OutOfMemoryError as error:
-        result.oom, result.wall, result.error = True, "gpu", str(error)
+        result.oom, result.oom_kind, result.error = True, "device", str(error)
         result.oom_event = where.event(probe)
     result.events = recorder.events
     result.peak_gpu_bytes = max(result.peak_gpu_bytes, recorder.peak_bytes)

@@ -48,10 +48,6 @@ def _placement_changed(variant: str) -> bool:
     return VARIANTS[variant].offload == "auto" and hasattr(placement, "place_before_prefill")
 
 
-def _comparable(run: dict) -> bool:
-    return not _placement_changed(run["variant"])
-
-
 @pytest.fixture(scope="module")
 def predictions():
     cache = {}
@@ -66,22 +62,35 @@ def predictions():
     return get
 
 
-@pytest.mark.parametrize("run", MEASURED, ids=lambda r: f"{r['variant']}-{r['context']}")
-def test_peak_and_oom_as_measured(run, predictions):
-    if not _comparable(run):
-        pytest.skip("auto now places K/V before prefill; its H100 figures predate that (re-measure with "
-                    "benchmarks/predict_accuracy.py)")
+@pytest.mark.parametrize("run", [r for r in MEASURED if r["variant"] == "hf"], ids=lambda r: f"hf-{r['context']}")
+def test_hf_peak_and_oom_as_measured(run, predictions):
+    """Plain Hugging Face does not change with mom's engine: the measurement still holds."""
     predicted = predictions(run["variant"], run["context"])
     assert predicted.oom == run["oom"]
-    if run["oom"]:  # hf at 256k: the same allocation fails, with the same bytes allocated before it
-        assert predicted.wall == "gpu" and predicted.oom_event.module == "mlp"
-        assert "7.00 GiB" in predicted.error and "7.00 GiB" in run["error"]
-        assert predicted.peak_gpu_bytes / GiB == pytest.approx(run["peak_gib"], rel=0.03)
-        return
     assert predicted.peak_gpu_bytes / GiB == pytest.approx(run["peak_gib"], rel=0.03)
-    assert predicted.prefill_peak_bytes / GiB == pytest.approx(run["prefill_peak_gib"], rel=0.03)
-    kv_gpu = predicted.events[-1].kv_gpu_bytes / GiB
-    assert kv_gpu == pytest.approx(run["kv_gpu_gib"], abs=0.01)
+    if run["oom"]:  # at 256k the same 7 GiB allocation fails, with the same bytes allocated before it
+        assert predicted.oom_kind == "device" and predicted.oom_event.module == "mlp"
+        assert "7.00 GiB" in predicted.error and "7.00 GiB" in run["error"]
+        allocated = [float(part.split(" GiB")[0].split()[-1]) for part in (predicted.error, run["error"])
+                     if "allocated by PyTorch" in part]
+        assert len(allocated) == 2 and allocated[0] == pytest.approx(allocated[1], rel=0.01)
+    else:
+        assert predicted.prefill_peak_bytes / GiB == pytest.approx(run["prefill_peak_gib"], rel=0.03)
+
+
+@pytest.mark.parametrize("run", [r for r in MEASURED if r["variant"] != "hf"],
+                         ids=lambda r: f"{r['variant']}-{r['context']}")
+def test_mom_needs_no_more_than_measured(run, predictions):
+    """mom's engine has only shed memory since these runs (fused prefill, placement before prefill),
+    so they bound the prediction from above; with the engine they were measured on, predictions
+    matched within 0.1% (commit 690919e). The exact check against the current engine is
+    test_against_a_real_run.py; benchmarks/predict_accuracy.py re-measures on a GPU."""
+    if _placement_changed(run["variant"]):
+        pytest.skip("auto now keeps on the GPU during prefill what fits (issue 14): more memory there, by design")
+    predicted = predictions(run["variant"], run["context"])
+    assert predicted.oom == run["oom"]
+    assert predicted.peak_gpu_bytes / GiB <= run["peak_gib"] * 1.03
+    assert predicted.prefill_peak_bytes / GiB <= run["prefill_peak_gib"] * 1.03
 
 
 @pytest.mark.parametrize("run", [r for r in MEASURED if r["context"] == 131072], ids=lambda r: r["variant"])
@@ -115,7 +124,7 @@ def test_the_host_ram_guard_refuses_where_it_refused():
     assert refused["wall"] == "host"  # 112.6 GiB needed, 124.3 GiB available
     predicted = mom.predict("llama-3.1-8b", VARIANTS["mom-stream"], context=refused["context"],
                             host_bytes=int(124.3 * GiB))  # every layer on the host, as auto then had it
-    assert predicted.oom and predicted.wall == "host" and "112.6" in predicted.error
+    assert predicted.oom and predicted.oom_kind == "host" and "112.6" in predicted.error
 
 
 def test_auto_keeps_on_the_gpu_what_fits_before_prefill(predictions):

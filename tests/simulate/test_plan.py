@@ -30,14 +30,14 @@ def test_fitting_configurations_come_fastest_first(small_card_plan):
 
 def test_configurations_that_do_not_fit_say_which_wall(small_card_plan):
     rejected = {row.label: row for row in small_card_plan.rejected}
-    assert "baseline" in rejected and rejected["baseline"].wall == "gpu"  # 64k tokens without mini-sequences: too big
+    assert "baseline" in rejected and rejected["baseline"].wall == "device"  # 64k tokens without mini-sequences: too big
     assert all(not row.fits and row.error for row in rejected.values())
     assert "offload=stream" in " ".join(row.label for row in small_card_plan.rows)
 
 
 def test_plan_table_and_json(small_card_plan):
     table = small_card_plan.table()
-    assert "custom-8GiB" in table and "baseline" in table and "no (gpu)" in table
+    assert "custom-8GiB" in table and "baseline" in table and "no (device)" in table
     data = json.loads(json.dumps(small_card_plan.to_dict()))
     assert data["context"] == 65536 and len(data["rows"]) + len(data["rejected"]) == 5
 
@@ -59,7 +59,7 @@ def test_the_host_wall_is_the_engines_rule():
     cfg = mom.MomConfig(mini_sequences=8, offload="stream")
     wall = _host_wall(mom.simulate.fake.model_config("llama-3.2-1b")[0], cfg, 1, 4 * GiB, 8192)
     assert not mom.predict("llama-3.2-1b", cfg, context=wall, host_bytes=4 * GiB, gpu="custom-40GiB").oom
-    assert mom.predict("llama-3.2-1b", cfg, context=wall + 8192, host_bytes=4 * GiB).wall == "host"
+    assert mom.predict("llama-3.2-1b", cfg, context=wall + 8192, host_bytes=4 * GiB).oom_kind == "host"
 
 
 def test_cli_plan_prints_a_table_and_writes_json(tmp_path, capsys):

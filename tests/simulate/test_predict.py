@@ -16,7 +16,7 @@ GiB = 1 << 30
 
 
 def test_events_are_those_of_a_measured_run():
-    cfg = mom.MomConfig(mini_sequences=4, offload="auto")
+    cfg = mom.MomConfig(mini_sequences=4, offload="stream")
     p = mom.predict("llama-3.2-1b", cfg, context=8192, new_tokens=4)
     layers = 16
     assert p.backend == "predicted" and "(predicted)" in p.device_name and not p.oom
@@ -42,13 +42,13 @@ def test_accounted_decode_steps_equal_running_them(cfg, monkeypatch):
 
 def test_weights_that_do_not_fit_are_an_oom_result():
     p = mom.predict("llama-3.1-8b", context=1024, gpu="custom-12GiB")
-    assert p.oom and p.wall == "gpu" and p.oom_event.module == "weights"
+    assert p.oom and p.oom_kind == "device" and p.oom_event.module == "weights"
     assert p.ttft_s is None and "weights do not fit" in p.error
 
 
 def test_a_prompt_that_does_not_fit_fails_where_the_memory_runs_out():
     p = mom.predict("llama-3.1-8b", context=131072, gpu="RTX-4090-24GB")
-    assert p.oom and p.wall == "gpu"
+    assert p.oom and p.oom_kind == "device"
     event = p.oom_event
     assert event.phase == "prefill" and event.module in ("attention", "mlp", "layer", "embedding")
     assert event.peak_bytes > GPUS["RTX-4090-24GB"].usable_bytes - 2 * GiB
@@ -58,7 +58,7 @@ def test_a_prompt_that_does_not_fit_fails_where_the_memory_runs_out():
 
 def test_host_ram_is_checked_with_the_engines_rule():
     cfg = mom.MomConfig(mini_sequences=4, offload="stream")
-    assert mom.predict("llama-3.2-1b", cfg, context=65536, host_bytes=2 * GiB).wall == "host"
+    assert mom.predict("llama-3.2-1b", cfg, context=65536, host_bytes=2 * GiB).oom_kind == "host"
     assert not mom.predict("llama-3.2-1b", cfg, context=65536, host_bytes=4 * GiB).oom
 
 
@@ -123,4 +123,6 @@ def test_a_128k_prediction_takes_seconds():
     mom.predict("llama-3.1-8b", cfg, context=8192)  # builds the model once
     start = time.perf_counter()
     p = mom.predict("llama-3.1-8b", cfg, context=131072)
-    assert not p.oom and time.perf_counter() - start < 4  # ~1 s on an idle 2-core CPU
+    # ~1 s on an idle 2-core CPU; the bound leaves room for a busy CI machine, not for a 10x slip
+    # (FakeTensorMode instead of the meta device took 17 s)
+    assert not p.oom and time.perf_counter() - start < 10
