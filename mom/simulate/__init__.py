@@ -9,7 +9,9 @@ calibration.py.
 """
 
 from .gpus import GPU, GPUS, resolve_gpu
-from .plan import Plan, PlanRow, max_context, plan
+from .plan import Plan, PlanRow, find_max_context, max_context, plan
 from .runner import Prediction, predict
 
-__all__ = ["GPU", "GPUS", "Plan", "PlanRow", "Prediction", "max_context", "plan", "predict", "resolve_gpu"]
+__all__ = [
+    "GPU", "GPUS", "Plan", "PlanRow", "Prediction", "find_max_context", "max_context", "plan", "predict", "resolve_gpu",
+]

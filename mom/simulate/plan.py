@@ -16,12 +16,13 @@ host-RAM wall of offloaded modes, which is arithmetic). The search stops at `hig
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config import MomConfig
 from ..engine.host_guard import HOST_RAM_MARGIN, host_bytes_needed
-from ..memory.events import format_bytes
+from ..memory.events import MaxContextResult, format_bytes
 from .fake import model_config
 from .gpus import GPU, resolve_gpu
 from .runner import Prediction, predict
@@ -145,18 +146,36 @@ def _row(p: Prediction, cfg: MomConfig) -> PlanRow:
 def max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100-80GB", host_bytes: int | None = None,
                 new_tokens: int = 32, batch: int = 1, resolution: int = 8192, high: int = DEFAULT_HIGH) -> int | None:
     """The largest multiple of `resolution` up to `high` predicted to run; None if one step does not."""
+    return find_max_context(model, config, gpu, host_bytes, new_tokens, batch, resolution, high).maximum
+
+
+def find_max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100-80GB", host_bytes: int | None = None,
+                     new_tokens: int = 32, batch: int = 1, resolution: int = 8192, high: int = DEFAULT_HIGH,
+                     on_try: Callable[[Prediction], None] | None = None) -> MaxContextResult:
+    """`mom.find_max_context` over predictions: the same MaxContextResult, its tries Predictions.
+
+    Args:
+        model, config, gpu, host_bytes, new_tokens, batch: as for `mom.predict`.
+        resolution, high: the step of the answer and the largest context tried (lowered to the
+            host-RAM wall of an offloaded cache, which is arithmetic).
+        on_try: called with each Prediction as it is made (the Explorer's progress).
+    """
     card = resolve_gpu(gpu)
     hf_config, _ = model_config(model)
-    high = min(high, _host_wall(hf_config, config, batch, host_bytes, resolution)) // resolution * resolution
-    if high < resolution:
-        return None
+    top = min(high, _host_wall(hf_config, config, batch, host_bytes, resolution)) // resolution * resolution
+    result = MaxContextResult(maximum=None, resolution=resolution, high=high)
+    if top < resolution:
+        return result
     tries: dict[int, Prediction] = {}
 
     def passes(context: int) -> bool:
         tries[context] = predict(hf_config, config, context, new_tokens, batch, card, host_bytes)
+        result.tries.append(tries[context])
+        if on_try is not None:
+            on_try(tries[context])
         return not tries[context].oom
 
-    passing, failing = _grow(passes, resolution, high)
+    passing, failing = _grow(passes, resolution, top)
     streak = 0
     while passing is not None and failing is not None and failing - passing > resolution:
         context, aimed = _next_try(passing, failing, tries, card.usable_bytes, resolution, streak)
@@ -165,7 +184,8 @@ def max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100-80GB
             passing = context
         else:
             failing = context
-    return passing
+    result.maximum = passing
+    return result
 
 
 def _host_wall(hf_config, config: MomConfig, batch: int, host_bytes: int | None, resolution: int) -> int:

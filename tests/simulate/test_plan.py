@@ -7,6 +7,7 @@ import json
 import pytest
 
 import mom
+import mom.simulate
 import mom.simulate.fake
 from mom.cli import main
 from mom.simulate.plan import _host_wall, max_context
@@ -74,3 +75,13 @@ def test_cli_plan_prints_a_table_and_writes_json(tmp_path, capsys):
 def test_cli_plan_refuses_an_unknown_card(capsys):
     assert main(["plan", "--gpu", "H100-81GB", "--no-max-context"]) == 2
     assert "unknown GPU 'H100-81GB'" in capsys.readouterr().err
+
+
+def test_find_max_context_answers_like_the_measured_search():
+    seen = []
+    cfg = mom.MomConfig(mini_sequences=8, offload="stream")
+    result = mom.simulate.find_max_context("llama-3.2-1b", cfg, "custom-4GiB", resolution=16384, on_try=seen.append)
+    assert isinstance(result, mom.MaxContextResult) and result.limit_reached
+    assert seen == result.tries and all(isinstance(p, mom.Prediction) for p in seen)
+    assert result.maximum == max(p.context for p in seen if not p.oom)
+    assert result.first_failure_above.context == result.maximum + 16384
