@@ -79,7 +79,10 @@ def context_options(low: int, high: int) -> list[tuple[str, int]]:
 
 
 def _short(n: int) -> str:
-    return f"{n // 1024}k" if n % 1024 == 0 else f"{n / 1024:.1f}k" if n >= 1024 else str(n)
+    """8192 -> '8k', 6144 -> '6k', 1536 -> '1.5k'; a context typed by hand stays exact: 8000 -> '8000'."""
+    if n >= 1024 and n % 512 == 0:
+        return f"{n // 1024}k" if n % 1024 == 0 else f"{n / 1024:.1f}k"
+    return str(n)
 
 
 class Explorer:
@@ -285,8 +288,8 @@ class Explorer:
         model = self._load()
         key = (self._model_name, config, self.context, self.new_tokens, self.limit_bytes)
         label = plots.profile_label(_labelled(config))
-        title = self._title(label, self.context)
         pinned = {plots.profile_label(beside): beside.events} if beside is not None else None
+        title = self._title(f"{next(iter(pinned))} and {label}" if pinned else label, self.context)
         if reuse and key in self._runs:
             result = self._runs[key]
             self.live.show(result.events, title, label=label, beside=pinned)

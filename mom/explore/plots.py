@@ -555,6 +555,7 @@ def _add_limit(fig: go.Figure, limit: int, unit: tuple[str, int]) -> None:
 
 def _layout(title: str, x_title: str, y_title: str) -> go.Layout:
     # no width: the figure takes its container's (the explorer, a notebook, the report)
-    return go.Layout(title=dict(text=title), xaxis_title=x_title, yaxis_title=y_title, template="plotly_white",
+    return go.Layout(title=dict(text=title), xaxis_title=x_title, template="plotly_white",
+                     yaxis=dict(title=dict(text=y_title), rangemode="tozero"),
                      height=380, autosize=True, margin=dict(l=60, r=20, t=60, b=50),
                      legend=dict(orientation="h", y=-0.2))
