@@ -9,8 +9,9 @@ llama-3.1-8b (benchmarks/results/2026-11-26_h100_offload_{128k_final,256k}.json,
 the fake-tensor peaks with no allowance are short by 31-64 MiB: -1 MiB for hf at 128k (peak in
 an MLP), -8 MiB for mom at 704k, -63 MiB for mom's prefill at 128k and 256k (peak in the o_proj
 pass after attention; what holds the second 32 MiB there is not identified). One constant of
-64 MiB, held from the first matmul to the end, puts every one of them within +0.1% / -0.01%
-(tests/predict/test_accuracy.py). Every prediction lists it in its `calibration`.
+64 MiB, held from the first matmul to the end, put every one of them within +0.1% / -0.01% with
+the engine they were measured on (commit 690919e; tests/simulate/test_accuracy.py keeps what
+still applies). Every prediction lists it in its `calibration`.
 
 The "auto" offload budgets (before prefill: layers placed on the GPU; after it: layers brought
 back) are the engine's formulas (engine/placement.py) with the allocator model standing in for

@@ -3,7 +3,7 @@
 A prediction runs the very modules `mom.load` would build (transformers' own classes, mom's
 patches on top), so what changes in transformers or in mom's engine changes the prediction
 too. The model is built on the meta device: every tensor has a shape, a dtype and a storage
-of a size, no data, and every op is a C++ shape function. (torch's FakeTensorMode does the same
+of a size, no data, and ops only compute shapes. (torch's FakeTensorMode does the same
 with far more Python per op: 20 s instead of 1 for a 128k prefill in mini-sequences.)
 
 One op needs help: scaled_dot_product_attention on meta tensors takes the math path, whose

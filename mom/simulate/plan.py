@@ -80,6 +80,9 @@ class Plan:
         title = (f"{self.model} on {self.gpu} ({format_bytes(self.usable_bytes)} usable), host "
                  f"{format_bytes(self.host_bytes) if self.host_bytes else 'unlimited'}, context {self.context:,} "
                  f"+ {self.new_tokens} tokens (predicted)")
+        if not self.rows and all((row.error or "").startswith("the weights do not fit") for row in self.rejected):
+            text.append(f"the weights alone ({format_bytes(self.rejected[0].peak_gpu_bytes)}) do not fit this card: "
+                        "no configuration can run; a larger card, or a quantized or sharded model, is needed")
         return "\n".join([title, *text])
 
 

@@ -1,13 +1,13 @@
-"""AllocatorProbe: a memory Probe for runs on fake tensors, counted by the allocator model.
+"""AllocatorProbe: a memory Probe for runs on the meta device, counted by the allocator model.
 
-Under torch's FakeTensorMode every op returns a tensor with a shape, a dtype and a (meta)
-storage but no data, so an 8B model's prefill at 720k tokens "runs" in a fraction of a second
-and takes no memory. This probe is a TorchDispatchMode stacked inside the fake mode: it sees
-every op's outputs, hands each new storage to `CachingAllocatorModel.malloc`, and frees the
-block from a weak-reference callback on the storage, which fires exactly when the last view
-dies (torch keeps a storage's Python object alive as long as the C++ storage). The accounting
-rules are those of mom.memory's CPU tensor tracker; the difference is the allocator model
-behind them (rounding, segments, fragmentation, OOM) instead of a plain sum.
+On the meta device every op returns a tensor with a shape, a dtype and a storage of a size but
+no data, so an 8B model's prefill at 720k tokens "runs" in seconds and takes no memory. This
+probe is a TorchDispatchMode: it sees every op's outputs, hands each new storage to
+`CachingAllocatorModel.malloc`, and frees the block from a weak-reference callback on the
+storage, which fires exactly when the last view dies (torch keeps a storage's Python object
+alive as long as the C++ storage). Ops whose outputs alias an input (views, in-place ops) are
+skipped by their schema. The accounting rules are those of mom.memory's CPU tensor tracker;
+the difference is the allocator model behind them (rounding, segments, fragmentation, OOM).
 
 Tensors made inside `host_tier()` (the offloaded KV cache's host buffers) count as host
 memory, outside the allocator. Being a `Probe`, it feeds the ordinary MemoryRecorder, so a

@@ -85,3 +85,9 @@ def test_find_max_context_answers_like_the_measured_search():
     assert seen == result.tries and all(isinstance(p, mom.Prediction) for p in seen)
     assert result.maximum == max(p.context for p in seen if not p.oom)
     assert result.first_failure_above.context == result.maximum + 16384
+
+
+def test_a_model_whose_weights_do_not_fit_says_so():
+    plan = mom.plan("llama-3.1-70b", gpu="H100-80GB", host_bytes=256 * GiB, context=262144, max_contexts=False)
+    assert not plan.rows and len(plan.rejected) == 5
+    assert "the weights alone (131.42 GiB) do not fit this card" in plan.table()
