@@ -23,29 +23,28 @@ def open_notebook(page, lab, name: str, timeout_s: float = 90) -> None:
     page.wait_for_selector(IDLE, timeout=timeout_s * 1000)
 
 
-def command(page, name: str) -> None:
-    """Run a notebook command by its label, through the command palette (Ctrl+Shift+C)."""
-    search = page.locator(".lm-CommandPalette-input")
-    for _ in range(5):  # focus can still be moving while the notebook settles: retry the shortcut
+def command(page, menu: str, name: str) -> None:
+    """Click menu > item in the menu bar, with the notebook focused (a command needs an active notebook)."""
+    item = page.locator(".lm-Menu-item:not(.lm-mod-disabled) .lm-Menu-itemLabel",
+                        has_text=re.compile(f"^{re.escape(name)}$"))
+    for _ in range(5):  # focus can still be moving while the notebook settles: retry
         page.locator(".jp-Notebook .jp-Cell").first.locator(".jp-InputPrompt").click()
         page.keyboard.press("Escape")  # command mode: the notebook, not an editor, has focus
-        page.keyboard.press("Control+Shift+c")
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(f"^{menu}$")).click()
         try:
-            search.wait_for(state="visible", timeout=3000)
+            item.first.wait_for(state="visible", timeout=3000)
             break
-        except Exception:  # noqa: BLE001 - playwright's TimeoutError: try again
-            continue
-    search.fill(name)
-    label = re.compile(f"^{re.escape(name)}$")
-    page.locator(".lm-CommandPalette-itemLabel", has_text=label).first.click()
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: close the menu, try again
+            page.keyboard.press("Escape")
+    item.first.click()
 
 
 def run_all(page) -> None:
     """Clear the stored outputs, then run every cell (as Edit and Run menus do)."""
-    command(page, "Clear Outputs of All Cells")
+    command(page, "Edit", "Clear Outputs of All Cells")
     page.wait_for_function("""() => [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]
                                .every(p => !/\\d/.test(p.textContent))""", timeout=10_000)
-    command(page, "Run All Cells")
+    command(page, "Run", "Run All Cells")
 
 
 def wait_finished(page, timeout_s: float = 240) -> None:
