@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..presets import PRESETS
+from .. import checks
 from .shapes import like
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ def model_config(model: Any, **overrides):
     a hub id, or a model object.
 
     Raises:
-        ValueError: nothing by that name (a preset, a path) and the hub is not reachable.
+        ValueError: not a preset (with the closest one suggested), a local model or a hub id.
+        HubUnreachableError: a hub id, and the hub cannot be reached (answered at once).
     """
     from transformers import AutoConfig, PretrainedConfig
 
@@ -57,20 +59,18 @@ def model_config(model: Any, **overrides):
         return model.config, getattr(model.config, "name_or_path", "") or model.config.model_type
     if isinstance(model, PretrainedConfig):
         return model, getattr(model, "name_or_path", "") or model.model_type
-    name = str(model)
-    if name in PRESETS:
+    name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model
+    path = Path(name).expanduser() if isinstance(name, str) else None
+    if path is not None and path.is_file() and path.suffix == ".json":
+        return AutoConfig.from_pretrained(str(path.parent if path.name == "config.json" else path)), name
+    source = checks.model_source(name)
+    if source == "preset":
         from ..load import preset_config
 
         return preset_config(name, **overrides), name
-    path = Path(name)
-    if path.is_file() and path.suffix == ".json":
-        return AutoConfig.from_pretrained(str(path.parent) if path.name == "config.json" else str(path)), name
-    try:
-        return AutoConfig.from_pretrained(name), name  # a folder, or a hub id when one is reachable
-    except (OSError, ValueError) as error:
-        raise ValueError(
-            f"{name!r} is not a preset ({', '.join(sorted(PRESETS))}), a local config or a reachable hub id: {error}"
-        ) from error
+    if source == "hub":
+        checks.check_hub_reachable(name)
+    return AutoConfig.from_pretrained(name), name
 
 
 def fake_model(config, name: str, dtype: torch.dtype = torch.bfloat16) -> FakeModel:

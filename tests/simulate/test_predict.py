@@ -71,8 +71,10 @@ def test_model_given_as_config_file_folder_or_object(tmp_path):
     model = mom.load("llama-3.2-1b", device="meta", dtype=torch.bfloat16)
     for given in (config, str(tmp_path), str(tmp_path / "config.json"), model):
         assert mom.predict(given, context=2048).peak_gpu_bytes == reference
-    with pytest.raises(ValueError, match="not a preset"):
+    with pytest.raises(ValueError, match="not a mom preset"):
         mom.predict("no-such-model-anywhere", context=2048)
+    with pytest.raises(ValueError, match="did you mean 'llama-3.1-70b'"):
+        mom.predict("llama-3.1-70", context=2048)
 
 
 def test_a_prediction_is_plain_data_with_its_calibration():
