@@ -61,3 +61,18 @@ def test_update_in_place_keeps_the_widget():
     assert widget.data[0].y == figure.data[0].y
     assert len(widget.layout.shapes) == 2
     assert widget.layout.yaxis.title.text == figure.layout.yaxis.title.text
+
+
+def test_a_pinned_run_is_drawn_beside_the_live_one():
+    live = LiveFigures(synthetic.weights(), 3, min_interval_s=0.0)
+    live.start("compare", new_tokens=3, label="M=4", beside={"baseline": synthetic.events()})
+    assert [a.text for a in live.layer_widget.layout.annotations][:2] == ["baseline", "M=4"]
+    assert live.layer_widget.layout.yaxis2.matches == "y"
+    for event in synthetic.events(kv_on_host=True):
+        live(event)
+    live.finish()
+    names = [t.name for t in live.timeline_widget.data]
+    assert names == ["M=4", "baseline"]
+    assert live.timeline_widget.data[1].line.color == plots.config_color("baseline")
+    live.start("alone", new_tokens=3, label="M=4")  # back to one panel: the layout follows
+    assert "yaxis2" not in live.layer_widget.layout.to_plotly_json()

@@ -134,3 +134,62 @@ def test_layer_kv_shows_where_each_layer_ended_up_after_auto_placement():
     table = plots.layer_breakdown(run)
     assert table.loc["L0", "kv_gpu"] > 0 and table.loc["L0", "kv_host"] == 0
     assert all(table.loc[label, "kv_gpu"] == 0 and table.loc[label, "kv_host"] > 0 for label in ("L1", "L2"))
+
+
+def test_colours_are_stable_and_red_is_kept_for_failures():
+    labels = ["M=4, trim", "M=16, trim, offload=auto", "C=4096, trim, offload=prefill"]
+    assert [plots.config_color(x) for x in labels] == [plots.config_color(x) for x in list(labels)]
+    assert plots.config_color("baseline") == plots.COLORS["baseline"]
+    assert plots.COLORS["limit"] not in plots.CONFIG_PALETTE
+    runs = [synthetic.profile("M=4", 1024, 15 * MiB), synthetic.profile("M=4", 2048, 18 * MiB)]
+    assert by_name(plots.sweep_figure(runs))["M=4"].line.color == plots.config_color("M=4")
+
+
+def test_the_kv_budget_is_part_of_the_label():
+    run = synthetic.profile("M=4, trim, offload=auto", 1024, MiB)
+    run.config["kv_gpu_budget"] = MiB
+    assert plots.profile_label(run) == "M=4, trim, offload=auto, KV budget 1.00 MiB"
+    fits = synthetic.profile("M=4, trim, offload=auto", 1024, MiB)
+    assert plots.profile_label(fits) == "M=4, trim, offload=auto"
+
+
+def test_the_failed_allocation_is_drawn_where_it_happened():
+    from mom.memory.events import MemoryEvent
+
+    events = synthetic.events(decode_steps=0)[:2]  # embedding, L0; then L1's MLP asks for too much
+    live = events[-1].bytes_after
+    events.append(MemoryEvent("prefill", 0, 1, "mlp", live, live + MiB, live + MiB, kind="oom",
+                              requested_bytes=8 * MiB))
+    layers = by_name(plots.layer_figure(events, synthetic.weights()))
+    failed = layers[plots.FAILED]
+    assert list(failed.x) == ["L1"] and failed.y[0] == pytest.approx(9.0)  # 1 MiB held + 8 MiB asked
+    timeline = by_name(plots.timeline_figure(events, device_limit_bytes=20 * MiB))
+    wall = timeline[plots.FAILED]
+    assert wall.y == pytest.approx(((live + MiB) / MiB, (live + 9 * MiB) / MiB))
+    assert len(timeline["allocated"].x) == 2  # the failed call is not a finished call
+
+
+def test_compare_layer_figure_shares_one_scale():
+    small = synthetic.events()
+    fig = plots.compare_layer_figure({"baseline": synthetic.events(kv_on_host=False), "M=4": small},
+                                     synthetic.weights())
+    assert [a.text for a in fig.layout.annotations] == ["baseline", "M=4"]
+    assert fig.layout.yaxis2.matches == "y"
+    assert fig.layout.yaxis.range[1] >= max(max(t.y) + max(t.base or [0]) for t in fig.data)
+    assert sum(t.showlegend is not False for t in fig.data) == 4  # one legend entry per term
+
+
+def test_one_context_many_configurations_are_bars():
+    runs = [synthetic.profile("baseline", 4096, 40 * MiB, oom=True), synthetic.profile("M=4", 4096, 20 * MiB),
+            synthetic.profile("M=16", 4096, 15 * MiB)]
+    fig = plots.sweep_figure(runs, 32 * MiB)
+    assert {t.type for t in fig.data} == {"bar"}
+    oom = by_name(fig)["baseline: OOM"]
+    assert oom.y == (32.0,) and oom.marker.color == plots.COLORS["limit"]
+
+
+def test_empty_figures_say_so_and_start_at_zero():
+    fig = plots.timeline_figure([], device_limit_bytes=32 * MiB)
+    assert plots.EMPTY_NOTE in [a.text for a in fig.layout.annotations]
+    assert fig.layout.yaxis.range[0] == 0
+    assert plots.EMPTY_NOTE in [a.text for a in plots.layer_figure([], {}, layers=2).layout.annotations]

@@ -33,6 +33,29 @@ def test_demo_on_cpu(tmp_path):
 
     result = run_demo(context=512, new_tokens=2, path=tmp_path / "demo.html", device="cpu")
     baseline, mom_run = result.profiles
-    assert result.path.exists() and "tiny-llama" in result.path.read_text()
+    assert result.path.exists() and "model: tiny-llama" in result.path.read_text()
     assert mom_run.peak_gpu_bytes < baseline.peak_gpu_bytes
     assert "M=16, trim, offload=auto" in result.table
+
+
+def test_header_names_the_preset_and_one_device_vocabulary():
+    run = synthetic.profile("M=4", 4096, 30 * MiB)
+    run.model_name, run.device_name = "tiny-llama", "cpu (tensor tracker)"
+    text = report.report_html([run])
+    assert "model: tiny-llama" in text
+    assert "device: cpu, measured by mom&#x27;s tensor tracker" in text
+    assert "(tracker)" not in text
+
+
+def test_one_table_renderer_marks_ooms():
+    from mom.explore import plots
+
+    base = synthetic.profile("baseline", 4096, 38 * MiB, oom=True)
+    html = report.table_html(plots.summary_table(synthetic.profile("M=4", 4096, 30 * MiB), base), index=True)
+    assert html.count("<th>") == 4 and "<th>context 4096</th>" in html
+    assert "<td class='oom'>OOM</td>" in html
+
+
+def test_the_report_draws_runs_at_one_context_side_by_side():
+    text = report.report_html(runs(), weights_by_layer=synthetic.weights())
+    assert "Memory per layer, 4096 tokens" in text
