@@ -15,7 +15,7 @@ import time
 import pytest
 
 from .conftest import SCREENSHOTS, screenshot
-from .notebook import IDLE, figure, open_notebook, run_all, wait_finished
+from .notebook import figure, open_notebook, run_all, wait_finished
 
 pytestmark = pytest.mark.browser
 
