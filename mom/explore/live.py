@@ -75,6 +75,8 @@ def fit_width(widgets: Sequence[go.FigureWidget], after_s: Sequence[float] = (1.
     """
     def toggle() -> None:
         for widget in widgets:
+            if widget.comm is None:  # closed meanwhile
+                continue
             widget.layout.autosize = False  # two messages: plotly sees the switch back on
             widget.layout.autosize = True
 
