@@ -1,7 +1,7 @@
 """MomCache: a transformers Cache whose full-attention layers live on the GPU, on the host, or stream.
 
 Why not `DynamicCache(offloading=True)`: it moves each layer's whole cache back to the host at
-every decode step (4.76 s/token at 128k on an H100, benchmarks/results/*_offload_128k_final.json)
+every decode step (4.76 s/token at 128k on an H100, benchmarks/results/history/*_offload_128k_final.json)
 and it grows by `torch.cat`, which copies the layer's whole cache on every token. Here every
 layer keeps preallocated buffers with room to grow, and a decode step writes only the new
 token's K/V.

@@ -5,7 +5,7 @@ Three costs shape this module:
   takes 512 MiB of RAM, which would halve the context that host RAM can hold. Blocks here are
   plain host tensors of the exact size, page-locked with cudaHostRegister through torch's own
   binding of the CUDA runtime (the runtime torch uses, with the GIL released while it pins).
-- Pinning is slow (benchmarks/results/*_pin_rate.json has the rate on the H100 host), so the
+- Pinning is slow (benchmarks/results/history/*_pin_rate.json has the rate on the H100 host), so the
   pool pins the blocks a prefill will need on a background thread as soon as the prompt length
   is known, while the GPU computes; `lend` waits only if the thread is behind. The pages are
   touched first with torch's multi-threaded fill, which pins faster than faulting them in

@@ -5,7 +5,7 @@ Fake tensors show every tensor an op returns, not what a kernel allocates for it
 through the caching allocator at the first matmul and kept), plus flash attention's and
 generate()'s small buffers. mom's CUDA-vs-tracker comparison found a constant ~33 MiB
 (benchmarks/NOTES.md, recorder overhead, llama-3.2-1b at 16k). Against the H100 runs of
-llama-3.1-8b (benchmarks/results/2026-11-26_h100_offload_{128k_final,256k}.json, _mom_704k.json)
+llama-3.1-8b (benchmarks/results/history/2026-11-26_h100_offload_{128k_final,256k}.json, _mom_704k.json)
 the fake-tensor peaks with no allowance are short by 31-64 MiB: -1 MiB for hf at 128k (peak in
 an MLP), -8 MiB for mom at 704k, -63 MiB for mom's prefill at 128k and 256k (peak in the o_proj
 pass after attention; what holds the second 32 MiB there is not identified). One constant of
@@ -30,7 +30,7 @@ MiB = 1 << 20
 GiB = 1 << 30
 
 UNSEEN_BYTES = 64 * MiB  # cuBLAS workspace and kernels' own buffers, held from the first matmul
-UNSEEN_SOURCE = "H100 runs of llama-3.1-8b, benchmarks/results/2026-11-26_h100_*.json"
+UNSEEN_SOURCE = "H100 runs of llama-3.1-8b, benchmarks/results/history/2026-11-26_h100_*.json"
 
 # engine/placement.py gpu_kv_budget: two stream slots + 1 GiB of a step's working set, 92% of the rest
 AUTO_WORKING_SET_BYTES = 1 * GiB

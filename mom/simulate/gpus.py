@@ -3,7 +3,7 @@
 Per card: the device memory torch reports (`total_memory`), HBM bandwidth, dense bf16 tensor
 throughput and the pinned host<->device bandwidth. Figures are vendors' published numbers
 except where measured (H100: 79.18 GiB reported, 55.5 GB/s pinned each way,
-benchmarks/results/2026-11-26_h100_offload_128k_final.json). `context_bytes` is memory the
+benchmarks/results/history/2026-11-26_h100_offload_128k_final.json). `context_bytes` is memory the
 process holds outside PyTorch's allocator (CUDA context, kernels, cuBLAS handles): 0.74 GiB,
 read off the two H100 out-of-memory messages in benchmarks/results (capacity minus "this
 process has ... in use" plus "reserved by PyTorch"); it is assumed the same on every card.

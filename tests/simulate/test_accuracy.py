@@ -17,7 +17,7 @@ import pytest
 import mom
 import mom.simulate
 
-RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "history"  # the runs of 2026-11-26
 GiB = 1 << 30
 VARIANTS = {
     "hf": mom.MomConfig(),
