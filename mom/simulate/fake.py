@@ -114,8 +114,8 @@ class _FusedAttention(TorchFunctionMode):
 def fused_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     """What a fused sdpa kernel allocates: the output in the query's memory layout (flash
     attention makes it with empty_like of the query: mom's contiguous Q buffer gives a [B, H, s, Dv]
-    output, transformers' transposed query a [B, s, H, Dv] one), and a float32 log-sum-exp
-    [B, H, s] freed on return.
+    output, transformers' transposed query a [B, s, H, Dv] one), a float32 log-sum-exp [B, H, s],
+    and a boolean mask's additive copy, both freed on return.
 
     query: [B, H, s, D]; key, value: [B, H_kv, S, D] -> [B, H, s, Dv].
     """
@@ -125,5 +125,9 @@ def fused_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     else:
         out = query.new_empty(*batch, heads, length, value.shape[-1])
     logsumexp = query.new_empty(*batch, heads, length, dtype=torch.float32)
-    del logsumexp
+    mask = args[0] if args else kwargs.get("attn_mask")
+    # a boolean mask becomes an additive one in the query's dtype before the kernel (torch's
+    # convert_boolean_attn_mask), alive for the call
+    additive = query.new_empty(mask.shape) if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool else None
+    del logsumexp, additive
     return out

@@ -15,19 +15,25 @@ import mom
 from mom.simulate import calibration
 
 SHAPE = dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, vocab_size=2048)
-CONFIGS = [mom.MomConfig(), mom.MomConfig(mini_sequences=4),
-           mom.MomConfig(mini_sequences=4, offload="stream"),
-           mom.MomConfig(mini_sequences=4, offload="auto", kv_gpu_budget=1 << 20)]
+BASELINE, STREAM = mom.MomConfig(), mom.MomConfig(mini_sequences=4, offload="stream")
+CASES = [(name, cfg) for name in mom.TINY_PRESETS for cfg in (BASELINE, STREAM)] + [
+    ("tiny-llama", mom.MomConfig(mini_sequences=4)),
+    ("tiny-llama", mom.MomConfig(mini_sequences=4, offload="auto", kv_gpu_budget=1 << 20)),
+]
 
 
 @pytest.fixture(scope="module")
-def model():
-    return mom.load("tiny-llama", device="cpu", **SHAPE)
+def models():
+    return {}
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.describe())
-def test_predicted_bytes_are_the_real_runs(cfg, model, monkeypatch):
+@pytest.mark.parametrize("name, cfg", CASES, ids=lambda x: x if isinstance(x, str) else x.describe())
+def test_predicted_bytes_are_the_real_runs(name, cfg, models, monkeypatch):
+    """Every family (tiny-mistral's sliding window: a dense mask and its additive copy included)."""
     monkeypatch.setattr(calibration, "UNSEEN_BYTES", 0)
+    if name not in models:
+        models[name] = mom.load(name, device="cpu", **SHAPE)
+    model = models[name]
     real = mom.profile(model, cfg, context=2048, new_tokens=3, record=False)
     predicted = mom.predict(model.config, cfg, context=2048, new_tokens=3, dtype=torch.float32, gpu="custom-64GiB")
     # the allocator model rounds to 512 B blocks and counts unsplit blocks whole: a little above
