@@ -47,11 +47,12 @@ from .. import checks
 from ..config import OFFLOAD_MODES, MomConfig
 from ..engine import families
 from ..load import load
+from ..memory import tables
 from ..memory.cancel import Cancel
 from ..memory.events import GiB, MaxContextResult, MiB, Profile, format_bytes
 from ..memory.profile import find_max_context, profile
 from ..presets import PRESETS, TINY_PRESETS
-from . import plots, report
+from . import plots
 from .live import LiveFigures, figure_widget, fit_width, model_weights_by_layer, update_in_place
 
 logger = logging.getLogger(__name__)
@@ -342,7 +343,7 @@ class Explorer:
             (self._model_name, MomConfig(), result.context, result.new_tokens, self.limit_bytes))
         base = base if base is not result else None
         self.summary = plots.summary_table(result, base)
-        self.summary_html.value = report.table_html(self.summary, index=True)
+        self.summary_html.value = tables.html_table(tables.metric_rows(result, base))
         self._draw_sweep()
         lines = [(_outcome_line(run), run.oom) for run in (base, result) if run is not None]
         if base is not None and base.passed and result.passed and base.peak_gpu_bytes:

@@ -32,23 +32,13 @@ def model_weights_by_layer(model: nn.Module) -> dict[str, int]:
     (rotary tables) goes to 'embed', so the values add up to the profile's weights_bytes.
     """
     from ..engine import families
-    from ..memory.profile import weight_bytes
+    from ..memory.sizes import weight_bytes
 
-    seen: set[int] = set()
-
-    def size(module: nn.Module) -> int:
-        total = 0
-        for tensor in (*module.parameters(), *module.buffers()):
-            storage = tensor.untyped_storage()
-            if tensor.device.type != "meta" and storage._cdata not in seen:
-                seen.add(storage._cdata)
-                total += storage.nbytes()
-        return total
-
-    out = {"embed": size(families.embedding(model))}
+    seen: set[int] = set()  # one set across positions: a tied weight counts at its first one
+    out = {"embed": weight_bytes(families.embedding(model), seen)}
     for index, layer in enumerate(families.decoder_layers(model)):
-        out[f"L{index}"] = size(layer)
-    out["head"] = size(families.final_norm(model)) + size(families.lm_head(model))
+        out[f"L{index}"] = weight_bytes(layer, seen)
+    out["head"] = weight_bytes(families.final_norm(model), seen) + weight_bytes(families.lm_head(model), seen)
     out["embed"] += weight_bytes(model) - sum(out.values())
     return out
 

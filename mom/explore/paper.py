@@ -16,7 +16,8 @@ maximum-context rows) written by `write_summary()` from the committed results.
 
 The maximum-context chart puts beside the paper's bars what was measured here: the maxima of
 searches, and for each variant the longest context that passed at all (a lower bound on its
-maximum; the 720,896-token run of `mom` on an H100 is one).
+maximum), from the current results and, marked as such, from `results/history/` (runs whose
+commit was not recorded, such as the 720,896-token pass of `mom` on an H100, kept until re-run).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ TABLES = {
 PAPER_METHOD = {"standard": "standard", "hf-offload": "offload", "hf-chunked": "chunked_prefill_8192",
                 "mom-paper": "mom"}
 SUMMARY_SCHEMA = "mom.measured/1"
+_KINDS = {"search": ("mom, searched maximum", "#1f77b4"),
+          "longest pass": ("mom, longest run that passed (a lower bound)", "#2ca02c"),
+          "earlier pass": ("mom, longest pass of an earlier engine (commit not recorded; results/history)", "#98df8a")}
 MAX_COLUMNS = ["source", "device", "variant", "max_context", "resolution", "kind"]
 RESULT_COLUMNS = ["source", "device", "model", "variant", "context", "peak_gib", "prefill_peak_gib", "ttft_s",
                   "decode_tokens_per_s", "oom", "error"]
@@ -115,13 +119,19 @@ def load_results(folder: str | Path | None = None) -> pd.DataFrame:
 
 
 def load_max_contexts(folder: str | Path | None = None) -> pd.DataFrame:
-    """Maximum contexts measured: searches' maxima (kind "search") and, per device and variant, the
-    longest context that passed (kind "longest pass", a lower bound). Same sources as `load_results`."""
+    """Maximum contexts measured, by `kind`: "search" (a search's maximum), "longest pass" (per
+    device and variant, the longest context that passed: a lower bound), and "earlier pass" (the
+    same from results/history/: runs whose commit was not recorded, kept until re-run).
+    Same sources as `load_results`."""
     if folder is None and _results_dir() is None:
         return pd.DataFrame(_summary()["max_context"], columns=MAX_COLUMNS)
+    folder = Path(folder) if folder is not None else _results_dir()
     rows = [row for path, data in _json_files(folder) for row in _max_rows(path, data)]
     searches = pd.DataFrame(rows, columns=MAX_COLUMNS)
-    return pd.concat([searches, longest_passes(load_results(folder))], ignore_index=True)
+    current = longest_passes(load_results(folder))
+    earlier = longest_passes(load_results(folder / "history")).assign(kind="earlier pass")
+    earlier = earlier[~earlier.set_index(["device", "variant"]).index.isin(current.set_index(["device", "variant"]).index)]
+    return pd.concat([searches, current, earlier], ignore_index=True)
 
 
 def longest_passes(results: pd.DataFrame) -> pd.DataFrame:
@@ -206,10 +216,9 @@ def max_context_figure(anchors: dict[str, Any], measured: pd.DataFrame | None = 
                 text=[f"{v:,}" for v in paper], textposition="auto")
     if measured is not None and not measured.empty:
         for kind, group in measured.groupby("kind", sort=False):
-            name = "mom, longest run that passed (a lower bound)" if kind == "longest pass" else "mom, searched maximum"
+            name, color = _KINDS.get(kind, (f"mom, {kind}", "#1f77b4"))
             fig.add_bar(y=[f"{v} ({d})" for v, d in zip(group["variant"], group["device"], strict=True)],
-                        x=list(group["max_context"]), orientation="h", name=name,
-                        marker_color="#1f77b4" if kind != "longest pass" else "#2ca02c",
+                        x=list(group["max_context"]), orientation="h", name=name, marker_color=color,
                         text=[f"{int(v):,}" for v in group["max_context"]], textposition="auto")
     fig.update_layout(yaxis=dict(autorange="reversed"))
     return fig

@@ -25,6 +25,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..memory import events as memory_events
+from ..memory import tables
 from ..memory.events import GiB, KiB, MemoryEvent, MiB, Profile, format_bytes
 
 COLORS = {
@@ -475,18 +476,15 @@ def _by_label(profiles: list[Profile]) -> dict[str, list[Profile]]:
 
 
 def profile_label(profile: Profile) -> str:
-    """A profile's configuration label ('baseline', 'M=8, trim', 'M=8, trim, offload=auto, KV budget 1.00 MiB').
-
-    The device KV budget of offload="auto" is part of the label, so runs with different budgets
-    get their own line, colour and table column.
-    """
-    label = profile.label or "mom"
-    budget = profile.config.get("kv_gpu_budget") if isinstance(profile.config, dict) else None
-    return f"{label}, KV budget {format_bytes(budget)}" if budget is not None and "budget" not in label else label
+    """A profile's configuration label, budget included ('M=8, trim, offload=auto, KV budget 1.00 MiB')."""
+    return tables.run_label(profile)
 
 
 def summary_table(profile: Profile, baseline: Profile | None = None, timings: bool = True) -> pd.DataFrame:
     """Peak, prefill peak, host memory, TTFT and decode speed of a run, next to the baseline's.
+
+    The rows of `memory.tables.metric_rows` (the one table of mom) as a DataFrame, for
+    notebooks; `tables.html_table(tables.metric_rows(...))` draws the same as HTML.
 
     Args:
         profile: the run to show.
@@ -494,54 +492,12 @@ def summary_table(profile: Profile, baseline: Profile | None = None, timings: bo
         timings: include TTFT and decode speed (leave out for output that must not vary).
 
     Returns:
-        A DataFrame of display strings: one row per metric, one column per run, then
-        'vs baseline' (the run's value divided by the baseline's) when a baseline is given.
+        A DataFrame of display strings indexed by metric (peak device, prefill peak, host,
+        TTFT, decode, outcome), one column per run, then 'vs baseline' when a baseline is given.
     """
-    metrics = [("peak device memory", "peak_gpu_bytes", format_bytes),
-               ("prefill peak", "prefill_peak_bytes", format_bytes),
-               ("host memory", "peak_host_bytes", format_bytes)]
-    if timings:
-        metrics += [("TTFT", "ttft_s", _seconds), ("decode", "decode_tokens_per_s", _rate)]
-    runs = [baseline, profile] if baseline is not None else [profile]
-    columns = _column_names(runs)
-    table = pd.DataFrame(index=[m[0] for m in metrics] + ["outcome"], columns=columns, dtype=object)
-    for column, run in zip(columns, runs, strict=True):
-        for row, attr, fmt in metrics:
-            value = getattr(run, attr)
-            table.loc[row, column] = "-" if run.oom and not value else fmt(value)
-        table.loc["outcome", column] = _outcome(run)
-    if baseline is not None:
-        # host bytes of a baseline are ~0 (nothing offloaded): a ratio to that says nothing
-        ratios = [_ratio(getattr(profile, attr), getattr(baseline, attr)) if attr != "peak_host_bytes" else "-"
-                  for _, attr, _ in metrics]
-        table["vs baseline"] = (["-"] * len(metrics) if profile.oom or baseline.oom else ratios) + [""]
+    table = pd.DataFrame(tables.metric_rows(profile, baseline, timings)).set_index("metric")
     table.index.name = f"context {profile.context}"
     return table
-
-
-def _column_names(runs: list[Profile]) -> list[str]:
-    names = [profile_label(r) for r in runs]
-    if len(names) == 2 and names[0] == names[1]:
-        names = [f"{names[0]} (1)", f"{names[1]} (2)"]
-    return names
-
-
-def _outcome(p: Profile) -> str:
-    return "OOM" if p.oom else ("error" if p.error else "ok")
-
-
-def _ratio(value, reference) -> str:
-    if value is None or not reference:
-        return "-"
-    return f"{value / reference:.2f}x"
-
-
-def _seconds(s: float | None) -> str:
-    return "-" if s is None else f"{s:.3f} s"
-
-
-def _rate(r: float | None) -> str:
-    return "-" if r is None else f"{r:.1f} tokens/s"
 
 
 def _tokens(n: int) -> str:

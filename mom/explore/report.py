@@ -3,8 +3,8 @@
 The report is what `mom demo` leaves behind, so it must open anywhere: plotly.js is embedded
 once (no CDN), figures get fixed div ids (two runs of the same profiles give the same file),
 and the tables are plain HTML. Figures come from plots.py, so the report shows exactly what
-the explorer and the notebooks show; `table_html` is the one table renderer of the report and
-the explorer panel (headers aligned with their numbers, the configuration column left).
+the explorer and the notebooks show, and tables come from `memory.tables` (the one renderer of
+the CLI, the explorer panel, the notebooks and this report).
 
 Vocabulary: "device" is where the model runs (a GPU, or the CPU under the tensor tracker's
 pretend limit) and "host" is the CPU memory offloaded K/V go to; the header names the model
@@ -20,75 +20,25 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..memory import tables
 from ..memory.events import Profile, format_bytes
 from . import plots
 
-_TABLE_STYLE = """
-table.mom-table { border-collapse: collapse; margin: 0.6em 0; font-size: 13px; font-variant-numeric: tabular-nums; }
-table.mom-table th, table.mom-table td { border: 1px solid #ccc; padding: 4px 10px; text-align: right;
-  white-space: nowrap; }
-table.mom-table th { background: #f3f3f3; font-weight: 600; }
-table.mom-table th:first-child, table.mom-table td:first-child { text-align: left; }
-table.mom-table td.oom { color: #b00020; font-weight: 600; }
-"""
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 .note { color: #555; }
-""" + _TABLE_STYLE
-
-
-def table_html(frame: pd.DataFrame, index: bool = False) -> str:
-    """A display table as styled HTML (its own <style>, so it reads the same in a widget and a page).
-
-    Args:
-        frame: cells already formatted as strings (plots.summary_table, comparison_frame).
-        index: show the index as the first column (its name as that column's header).
-
-    Returns:
-        `<style>...</style><table class="mom-table">...</table>`; "OOM" cells are red.
-    """
-    columns = ([frame.index.name or ""] if index else []) + [str(c) for c in frame.columns]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    rows = []
-    for key, row in frame.iterrows():
-        cells = ([key] if index else []) + list(row)
-        rows.append("<tr>" + "".join(_cell(v) for v in cells) + "</tr>")
-    return (f"<style>{_TABLE_STYLE}</style><table class='mom-table'><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>")
-
-
-def _cell(value) -> str:
-    text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
-    css = " class='oom'" if text == "OOM" else ""
-    return f"<td{css}>{html.escape(text)}</td>"
+"""
 
 
 def comparison_frame(profiles: Sequence[Profile], timings: bool = True) -> pd.DataFrame:
-    """One display row per run: configuration, context, memory, timings (unless timings=False), outcome.
-
-    A run that ran out of memory shows the peak it reached before failing, and "-" where
-    it never got (the prefill peak of a prefill that failed).
-    """
-    rows = []
-    for p in profiles:
-        row = {
-            "configuration": plots.profile_label(p),
-            "context": p.context,
-            "peak device": format_bytes(p.peak_gpu_bytes),
-            "prefill peak": "-" if p.oom and not p.prefill_peak_bytes else format_bytes(p.prefill_peak_bytes),
-            "host": format_bytes(p.peak_host_bytes),
-        }
-        if timings:
-            row["TTFT"] = "-" if p.ttft_s is None else f"{p.ttft_s:.3f} s"
-            row["decode"] = "-" if p.decode_tokens_per_s is None else f"{p.decode_tokens_per_s:.1f} tok/s"
-        row["outcome"] = "OOM" if p.oom else ("error" if p.error else "ok")
-        rows.append(row)
-    return pd.DataFrame(rows)
+    """One display row per run (`memory.tables.run_rows`): configuration, context, memory,
+    timings (unless timings=False), outcome. A failed run shows what it measured before failing."""
+    return pd.DataFrame(tables.run_rows(profiles, timings))
 
 
 def terminal_table(profiles: Sequence[Profile]) -> str:
     """The comparison as aligned text, for the terminal."""
-    return comparison_frame(profiles).to_string(index=False)
+    return tables.text_table(tables.run_rows(profiles))
 
 
 def baseline_of(profiles: Sequence[Profile], context: int) -> Profile | None:
@@ -113,12 +63,12 @@ def report_html(profiles: Sequence[Profile], title: str = "mom memory report",
     parts = [f"<h1>{html.escape(title)}</h1>", _setup(profiles, limit)]
     if note:
         parts.append(f"<p class='note'>{html.escape(note)}</p>")
-    parts += ["<h2>Runs</h2>", table_html(comparison_frame(profiles))]
+    parts += ["<h2>Runs</h2>", tables.html_table(tables.run_rows(profiles))]
     for p in profiles:
         base = baseline_of(profiles, p.context)
         if base is not None and base is not p:
             parts += [f"<h3>{html.escape(plots.profile_label(p))} against the baseline at {p.context} tokens</h3>",
-                      table_html(plots.summary_table(p, base), index=True)]
+                      tables.html_table(tables.metric_rows(p, base))]
     figures = _figures(profiles, weights_by_layer, limit)
     parts.append("<h2>Figures</h2>")
     for index, (_, fig) in enumerate(figures):

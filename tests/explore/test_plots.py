@@ -82,9 +82,9 @@ def test_summary_table_against_baseline():
     run = synthetic.profile("M=4", 4096, 30 * MiB)
     table = plots.summary_table(run, base)
     assert list(table.columns) == ["baseline", "M=4", "vs baseline"]
-    assert table.loc["peak device memory", "M=4"] == "30.00 MiB"
-    assert table.loc["peak device memory", "vs baseline"] == "0.75x"
-    assert table.loc["host memory", "vs baseline"] == "-"
+    assert table.loc["peak device", "M=4"] == "30.00 MiB"
+    assert table.loc["peak device", "vs baseline"] == "0.75x"
+    assert table.loc["host", "vs baseline"] == "-"
     assert "TTFT" not in plots.summary_table(run, base, timings=False).index
 
 

@@ -47,13 +47,11 @@ def test_header_names_the_preset_and_one_device_vocabulary():
     assert "(tracker)" not in text
 
 
-def test_one_table_renderer_marks_ooms():
-    from mom.explore import plots
-
+def test_the_report_uses_the_one_table_renderer():
     base = synthetic.profile("baseline", 4096, 38 * MiB, oom=True)
-    html = report.table_html(plots.summary_table(synthetic.profile("M=4", 4096, 30 * MiB), base), index=True)
-    assert html.count("<th>") == 4 and "<th>context 4096</th>" in html
-    assert "<td class='oom'>OOM</td>" in html
+    text = report.report_html([base, synthetic.profile("M=4", 4096, 30 * MiB)])
+    assert text.count("class='mom-table'") == 2  # the runs, and M=4 against the baseline
+    assert "color:#d62728;font-weight:600'>OOM<" in text
 
 
 def test_the_report_draws_runs_at_one_context_side_by_side():
