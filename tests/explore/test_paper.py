@@ -76,9 +76,11 @@ def test_outside_the_repository_the_packaged_measurements_are_used(tmp_path, mon
 
 
 def test_packaged_measurements_are_committed_results():
-    """Every packaged row is in benchmarks/results (refresh with paper.write_summary() after new results)."""
+    """Every packaged row is a committed result, current or moved to history/ (refresh with
+    paper.write_summary() after committing results)."""
     packaged = paper._summary()
-    current = paper.summary(ROOT / "benchmarks" / "results")
-    key = ("source", "variant", "context")
-    have = {tuple(row[k] for k in key) for row in current["runs"]}
+    results = ROOT / "benchmarks" / "results"
+    committed = paper.pd.concat([paper.load_results(results), paper.load_results(results / "history")])
+    key = ["source", "variant", "context"]
+    have = set(committed[key].itertuples(index=False, name=None))
     assert {tuple(row[k] for k in key) for row in packaged["runs"]} <= have
