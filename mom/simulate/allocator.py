@@ -136,7 +136,9 @@ class CachingAllocatorModel:
         if self.capacity is not None and self.reserved + segment > self.capacity:
             self.empty_cache()  # what the allocator does before giving up
             if self.reserved + segment > self.capacity:
-                raise torch.OutOfMemoryError(self._oom_message(size))
+                error = torch.OutOfMemoryError(self._oom_message(size))
+                error.requested_bytes, error.allocated_bytes = size, self.allocated  # read by mom.memory.oom
+                raise error
         block = Block(segment, 0, next(self._segments), small)
         self.reserved += segment
         self.peak_reserved = max(self.peak_reserved, self.reserved)

@@ -147,10 +147,8 @@ def _run(model: nn.Module, config: MomConfig, result: Prediction, probe: Allocat
         workspace = calibration.hold_unseen(probe)  # noqa: F841  (held for the whole run, like cuBLAS's)
     except torch.OutOfMemoryError as error:  # the weights alone do not fit
         result.oom, result.oom_kind, result.error = True, "device", f"the weights do not fit: {error}"
-        result.oom_event = MemoryEvent(phase="prefill", step=0, layer=None, module="weights",
-                                       bytes_before=probe.allocated(), bytes_after=probe.allocated(),
-                                       peak_bytes=probe.allocated() + probe.last_request,
-                                       reserved_bytes=probe.reserved())
+        result.oom_event = _failure_event("prefill", 0, None, "weights", probe)
+        result.events = [result.oom_event]
         result.peak_gpu_bytes = result.weights_bytes
         return
     recorder = MemoryRecorder(model, probe=probe, tags={"label": result.label, "context": result.context})
@@ -163,7 +161,10 @@ def _run(model: nn.Module, config: MomConfig, result: Prediction, probe: Allocat
                                 recorder)
     except torch.OutOfMemoryError as error:
         result.oom, result.oom_kind, result.error = True, "device", str(error)
-        result.oom_event = where.event(probe)
+        failed = [e for e in recorder.events if getattr(e, "kind", "call") == "oom"]  # the recorder's own
+        result.oom_event = failed[-1] if failed else where.event(probe)
+        if not failed:
+            recorder.events.append(result.oom_event)
     result.events = recorder.events
     result.peak_gpu_bytes = max(result.peak_gpu_bytes, recorder.peak_bytes)
     result.peak_reserved_bytes = probe.allocator.peak_reserved
@@ -308,6 +309,12 @@ class _Where:
 
     def event(self, probe: AllocatorProbe) -> MemoryEvent:
         module, layer = self.stack[-1] if self.stack else ("model", None)
-        now = probe.allocated()
-        return MemoryEvent(phase=self.phase, step=self.step, layer=layer, module=module, bytes_before=now,
-                           bytes_after=now, peak_bytes=now + probe.last_request, reserved_bytes=probe.reserved())
+        return _failure_event(self.phase, self.step, layer, module, probe)
+
+
+def _failure_event(phase: str, step: int, layer: int | None, module: str, probe: AllocatorProbe) -> MemoryEvent:
+    """The allocation that would fail, as the recorder marks one (kind "oom")."""
+    now = probe.allocated()
+    return MemoryEvent(phase=phase, step=step, layer=layer, module=module, bytes_before=now, bytes_after=now,
+                       peak_bytes=now, reserved_bytes=probe.reserved(), kind="oom",
+                       requested_bytes=probe.last_request)

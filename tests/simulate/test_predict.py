@@ -42,7 +42,7 @@ def test_accounted_decode_steps_equal_running_them(cfg, monkeypatch):
 
 def test_weights_that_do_not_fit_are_an_oom_result():
     p = mom.predict("llama-3.1-8b", context=1024, gpu="custom-12GiB")
-    assert p.oom and p.oom_kind == "device" and p.oom_event.module == "weights"
+    assert p.oom and p.oom_kind == "device" and p.oom_event.module == "weights" and p.oom_event.kind == "oom"
     assert p.ttft_s is None and "weights do not fit" in p.error
 
 
@@ -128,3 +128,13 @@ def test_a_128k_prediction_takes_seconds():
     # ~1 s on an idle 2-core CPU; the bound leaves room for a busy CI machine, not for a 10x slip
     # (FakeTensorMode instead of the meta device took 17 s)
     assert not p.oom and time.perf_counter() - start < 10
+
+
+def test_the_plot_builders_draw_a_prediction_and_its_wall():
+    from mom.explore import plots
+
+    p = mom.predict("llama-3.1-8b", context=262144)  # hf: out of memory in layer 23's MLP, as on the H100
+    failed = plots.failed_allocation(p)
+    assert failed is p.oom_event and failed.layer == 23 and failed.requested_bytes == 7 * GiB
+    assert plots.layer_figure(p.events, plots.weights_from_profile(p)).data
+    assert plots.timeline_figure(p.events, p.device_limit_bytes).data
