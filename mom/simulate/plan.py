@@ -192,8 +192,10 @@ def find_max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100
 
 
 def _host_wall(hf_config, config: MomConfig, batch: int, host_bytes: int | None, resolution: int) -> int:
-    """Largest context whose offloaded K/V pass the engine's host-RAM rule (no limit: unbounded)."""
-    if config.offload == "none" or host_bytes is None:
+    """Largest context whose K/V pass the engine's host-RAM rule with every layer on the host (as
+    "prefill" and "stream" place them); unbounded without a limit, or for "auto", whose host share
+    depends on what the GPU keeps (the predictions find that wall)."""
+    if config.offload in ("none", "auto") or host_bytes is None:
         return DEFAULT_HIGH * 4
     import torch
 

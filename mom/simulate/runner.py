@@ -11,15 +11,15 @@ mini-sequence pieces: about a second for an 8B model in 16 pieces, 7 s at 720k i
 Decode steps after the second repeat the same allocations with one more token of K/V each:
 the first two are run (the first one reloads or starts streaming the offloaded cache) and the
 remaining steps are accounted, not run: their peak grows by the K/V of one token on the
-device per step, exactly what running them shows (tests/predict compare both).
+device per step, exactly what running them shows (tests/simulate compare both).
 
 Offloaded caches: the engine's MomCache runs as it is, with two instance-level substitutions
 made here: the handle's host pool becomes one that makes fake host-tier tensors (the real pool
 keys blocks by data pointer, which fake tensors do not have), and offload="auto"'s two budgets
 (layers placed on the GPU before prefill, layers brought back after it) are given to the engine
 as if configured, computed from the allocator model's free memory with the engine's formulas
-(calibration.py) instead of CUDA's. Host RAM is checked against `host_bytes` with the
-engine's own rule, before anything runs.
+(calibration.py) instead of CUDA's. Host RAM is checked against `host_bytes` where the engine
+checks it, with the blocks it counts (_FakeHostPool.reserve).
 
 What shape-only tensors cannot see (kernels' workspaces) is added from calibration.py and listed
 in the Prediction.
@@ -37,7 +37,7 @@ from torch import nn
 from ..config import MomConfig
 from ..engine import families
 from ..engine.cache import MomCache
-from ..engine.host_guard import HOST_RAM_MARGIN, host_bytes_needed
+from ..engine.host_guard import HOST_RAM_MARGIN, HostMemoryError
 from ..engine.patch import enable
 from ..memory.events import MemoryEvent, Profile, format_bytes
 from ..memory.recorder import MemoryRecorder
@@ -102,13 +102,9 @@ def predict(
     hf_config, name = model_config(model)
     fake = fake_model(hf_config, name, dtype)
     result = _new_prediction(fake.model, name, config, context, new_tokens, batch, card)
-    host_error = _host_check(fake.model, config, batch, context, host_bytes)
-    if host_error is not None:
-        result.oom, result.oom_kind, result.error = True, "host", host_error
-        return result
     probe = AllocatorProbe(card.usable_bytes, f"{card.name} (predicted)")
     with run_context():
-        _run(fake.model, config, result, probe, listeners)
+        _run(fake.model, config, result, probe, host_bytes, listeners)
     speed.fill(result, fake.model.config, config, card, batch)
     return result
 
@@ -129,18 +125,8 @@ def _bytes(module: nn.Module) -> int:
     return sum(seen.values())
 
 
-def _host_check(model: nn.Module, config: MomConfig, batch: int, context: int, host_bytes: int | None) -> str | None:
-    """The engine's host-RAM rule (engine/host_guard.py) against `host_bytes` instead of this machine's RAM."""
-    if config.offload == "none" or host_bytes is None:
-        return None
-    needed = host_bytes_needed(model.config, model.dtype, batch, context)
-    if needed <= HOST_RAM_MARGIN * host_bytes:
-        return None
-    return (f"offloading the KV cache of {batch} x {context} tokens needs {format_bytes(needed)} of host RAM, "
-            f"but only {format_bytes(host_bytes)} is available (predicted)")
-
-
-def _run(model: nn.Module, config: MomConfig, result: Prediction, probe: AllocatorProbe, listeners) -> None:
+def _run(model: nn.Module, config: MomConfig, result: Prediction, probe: AllocatorProbe, host_bytes: int | None,
+         listeners) -> None:
     where = _Where(model)
     try:
         result.start_bytes = probe.track(*model.parameters(), *model.buffers())
@@ -156,9 +142,11 @@ def _run(model: nn.Module, config: MomConfig, result: Prediction, probe: Allocat
         recorder.add_listener(listener)
     try:
         with enable(model, config) as handle, where, recorder:
-            _use_fake_host_pool(handle, probe)
+            _use_fake_host_pool(handle, probe, host_bytes)
             _prefill_and_decode(model, handle if _auto_budgets(handle, config) else None, result, probe, where,
                                 recorder)
+    except HostMemoryError as error:  # the engine's host-RAM guard, against host_bytes
+        result.oom, result.oom_kind, result.error = True, "host", str(error)
     except torch.OutOfMemoryError as error:
         result.oom, result.oom_kind, result.error = True, "device", str(error)
         failed = [e for e in recorder.events if getattr(e, "kind", "call") == "oom"]  # the recorder's own
@@ -216,16 +204,25 @@ def _later_steps_growth(cache, steps: int) -> int:
 
 
 class _FakeHostPool:
-    """The HostPool interface on fake tensors: every block is a new host-tier tensor.
+    """The HostPool interface on shape-only tensors: every block is a new host-tier tensor.
 
-    `free_bytes` is unbounded so that the engine's host-RAM guard (which reads this machine's
-    RAM) passes: predict() has already checked the cache against `host_bytes` with its rule.
+    The engine's host-RAM guard adds this pool's `free_bytes` to this machine's available RAM;
+    unbounded, it always passes. The real check against `host_bytes` is made in `reserve`, which
+    the engine calls right after its guard with exactly the host blocks the guard counted (only
+    the layers placed on the host), with the guard's margin.
     """
 
     free_bytes = 1 << 62
 
-    def __init__(self, probe: AllocatorProbe):
-        self.probe = probe
+    def __init__(self, probe: AllocatorProbe, host_bytes: int | None):
+        self.probe, self.host_bytes = probe, host_bytes
+
+    def reserve(self, sizes) -> None:
+        needed = sum(sizes)
+        if self.host_bytes is not None and needed > HOST_RAM_MARGIN * self.host_bytes:
+            raise HostMemoryError(
+                f"offloading the KV cache needs {format_bytes(needed)} of host RAM, but only "
+                f"{format_bytes(self.host_bytes)} is available, {HOST_RAM_MARGIN:.0%} usable (predicted)")
 
     def lend(self, shape, dtype: torch.dtype, owner: int = 0) -> torch.Tensor:
         with self.probe.host_tier():
@@ -237,17 +234,14 @@ class _FakeHostPool:
     def take_back_all(self, owner: int, after=None) -> None:
         return None
 
-    def reserve(self, sizes) -> None:
-        return None
-
     def clear(self) -> None:
         return None
 
 
-def _use_fake_host_pool(handle, probe: AllocatorProbe) -> None:
+def _use_fake_host_pool(handle, probe: AllocatorProbe, host_bytes: int | None) -> None:
     offload = getattr(handle, "offload", None)
     if offload is not None:
-        offload.pool = _FakeHostPool(probe)
+        offload.pool = _FakeHostPool(probe, host_bytes)
 
 
 def _auto_budgets(handle, config: MomConfig) -> bool:

@@ -56,10 +56,13 @@ def test_a_prompt_that_does_not_fit_fails_where_the_memory_runs_out():
                        gpu="RTX-4090-24GB").oom is False  # what mom is for
 
 
-def test_host_ram_is_checked_with_the_engines_rule():
+def test_host_ram_is_checked_where_the_engine_checks_it():
     cfg = mom.MomConfig(mini_sequences=4, offload="stream")
     assert mom.predict("llama-3.2-1b", cfg, context=65536, host_bytes=2 * GiB).oom_kind == "host"
     assert not mom.predict("llama-3.2-1b", cfg, context=65536, host_bytes=4 * GiB).oom
+    auto = mom.MomConfig(mini_sequences=4, offload="auto")  # what stays on the GPU needs no host RAM
+    assert not mom.predict("llama-3.2-1b", auto, context=65536, host_bytes=2 * GiB).oom
+    assert mom.predict("llama-3.2-1b", auto, context=65536, host_bytes=2 * GiB, gpu="custom-4GiB").oom_kind == "host"
 
 
 def test_model_given_as_config_file_folder_or_object(tmp_path):
