@@ -425,7 +425,9 @@ def sweep_figure(profiles: Iterable[Profile], device_limit_bytes: int | None = N
         fig = go.Figure(layout=_layout(title, "context (tokens)", f"peak memory ({unit[0]})"))
         for label, group in groups.items():
             _add_sweep_line(fig, label, group, limit, unit)
-        fig.update_xaxes(type="log", tickvals=contexts, ticktext=[_tokens(c) for c in contexts])
+        ticks = _spread(contexts)
+        fig.update_xaxes(type="log", tickvals=ticks, ticktext=[_tokens(c) for c in ticks])
+        fig.update_layout(showlegend=True)  # explicit: a live widget may come from the bars' layout
     if limit:
         _add_limit(fig, limit, unit)
     if not profiles:
@@ -498,6 +500,15 @@ def summary_table(profile: Profile, baseline: Profile | None = None, timings: bo
     table = pd.DataFrame(tables.metric_rows(profile, baseline, timings)).set_index("metric")
     table.index.name = f"context {profile.context}"
     return table
+
+
+def _spread(contexts: list[int], ratio: float = 1.15) -> list[int]:
+    """Tick values at least `ratio` apart, so labels of close contexts (8000 and 8192) do not overlap."""
+    kept: list[int] = []
+    for context in contexts:
+        if not kept or context >= kept[-1] * ratio:
+            kept.append(context)
+    return kept
 
 
 def _tokens(n: int) -> str:

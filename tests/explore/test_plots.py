@@ -193,3 +193,10 @@ def test_empty_figures_say_so_and_start_at_zero():
     assert plots.EMPTY_NOTE in [a.text for a in fig.layout.annotations]
     assert fig.layout.yaxis.range[0] == 0
     assert plots.EMPTY_NOTE in [a.text for a in plots.layer_figure([], {}, layers=2).layout.annotations]
+
+
+def test_sweep_ticks_do_not_crowd():
+    runs = [synthetic.profile("M=4", c, MiB) for c in (4096, 8000, 8192, 16384)]
+    fig = plots.sweep_figure(runs)
+    assert list(fig.layout.xaxis.tickvals) == [4096, 8000, 16384]
+    assert fig.layout.showlegend is True
