@@ -43,7 +43,7 @@ def model_weights_by_layer(model: nn.Module) -> dict[str, int]:
     return out
 
 
-_TRACE_KEYS = ("x", "y", "base", "text", "marker", "line")
+_TRACE_KEYS = ("x", "y", "base", "text", "marker", "line", "showlegend")
 _AXIS_KEYS = ("title", "type", "tickvals", "ticktext", "categoryarray", "range", "autorange")
 
 
@@ -88,12 +88,16 @@ def update_in_place(widget: go.FigureWidget, figure: go.Figure) -> None:
     """Make `widget` show `figure` in one message: only the trace arrays and the few layout parts
     that change between redraws are sent (copying the whole layout, template included, costs
     a quarter second a redraw). A change of structure (other traces, other panels) sends all."""
-    with widget.batch_update():
-        if _shape(widget) != _shape(figure) or _axes(widget.layout) != _axes(figure.layout):
+    mine_shape, their_shape = _shape(widget), _shape(figure)
+    if _axes(widget.layout) != _axes(figure.layout) or their_shape[:len(mine_shape)] != mine_shape:
+        with widget.batch_update():  # another structure: the browser briefly draws an empty figure
             widget.data = []
             widget.add_traces(list(figure.data))
             widget.layout = figure.layout
-            return
+        return
+    if len(their_shape) > len(mine_shape):  # new traces at the end (a new configuration): add only them
+        widget.add_traces(list(figure.data[len(mine_shape):]))
+    with widget.batch_update():
         for mine, theirs in zip(widget.data, figure.data, strict=True):
             for key in _TRACE_KEYS:
                 if key in theirs and mine[key] != theirs[key]:

@@ -443,12 +443,12 @@ def _add_sweep_line(fig: go.Figure, label: str, group: list[Profile], limit: int
                     y=[p.peak_gpu_bytes / unit[1] for p in ok], mode="lines+markers",
                     line=dict(color=color), marker=dict(color=color),
                     hovertemplate=f"%{{x}} tokens: %{{y:.3f}} {unit[0]}<extra>{label}</extra>")
-    if oom:
-        y = [(limit or p.peak_gpu_bytes) / unit[1] for p in oom]
-        fig.add_scatter(name=f"{label}: OOM", legendgroup=label, x=[p.context for p in oom], y=y,
-                        mode="markers", marker=dict(symbol="x", size=12, color=COLORS["limit"],
-                                                    line=dict(color=color, width=1)),
-                        hovertemplate=f"OOM at %{{x}} tokens<extra>{label}</extra>")
+    # always present (empty until a run fails): a live sweep then only ever appends traces
+    y = [(limit or p.peak_gpu_bytes) / unit[1] for p in oom]
+    fig.add_scatter(name=f"{label}: OOM", legendgroup=label, x=[p.context for p in oom], y=y,
+                    mode="markers", showlegend=bool(oom), marker=dict(symbol="x", size=12, color=COLORS["limit"],
+                                                                      line=dict(color=color, width=1)),
+                    hovertemplate=f"OOM at %{{x}} tokens<extra>{label}</extra>")
 
 
 def _sweep_bars(groups: dict[str, list[Profile]], limit: int | None, unit: tuple[str, int], title: str,
@@ -467,14 +467,15 @@ def _sweep_bars(groups: dict[str, list[Profile]], limit: int | None, unit: tuple
 
 
 def _by_label(profiles: list[Profile]) -> dict[str, list[Profile]]:
-    """Runs per configuration label, by context; of two runs at one context the later wins."""
+    """Runs per configuration label (labels in order of first appearance), each by context; of two
+    runs at one context the later wins."""
     latest: dict[tuple[str, int], Profile] = {}
     for p in profiles:
         latest[(profile_label(p), p.context)] = p
     groups: dict[str, list[Profile]] = {}
-    for (label, _), p in sorted(latest.items(), key=lambda item: item[0][1]):
+    for (label, _), p in latest.items():
         groups.setdefault(label, []).append(p)
-    return groups
+    return {label: sorted(group, key=lambda p: p.context) for label, group in groups.items()}
 
 
 def profile_label(profile: Profile) -> str:
