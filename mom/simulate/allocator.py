@@ -19,6 +19,7 @@ Streams, `max_split_size_mb`, expandable segments and graph pools are not modell
 
 from __future__ import annotations
 
+import bisect
 import itertools
 
 import torch
@@ -62,6 +63,31 @@ class Block:
         return self.size, self.segment, self.offset
 
 
+class _FreeBlocks:
+    """The free blocks of one pool, sorted by (size, segment, offset): best fit is a bisection."""
+
+    def __init__(self):
+        self._keys: list[tuple[int, int, int]] = []
+        self._blocks: dict[tuple[int, int, int], Block] = {}
+
+    def add(self, block: Block) -> None:
+        key = block.key()
+        bisect.insort(self._keys, key)
+        self._blocks[key] = block
+
+    def remove(self, block: Block) -> None:
+        key = block.key()
+        del self._keys[bisect.bisect_left(self._keys, key)]
+        del self._blocks[key]
+
+    def best_fit(self, size: int) -> Block | None:
+        index = bisect.bisect_left(self._keys, (size,))
+        return self._blocks[self._keys[index]] if index < len(self._keys) else None
+
+    def blocks(self) -> list[Block]:
+        return list(self._blocks.values())
+
+
 class CachingAllocatorModel:
     """Allocated, reserved and peak bytes of a simulated caching allocator.
 
@@ -76,14 +102,14 @@ class CachingAllocatorModel:
         self.reserved = 0
         self.peak = 0
         self.peak_reserved = 0
-        self._free: dict[bool, list[Block]] = {True: [], False: []}  # small pool?, free blocks
+        self._free = {True: _FreeBlocks(), False: _FreeBlocks()}  # small pool?, its free blocks
         self._segments = itertools.count()
 
     def malloc(self, nbytes: int) -> Block:
         """Allocate; raises torch.OutOfMemoryError like the GPU when no segment fits."""
         size = round_size(nbytes)
         small = size <= SMALL_SIZE
-        block = self._best_fit(size, small) or self._new_segment(size, small)
+        block = self._free[small].best_fit(size) or self._new_segment(size, small)
         self._free[small].remove(block)
         block.free = False
         if self._should_split(block, size):
@@ -92,7 +118,7 @@ class CachingAllocatorModel:
             if block.next is not None:
                 block.next.prev = rest
             block.next, block.size = rest, size
-            self._free[small].append(rest)
+            self._free[small].add(rest)
         self.allocated += block.size
         if self.allocated > self.peak:
             self.peak = self.allocated
@@ -106,12 +132,12 @@ class CachingAllocatorModel:
             if neighbour is not None and neighbour.free:
                 pool.remove(neighbour)
                 self._merge(block, neighbour)
-        pool.append(block)
+        pool.add(block)
 
     def empty_cache(self) -> None:
         """torch.cuda.empty_cache(): give back every segment that is wholly free."""
         for small in (True, False):
-            whole = [b for b in self._free[small] if b.prev is None and b.next is None]
+            whole = [b for b in self._free[small].blocks() if b.prev is None and b.next is None]
             for block in whole:
                 self._free[small].remove(block)
                 self.reserved -= block.size
@@ -124,13 +150,6 @@ class CachingAllocatorModel:
         self.peak = self.allocated
 
     # -- internals ---------------------------------------------------------------------------
-    def _best_fit(self, size: int, small: bool) -> Block | None:
-        best = None
-        for block in self._free[small]:
-            if block.size >= size and (best is None or block.key() < best.key()):
-                best = block
-        return best
-
     def _new_segment(self, size: int, small: bool) -> Block:
         segment = segment_size(size)
         if self.capacity is not None and self.reserved + segment > self.capacity:
@@ -142,7 +161,7 @@ class CachingAllocatorModel:
         block = Block(segment, 0, next(self._segments), small)
         self.reserved += segment
         self.peak_reserved = max(self.peak_reserved, self.reserved)
-        self._free[small].append(block)
+        self._free[small].add(block)
         return block
 
     @staticmethod
