@@ -6,14 +6,15 @@ One process, well under 10 minutes on an H100: contexts 32k and 128k, then 256k 
 budget lasts; variants hf, mom-none, mom-auto, mom-stream, mom-paper (configs as in
 benchmarks/harness.py). Each run is `mom.profile(record=False)`: model.generate() over a seeded
 random prompt with 32 greedy tokens, peak = max_memory_allocated over prefill and decode, an
-out-of-memory is a result. Each prediction is `mom.predict` of the same run on a card with this
-GPU's memory and the H100's speeds. The JSON is rewritten after every run, so a cut-off run
+out-of-memory is a result. Each prediction is `mom.predict` of the same run on this GPU's row
+of the table (H100-80GB, H200-141GB, ...) with the exact memory torch reports. The JSON is rewritten after every run, so a cut-off run
 keeps what it measured; the commit comes from $MOM_COMMIT (the device copy has no .git).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -100,9 +101,11 @@ def _errors(measured: dict, predicted: dict) -> dict:
 
 
 def _card():
-    """The table's H100 with this GPU's exact memory (speeds stay the H100's)."""
-    total = torch.cuda.get_device_properties(0).total_memory
-    return GPUS["H100-80GB"].with_memory(total)
+    """This GPU's row of the table (by name; the H100's speeds when none matches), with its exact memory."""
+    name, total = torch.cuda.get_device_name(), torch.cuda.get_device_properties(0).total_memory
+    row = next((card for key, card in GPUS.items() if key.split("-")[0] in name and
+                abs(card.total_bytes - total) < 8 * GiB), GPUS["H100-80GB"])
+    return dataclasses.replace(row, total_bytes=total)
 
 
 def _environment() -> dict:
