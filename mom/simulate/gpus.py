@@ -2,7 +2,7 @@
 
 Per card: the device memory torch reports (`total_memory`), HBM bandwidth, dense bf16 tensor
 throughput and the pinned host<->device bandwidth. Figures are vendors' published numbers
-except where measured (H100: 79.18 GiB reported, 55.5 GB/s pinned each way,
+except where measured (H100: 79.18 GiB reported, 55.5 GB/s pinned each way; H200: 139.80 GiB,
 benchmarks/results/history/2026-11-26_h100_offload_128k_final.json). `context_bytes` is memory the
 process holds outside PyTorch's allocator (CUDA context, kernels, cuBLAS handles): 0.74 GiB,
 read off the two H100 out-of-memory messages in benchmarks/results (capacity minus "this
@@ -45,7 +45,7 @@ class GPU:
 
 GPUS: dict[str, GPU] = {g.name: g for g in [
     GPU("H100-80GB", 85_017_853_952, 3.35e12, 989e12, 55.5e9, note="SXM, HBM3; memory and host link measured"),
-    GPU("H200-141GB", 150_119_170_048, 4.8e12, 989e12, 55e9, note="SXM, HBM3e"),
+    GPU("H200-141GB", 150_107_062_272, 4.8e12, 989e12, 55e9, note="SXM, HBM3e; memory measured"),
     GPU("A100-80GB", 85_097_971_712, 2.039e12, 312e12, 25e9, note="SXM, HBM2e, PCIe 4"),
     GPU("A100-40GB", 42_505_273_344, 1.555e12, 312e12, 25e9, note="SXM, HBM2, PCIe 4"),
     GPU("L40S-48GB", 47_697_362_944, 0.864e12, 362e12, 25e9, note="GDDR6, PCIe 4"),
