@@ -312,6 +312,7 @@ def _token_wise_forward(handle: Handle, original: Callable) -> Callable:
     def forward(x: torch.Tensor) -> torch.Tensor:
         return run_in_pieces(original, x, handle.config.piece_size(x.shape[-2]))
 
+    forward._mom_token_wise = True
     return forward
 
 
@@ -358,7 +359,9 @@ def _fused_prefill_layer_forward(handle: Handle, layer: nn.Module, original: Cal
     signature = inspect.signature(original)
     family = handle.family
     attention, mlp = getattr(layer, family.attention), getattr(layer, family.mlp)
-    input_norm, post_norm = getattr(layer, family.input_norm), getattr(layer, family.post_attention_norm)
+    # the norms' own forwards: their mini-sequence wrappers would split each piece again
+    input_norm, post_norm = (_unwrapped_forward(getattr(layer, name)) for name in
+                             (family.input_norm, family.post_attention_norm))
 
     @functools.wraps(original)
     def forward(*args, **kwargs):
@@ -376,6 +379,12 @@ def _fused_prefill_layer_forward(handle: Handle, layer: nn.Module, original: Cal
         return mlp(hidden_states, _mom_fused_norm=post_norm)
 
     return forward
+
+
+def _unwrapped_forward(module: nn.Module) -> Callable:
+    """The forward a mom wrapper bound into `module` wraps (or the module's forward as it is)."""
+    forward = module.forward
+    return getattr(forward, "__wrapped__", forward) if getattr(forward, "_mom_token_wise", False) else forward
 
 
 def _last_layer_forward(handle: Handle, layer: nn.Module, original: Callable) -> Callable:

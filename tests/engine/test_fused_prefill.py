@@ -73,3 +73,21 @@ def test_collected_hidden_states_are_not_overwritten(tiny_models, monkeypatch):
     assert calls["n"] == 0
     for index, (a, e) in enumerate(zip(actual, expected)):
         assert_close(a, e, what=f"hidden state {index}")
+
+
+@torch.no_grad()
+def test_a_fused_piece_is_normed_once_not_split_again(tiny_models, monkeypatch):
+    model = tiny_models["tiny-llama"]
+    norm_class = type(model.model.layers[0].input_layernorm)
+    real, lengths = norm_class.forward, []
+
+    def counting(self, x):
+        lengths.append(x.shape[-2])
+        return real(self, x)
+
+    monkeypatch.setattr(norm_class, "forward", counting)  # before enable, so mom wraps this one
+    with mom.enable(model, mom.MomConfig(mini_sequences=4, trim_last_layer=False)):
+        model(prompt(length=40), logits_to_keep=1)
+    # 3 layers x 2 norms x 4 pieces of 10 tokens (never sub-pieces of 3), and the final norm
+    # (not mom's) once over all 40
+    assert lengths.count(10) == 24 and sorted(set(lengths)) == [10, 40], lengths
