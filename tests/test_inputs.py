@@ -190,12 +190,16 @@ def test_the_size_estimate_is_the_built_model(monkeypatch):
         assert parameter_count(built.config) == sum(p.numel() for p in built.parameters()), name
 
 
-# -- mom.enable (the engine's; it should call mom.config.check_config first) ---------------------
+# -- mom.enable ---------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="engine/patch.py: enable() should start with config = check_config(config)")
 @pytest.mark.parametrize("config", [dict(mini_sequences=4), "auto"])
 def test_enable_with_something_that_is_not_a_config(llama, config):
     raised(TypeError, lambda: mom.enable(llama, config), "must be a mom.MomConfig", "mom.MomConfig\\(")
+
+
+def test_enable_with_a_preset_name_says_to_load_it_first():
+    raised(TypeError, lambda: mom.enable("tiny-llama", mom.MomConfig(mini_sequences=2)), "got the string",
+           "mom.load\\('tiny-llama'\\)")
 
 
 # -- mom.profile and mom.find_max_context ------------------------------------------------------

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import MomConfig
+from ..config import MomConfig, check_config
 from . import families
 from .attention import attention_in_pieces, can_run_in_pieces
 from .layer import trimmed_last_layer_forward
@@ -149,10 +149,15 @@ def enable(model: nn.Module, config: MomConfig | None = None) -> Handle:
         A Handle; `with mom.enable(model, cfg): ...` restores on exit, also on error.
 
     Raises:
+        TypeError: `config` is not a MomConfig (a dict or a mode name: the message shows the
+            MomConfig to write), or `model` is a preset name rather than a model.
         UnsupportedModelError: not a causal LM of a supported family.
         AlreadyEnabledError: mom is already enabled on this model.
     """
-    config = config or MomConfig()
+    config = check_config(config) or MomConfig()
+    if isinstance(model, str):
+        raise TypeError(f"mom.enable needs a model object, got the string {model!r}; "
+                        f"load it first: model = mom.load({model!r})")
     family = families.family_of(model)
     if handle_of(model) is not None:
         raise AlreadyEnabledError("mom is already enabled on this model; restore() the first handle before enabling again")
