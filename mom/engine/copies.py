@@ -55,6 +55,15 @@ class SideStreamCopier:
         if event is not None:
             torch.cuda.current_stream(self.device).wait_event(event)
 
+    def free_device_bytes(self) -> int | None:
+        """Free device memory after giving the allocator's cached blocks back (None on CPU: no
+        bound). The placement asks here, so a prediction (mom.simulate) can answer instead."""
+        if not self.cuda:
+            return None
+        torch.cuda.empty_cache()
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return free
+
     def synchronize(self) -> None:
         """Wait on the host until every copy enqueued so far has finished."""
         if self.cuda:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
 logger = logging.getLogger(__name__)
 
 
@@ -49,16 +47,16 @@ def layer_kv_bytes(cache, batch: int, seq_len: int) -> int:
     return 2 * batch * kv_heads * (seq_len + growth(seq_len)) * head_dim * cache.dtype.itemsize
 
 
+DECODE_WORKING_SET = 1 << 30  # logits and activations of one decode step, beside two stream slots
+BUDGET_SHARE = 0.92  # of what is free: the allocator rounds and fragments
+
+
 def _free_for_kv_before_prefill(cache, batch: int, seq_len: int, per_layer: int) -> int:
-    if not cache.copier.cuda:
+    free = cache.copier.free_device_bytes()
+    if free is None:
         return 1 << 62  # nothing to bound on CPU: keep everything resident
-    torch.cuda.empty_cache()
-    free, _ = torch.cuda.mem_get_info(cache.device)
-    config = cache.model_config
-    itemsize = cache.dtype.itemsize
-    transients = PREFILL_HIDDEN_COPIES * batch * seq_len * config.hidden_size * itemsize
-    working_set = 2 * per_layer + (1 << 30)  # the decode working set: two stream slots, logits, a step
-    return max(0, int((free - transients - working_set) * 0.92))
+    transients = PREFILL_HIDDEN_COPIES * batch * seq_len * cache.model_config.hidden_size * cache.dtype.itemsize
+    return max(0, int((free - transients - 2 * per_layer - DECODE_WORKING_SET) * BUDGET_SHARE))
 
 
 def plan_decode_tiers(cache) -> None:
@@ -80,11 +78,9 @@ def gpu_kv_budget(cache, per_layer: int) -> int:
     """Bytes of K/V the GPU can take back: the configured budget, or what is truly free."""
     if cache.kv_gpu_budget is not None:
         return cache.kv_gpu_budget
-    if not cache.copier.cuda:
-        return 1 << 62  # nothing to bound on CPU: keep everything "resident"
     # Cached blocks freed by prefill are fragmented: 6.8 GiB of them could not hold one
     # 1.7 GiB buffer at 852k tokens (benchmarks/NOTES.md). Give them back, count true free.
-    torch.cuda.empty_cache()
-    free, _ = torch.cuda.mem_get_info(cache.device)
-    working_set = 2 * per_layer + (1 << 30)  # two stream slots + logits and activations of a step
-    return max(0, int((free - working_set) * 0.92))
+    free = cache.copier.free_device_bytes()
+    if free is None:
+        return 1 << 62
+    return max(0, int((free - 2 * per_layer - DECODE_WORKING_SET) * BUDGET_SHARE))

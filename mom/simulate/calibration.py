@@ -13,10 +13,8 @@ pass after attention; what holds the second 32 MiB there is not identified). One
 the engine they were measured on (commit 690919e; tests/simulate/test_accuracy.py keeps what
 still applies). Every prediction lists it in its `calibration`.
 
-The "auto" offload budgets (before prefill: layers placed on the GPU; after it: layers brought
-back) are the engine's formulas (engine/placement.py) with the allocator model standing in for
-torch.cuda.empty_cache() and mem_get_info(): on the CPU the engine has no free memory to ask
-and keeps everything resident, so these are written out here and must follow the engine's.
+The "auto" offload budgets are not written out here: the engine's placement asks its copier for
+free device memory, and the prediction answers from the allocator model (runner.py).
 """
 
 from __future__ import annotations
@@ -32,49 +30,10 @@ GiB = 1 << 30
 UNSEEN_BYTES = 64 * MiB  # cuBLAS workspace and kernels' own buffers, held from the first matmul
 UNSEEN_SOURCE = "H100 runs of llama-3.1-8b, benchmarks/results/history/2026-11-26_h100_*.json"
 
-# engine/placement.py gpu_kv_budget: two stream slots + 1 GiB of a step's working set, 92% of the rest
-AUTO_WORKING_SET_BYTES = 1 * GiB
-AUTO_BUDGET_SHARE = 0.92
-
 
 def hold_unseen(probe: AllocatorProbe) -> Block:
     """Allocate the unseen block on the probe's allocator; keep the returned block alive."""
     return probe.malloc(UNSEEN_BYTES)
-
-
-def auto_budget(probe: AllocatorProbe, per_layer: int) -> int:
-    """Bytes of K/V that offload="auto" keeps on the GPU, as the engine computes them on CUDA."""
-    probe.free_cached()
-    free = probe.allocator.capacity - probe.allocator.reserved
-    working_set = 2 * per_layer + AUTO_WORKING_SET_BYTES
-    return max(0, int((free - working_set) * AUTO_BUDGET_SHARE))
-
-
-def prefill_budget(probe: AllocatorProbe, model_config, dtype, batch: int, seq_len: int) -> int:
-    """Bytes of K/V that offload="auto" places on the GPU before prefill, as the engine computes them
-    on CUDA (engine/placement.py, _free_for_kv_before_prefill)."""
-    from ..engine import placement
-
-    _, kv_heads, head_dim = _geometry(model_config)
-    per_layer = 2 * batch * kv_heads * (seq_len + _growth(seq_len)) * head_dim * dtype.itemsize
-    probe.free_cached()
-    free = probe.allocator.capacity - probe.allocator.reserved
-    copies = getattr(placement, "PREFILL_HIDDEN_COPIES", 6)
-    transients = copies * batch * seq_len * model_config.hidden_size * dtype.itemsize
-    working_set = 2 * per_layer + AUTO_WORKING_SET_BYTES
-    return max(0, int((free - transients - working_set) * AUTO_BUDGET_SHARE))
-
-
-def _geometry(model_config):
-    from ..engine.families import kv_geometry_of_config
-
-    return kv_geometry_of_config(model_config)
-
-
-def _growth(length: int) -> int:
-    from ..engine.cache import growth
-
-    return growth(length)
 
 
 def describe() -> dict[str, Any]:

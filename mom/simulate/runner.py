@@ -15,10 +15,9 @@ device per step, exactly what running them shows (tests/simulate compare both).
 
 Offloaded caches: the engine's MomCache runs as it is, with two instance-level substitutions
 made here: the handle's host pool becomes one that makes fake host-tier tensors (the real pool
-keys blocks by data pointer, which fake tensors do not have), and offload="auto"'s two budgets
-(layers placed on the GPU before prefill, layers brought back after it) are given to the engine
-as if configured, computed from the allocator model's free memory with the engine's formulas
-(calibration.py) instead of CUDA's. Host RAM is checked against `host_bytes` where the engine
+keys blocks by data pointer, which fake tensors do not have), and the handle's copier answers
+the engine's question "how much device memory is free?" (which offload="auto" places layers
+by, before prefill and after it) from the allocator model instead of CUDA. Host RAM is checked against `host_bytes` where the engine
 checks it, with the blocks it counts (_FakeHostPool.reserve).
 
 What shape-only tensors cannot see (kernels' workspaces) is added from calibration.py and listed
@@ -36,7 +35,6 @@ from torch import nn
 
 from ..config import MomConfig
 from ..engine import families
-from ..engine.cache import MomCache
 from ..engine.host_guard import HOST_RAM_MARGIN, HostMemoryError
 from ..engine.patch import enable
 from ..memory.events import MemoryEvent, Profile, format_bytes
@@ -143,8 +141,8 @@ def _run(model: nn.Module, config: MomConfig, result: Prediction, probe: Allocat
     try:
         with enable(model, config) as handle, where, recorder:
             _use_fake_host_pool(handle, probe, host_bytes)
-            _prefill_and_decode(model, handle if _auto_budgets(handle, config) else None, result, probe, where,
-                                recorder)
+            _answer_free_memory(handle, probe)
+            _prefill_and_decode(model, result, probe, where, recorder)
     except HostMemoryError as error:  # the engine's host-RAM guard, against host_bytes
         result.oom, result.oom_kind, result.error = True, "host", str(error)
     except torch.OutOfMemoryError as error:
@@ -160,18 +158,13 @@ def _run(model: nn.Module, config: MomConfig, result: Prediction, probe: Allocat
     result.calibration = calibration.describe()
 
 
-def _prefill_and_decode(model, auto, result: Prediction, probe: AllocatorProbe, where, recorder) -> None:
-    """`auto`: the handle when the engine's "auto" budgets must be supplied, else None."""
+def _prefill_and_decode(model, result: Prediction, probe: AllocatorProbe, where, recorder) -> None:
     cache_name = families.cache_in_call(model, {})[0]
     ids = torch.zeros(result.batch, result.context, dtype=torch.long, device="meta")
-    if auto is not None:
-        _set_prefill_budget(model, auto, probe, result.batch, result.context)
     out = model(input_ids=ids, logits_to_keep=1, use_cache=True)
     result.prefill_peak_bytes = recorder.peak_bytes
     cache, token = _cache_of(out), out.logits[:, -1:].argmax(-1)
     del out, ids
-    if auto is not None:
-        _set_decode_budget(auto, cache, probe)
     steps = max(0, result.new_tokens - 1)
     decode = probe.watch()
     for step in range(1, min(steps, RUN_DECODE_STEPS) + 1):
@@ -244,28 +237,17 @@ def _use_fake_host_pool(handle, probe: AllocatorProbe, host_bytes: int | None) -
         offload.pool = _FakeHostPool(probe, host_bytes)
 
 
-def _auto_budgets(handle, config: MomConfig) -> bool:
-    """Whether this run needs the engine's CUDA budgets of offload="auto" supplied (none configured)."""
-    return config.offload == "auto" and config.kv_gpu_budget is None and getattr(handle, "offload", None) is not None
+def _answer_free_memory(handle, probe: AllocatorProbe) -> None:
+    """The engine's placement asks its copier for free device memory (engine/placement.py);
+    here the allocator model answers, as CUDA would after empty_cache()."""
+    offload = getattr(handle, "offload", None)
+    if offload is not None:
+        offload.copier.free_device_bytes = lambda: _free_after_emptying(probe)
 
 
-def _set_prefill_budget(model, handle, probe: AllocatorProbe, batch: int, seq_len: int) -> None:
-    """Before prefill: the budget the engine places layers on the GPU with, given as if configured."""
-    handle.offload.kv_gpu_budget = calibration.prefill_budget(probe, model.config, model.dtype, batch, seq_len)
-
-
-def _set_decode_budget(handle, cache, probe: AllocatorProbe) -> None:
-    """After prefill, before the first decode step: the budget of the layers brought back.
-
-    The engine subtracts what it placed before prefill from a configured budget, but recomputes
-    free memory when none was configured (the case simulated), so the placed bytes are added back.
-    """
-    handle.offload.kv_gpu_budget = None
-    if not isinstance(cache, MomCache):
-        return
-    layers = [layer for layer in cache.mom_layers() if layer.host_kv is not None]
-    per_layer = max((sum(t.nbytes for t in layer.host_kv) for layer in layers), default=1)
-    cache.kv_gpu_budget = calibration.auto_budget(probe, per_layer) + getattr(cache, "placed_bytes", 0)
+def _free_after_emptying(probe: AllocatorProbe) -> int:
+    probe.free_cached()
+    return probe.allocator.capacity - probe.allocator.reserved
 
 
 class _Where:
