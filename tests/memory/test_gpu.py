@@ -76,6 +76,9 @@ def test_recorded_peak_is_the_unrecorded_peak(llama1b):
     assert max(e.peak_bytes for e in rec.events) <= rec.peak_bytes
 
 
+@pytest.mark.skip(reason="made the GPU machine fail three times on 2026-11-28 (H100, torch 2.11; the last time run "
+                         "alone): the call broke with no output. Investigate (run it in a subprocess with a log) "
+                         "before re-enabling; benchmarks/NOTES.md")
 def test_find_max_context_under_a_memory_fraction(llama1b):
     total = torch.cuda.get_device_properties(0).total_memory
     budget = torch.cuda.memory_allocated() + 4 * GiB
