@@ -108,6 +108,7 @@ def preset_config(preset: Preset | str, attn_implementation: str = "sdpa", **ove
     checks.check_overrides(overrides, fields, f"preset {preset.name!r}")
     config = AutoConfig.for_model(preset.model_type, **{**preset.config, **overrides})
     config._attn_implementation = attn_implementation
+    config.name_or_path = preset.name  # profiles, the CLI JSON and reports name the preset, not its family
     _check_heads(config)
     return config
 

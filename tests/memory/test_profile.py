@@ -37,7 +37,7 @@ def test_a_profile_fills_every_field(llama):
     assert p.weights_bytes <= p.start_bytes < p.prefill_peak_bytes <= p.peak_gpu_bytes
     assert p.peak_gpu_bytes == max(e.peak_bytes for e in p.events)
     assert p.ttft_s > 0 and p.decode_tokens_per_s > 0
-    assert p.device_name and p.model_name == "llama" and p.device_limit_bytes is None
+    assert p.device_name and p.model_name == "tiny-llama" and p.device_limit_bytes is None
     table = p.layer_table()
     assert list(table.columns) == list(LAYER_COLUMNS) and len(table) == llama.config.num_hidden_layers
     assert (table["activation_peak_bytes"] > 0).all() and (table["peak_bytes"] <= p.peak_gpu_bytes).all()
