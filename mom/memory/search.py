@@ -95,16 +95,19 @@ def find_max_context(
             return not run.oom
 
         with contextlib.suppress(RunCancelled):
-            _search(attempt, tries, low, high, resolution, probe.limit)
+            bracket_search(attempt, tries, low, high, resolution, probe.limit)
     passing = [p.context for p in tries if p.passed]
     # the largest passing try: with a cancelled search, the bracket so far
     maximum = max((c for c in passing if not any(p.oom and p.context <= c for p in tries)), default=None)
     return MaxContextResult(maximum=maximum, resolution=resolution, tries=tries, high=high)
 
 
-def _search(attempt, tries: list[Profile], low: int, high: int, resolution: int, limit: int | None) -> None:
-    """Grow, then narrow the bracket to one resolution step (see the module docstring)."""
-    passing, failing = _grow(attempt, low, high)
+def bracket_search(attempt, tries: list[Profile], low: int, high: int, resolution: int, limit: int | None,
+                   growth: int = 2) -> tuple[int | None, int | None]:
+    """Grow by `growth` from low, then narrow the bracket to one resolution step (module
+    docstring); `attempt(context)` runs a try, appends it to `tries` and says if it passed.
+    Returns (largest passing, smallest failing) context, None where there is none."""
+    passing, failing = _grow(attempt, low, high, growth)
     streak = 0
     while passing is not None and failing is not None and failing - passing > resolution:
         context, predicted = _next_try(passing, failing, tries, limit, resolution, streak)
@@ -113,6 +116,7 @@ def _search(attempt, tries: list[Profile], low: int, high: int, resolution: int,
             passing = context
         else:
             failing = context
+    return passing, failing
 
 
 def _search_bounds(model, resolution: int, low: int | None, high: int | None) -> tuple[int, int]:
@@ -126,8 +130,8 @@ def _search_bounds(model, resolution: int, low: int | None, high: int | None) ->
     return low, high
 
 
-def _grow(attempt, low: int, high: int) -> tuple[int | None, int | None]:
-    """Double from low until a try fails or high passes: (last passing, first failing)."""
+def _grow(attempt, low: int, high: int, growth: int = 2) -> tuple[int | None, int | None]:
+    """Multiply by `growth` from low until a try fails or high passes: (last passing, first failing)."""
     passing, context = None, low
     while True:
         if not attempt(context):
@@ -135,7 +139,7 @@ def _grow(attempt, low: int, high: int) -> tuple[int | None, int | None]:
         passing = context
         if context >= high:
             return passing, None
-        context = min(2 * context, high)
+        context = min(growth * context, high)
 
 
 def _next_try(passing: int, failing: int, tries: list[Profile], limit: int | None,

@@ -23,6 +23,7 @@ from typing import Any
 from ..config import MomConfig
 from ..engine.host_guard import HOST_RAM_MARGIN, host_bytes_needed
 from ..memory.events import MaxContextResult, format_bytes
+from ..memory.search import bracket_search
 from .fake import model_config
 from .gpus import GPU, resolve_gpu
 from .runner import Prediction, predict
@@ -169,25 +170,16 @@ def find_max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100
     result = MaxContextResult(maximum=None, resolution=resolution, high=high)
     if top < resolution:
         return result
-    tries: dict[int, Prediction] = {}
 
     def passes(context: int) -> bool:
-        tries[context] = predict(hf_config, config, context, new_tokens, batch, card, host_bytes)
-        result.tries.append(tries[context])
+        prediction = predict(hf_config, config, context, new_tokens, batch, card, host_bytes)
+        result.tries.append(prediction)
         if on_try is not None:
-            on_try(tries[context])
-        return not tries[context].oom
+            on_try(prediction)
+        return not prediction.oom
 
-    passing, failing = _grow(passes, resolution, top)
-    streak = 0
-    while passing is not None and failing is not None and failing - passing > resolution:
-        context, aimed = _next_try(passing, failing, tries, card.usable_bytes, resolution, streak)
-        streak = streak + 1 if aimed else 0
-        if passes(context):
-            passing = context
-        else:
-            failing = context
-    result.maximum = passing
+    # predictions cost the same at any length, so the growth phase steps by 4x, not 2x
+    result.maximum, _ = bracket_search(passes, result.tries, resolution, top, resolution, card.usable_bytes, growth=4)
     return result
 
 
@@ -209,31 +201,6 @@ def _host_wall(hf_config, config: MomConfig, batch: int, host_bytes: int | None,
         middle = (low + high) // 2 // resolution * resolution
         low, high = (middle, high) if fits(middle) else (low, middle)
     return low
-
-
-def _grow(passes, low: int, high: int) -> tuple[int | None, int | None]:
-    passing, context = None, low
-    while True:
-        if not passes(context):
-            return passing, context
-        passing = context
-        if context >= high:
-            return passing, None
-        context = min(4 * context, high)
-
-
-def _next_try(passing: int, failing: int, tries: dict[int, Prediction], limit: int, resolution: int,
-              streak: int) -> tuple[int, bool]:
-    lo, hi = passing + resolution, failing - resolution
-    middle = min(max((passing + failing) // 2 // resolution * resolution, lo), hi)
-    ok = sorted((c for c, p in tries.items() if not p.oom))[-2:]
-    if streak >= 2 or len(ok) < 2:
-        return middle, False
-    (c0, c1), (p0, p1) = ok, (tries[ok[0]].peak_gpu_bytes, tries[ok[1]].peak_gpu_bytes)
-    if p1 <= p0:
-        return middle, False
-    guess = int(c1 + (limit - p1) * (c1 - c0) / (p1 - p0)) // resolution * resolution
-    return min(max(guess, lo), hi), True
 
 
 def _fmt(value: float | None, digits: int) -> str:
