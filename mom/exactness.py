@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .engine import families
+
 BF16_FACTOR = 1.5
 BF16_ULP = 2.0**-8
 
@@ -35,7 +37,7 @@ def teacher_forced_logits(model, ids: torch.Tensor, continuation: torch.Tensor, 
     out = model(ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=1)
     steps = [out.logits[:, -1].float()]
     cache = out.cache if "cache" in out else out.past_key_values
-    name = _cache_keyword(model)
+    name = families.cache_in_call(model, {})[0]  # `cache` or `past_key_values`, by release
     mask = attention_mask
     for position in range(continuation.shape[1]):
         token = continuation[:, position : position + 1]
@@ -45,12 +47,6 @@ def teacher_forced_logits(model, ids: torch.Tensor, continuation: torch.Tensor, 
         cache = out.cache if "cache" in out else out.past_key_values
         steps.append(out.logits[:, -1].float())
     return torch.stack(steps)
-
-
-def _cache_keyword(model) -> str:
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
 
 
 @dataclass

@@ -19,6 +19,7 @@ Sliding-window layers keep transformers' own small sliding layer and stay on the
 
 from __future__ import annotations
 
+import logging
 import weakref
 from dataclasses import dataclass
 
@@ -28,9 +29,11 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from . import families
 from .host_guard import HostMemoryError, check_host_memory  # noqa: F401  (public re-exports)
 from .kv_bytes import kv_bytes_by_layer  # noqa: F401
-from .kv_layer import MomLayer, device_buffers, growth  # noqa: F401
+from .kv_layer import MomLayer, device_buffers, growth, kv_buffer_bytes  # noqa: F401
 from .pinned import HOST_TIER_CONTEXTS, HostPool, new_owner  # noqa: F401  (trackers find the hook here)
 from .placement import plan_decode_tiers
+
+logger = logging.getLogger(__name__)
 
 
 class RestoredHandleError(RuntimeError):
@@ -115,10 +118,7 @@ class MomCache(Cache):
             try:
                 layer.device_kv = device_buffers(layer.host_kv[0], needed, self.device)
             except torch.OutOfMemoryError:  # the budget was optimistic: stream this layer instead
-                import logging
-
-                logging.getLogger(__name__).warning(
-                    "mom cache: layer %d does not fit on the GPU after all; streaming it", layer.index)
+                logger.warning("mom cache: layer %d does not fit on the GPU after all; streaming it", layer.index)
                 layer.device_kv, layer.tier = None, "stream"
                 self._number_streamed_layers()
                 return self._start_fetch(layer)
@@ -176,8 +176,7 @@ class MomCache(Cache):
     def host_block_sizes(self, batch: int, seq_len: int) -> list[int]:
         """Bytes of each host buffer a prefill of this size will take, in order of need (layers
         placed on the GPU before prefill take none)."""
-        _, kv_heads, head_dim = families.kv_geometry_of_config(self.model_config)
-        nbytes = batch * kv_heads * (seq_len + growth(seq_len)) * head_dim * self.dtype.itemsize
+        nbytes = kv_buffer_bytes(self.model_config, self.dtype, batch, seq_len)
         return [nbytes] * (2 * sum(layer.placement == "host" for layer in self._mom_layers))
 
     def bytes_by_layer(self) -> list[tuple[int, int]]:

@@ -32,11 +32,9 @@ def check_host_memory(needed: int, batch: int, seq_len: int, pool_free: int = 0)
 def host_bytes_needed(model_config, dtype, batch: int, seq_len: int) -> int:
     """Host bytes an offloaded cache takes for a prompt: K and V of each full-attention layer."""
     from . import families
-    from .kv_layer import growth
+    from .kv_layer import kv_buffer_bytes
 
-    _, kv_heads, head_dim = families.kv_geometry_of_config(model_config)
-    per_layer = 2 * batch * kv_heads * (seq_len + growth(seq_len)) * head_dim * dtype.itemsize
-    return per_layer * len(families.offloadable_layers(model_config))
+    return 2 * kv_buffer_bytes(model_config, dtype, batch, seq_len) * len(families.offloadable_layers(model_config))
 
 
 def check_model_fits_host(model, batch: int, seq_len: int, pool_free: int = 0) -> int:

@@ -31,6 +31,14 @@ def growth(length: int) -> int:
     return max(256, length // 16)
 
 
+def kv_buffer_bytes(model_config, dtype, batch: int, seq_len: int) -> int:
+    """Bytes of one K (or V) buffer of one layer for a prompt, with decode's growth room."""
+    from .families import kv_geometry_of_config
+
+    _, kv_heads, head_dim = kv_geometry_of_config(model_config)
+    return batch * kv_heads * (seq_len + growth(seq_len)) * head_dim * dtype.itemsize
+
+
 def device_buffers(like: torch.Tensor, needed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Two empty [B, H, capacity, D] buffers with room for `needed` tokens and some growth."""
     shape = (*like.shape[:-2], needed + growth(needed), like.shape[-1])

@@ -247,35 +247,27 @@ def _sequence_length(call: dict) -> int:
 
 
 def _only_last_position(call: dict, extra: dict, config) -> bool:
-    """True when the caller wants the last position's logits and nothing per-position.
-
-    Per-position outputs asked for by the call or, where the call is silent, by the model's
-    config (`config.output_hidden_states = True`) turn trimming off.
-    """
+    """True when the caller wants the last position's logits and nothing per-position."""
     keep = call.get("logits_to_keep", 0)
     if isinstance(keep, torch.Tensor) or keep != 1:
         return False
-    if call.get("labels") is not None:
-        return False
-    for flag in ("output_hidden_states", "output_attentions"):
-        asked = extra.get(flag, call.get(flag))
-        if asked is None:
-            asked = getattr(config, flag, False)
-        if asked:
-            return False
-    return True
+    return call.get("labels") is None and not _collects_per_layer_outputs(call, extra, config)
 
 
 def _may_update_hidden_states_in_place(call: dict, extra: dict, config) -> bool:
     """Whether decoder layers may add into their input: not when the caller passed its own
     embeddings (they would change) or collects per-layer outputs (they would all change)."""
-    if call.get("inputs_embeds") is not None:
-        return False
+    return call.get("inputs_embeds") is None and not _collects_per_layer_outputs(call, extra, config)
+
+
+def _collects_per_layer_outputs(call: dict, extra: dict, config) -> bool:
+    """Hidden states or attentions asked for by the call or, where the call is silent, by the
+    model's config (`config.output_hidden_states = True`)."""
     for flag in ("output_hidden_states", "output_attentions"):
         asked = extra.get(flag, call.get(flag))
         if asked or (asked is None and getattr(config, flag, False)):
-            return False
-    return True
+            return True
+    return False
 
 
 def _piece_reporter(handle: Handle, layer_index: int) -> Callable[[str, int, int, str], None]:

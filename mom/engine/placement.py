@@ -40,11 +40,9 @@ def place_before_prefill(cache, batch: int, seq_len: int) -> int:
 
 def layer_kv_bytes(cache, batch: int, seq_len: int) -> int:
     """K and V of one layer for the prompt, with decode's growth room."""
-    from . import families
-    from .kv_layer import growth
+    from .kv_layer import kv_buffer_bytes
 
-    _, kv_heads, head_dim = families.kv_geometry_of_config(cache.model_config)
-    return 2 * batch * kv_heads * (seq_len + growth(seq_len)) * head_dim * cache.dtype.itemsize
+    return 2 * kv_buffer_bytes(cache.model_config, cache.dtype, batch, seq_len)
 
 
 DECODE_WORKING_SET = 1 << 30  # logits and activations of one decode step, beside two stream slots

@@ -19,7 +19,7 @@ from transformers import AttentionInterface, DynamicCache
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, flash_attention_mask
 
 import mom
-from mom.engine import host_guard, pinned
+from mom.engine import families, host_guard, pinned
 from mom.engine.cache import HostMemoryError, MomCache
 from tests.conftest import assert_close, prompt
 
@@ -181,7 +181,7 @@ def test_07_a_cache_kept_after_restore_refuses_clearly(llama):
         out = llama(ids, use_cache=True)
     cache = out.cache if "cache" in out else out.past_key_values
     with pytest.raises(RuntimeError, match="restore"):
-        llama(ids[:, -1:], use_cache=True, **{_cache_keyword(llama): cache})
+        llama(ids[:, -1:], use_cache=True, **{families.cache_in_call(llama, {})[0]: cache})
 
 
 @torch.no_grad()
@@ -191,12 +191,6 @@ def test_07_caches_of_one_handle_share_one_side_stream(llama):
         second = llama(prompt(length=20, seed=1), use_cache=True)
     caches = [out.cache if "cache" in out else out.past_key_values for out in (first, second)]
     assert caches[0].copier is caches[1].copier
-
-
-def _cache_keyword(model) -> str:
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
 
 
 # -- 9. the host-RAM guard counts only layers that go to the host -------------------------------
