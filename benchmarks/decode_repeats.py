@@ -87,16 +87,17 @@ def repeated_runs(runs: list[dict]) -> dict[tuple[int, str], list[dict]]:
     return dict(sorted(groups.items()))
 
 
+def spread(runs: list[dict], key: str, digits: int) -> str:
+    """'median [min-max]' of one figure over repeated runs."""
+    values = [r[key] for r in runs]
+    return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
+
+
 def summarize(runs: list[dict]) -> list[str]:
     """Median and spread (min-max) of TTFT and decode per (context, variant), generate() clock."""
-    lines = []
-    for (context, variant), rs in repeated_runs(runs).items():
-        ttft = [r["ttft_s"] for r in rs]
-        dec = [r["decode_s_per_token"] for r in rs]
-        lines.append(f"{context:>7} {variant:<12} n={len(rs)} TTFT {statistics.median(ttft):.3f} s "
-                     f"[{min(ttft):.3f}-{max(ttft):.3f}]  decode {statistics.median(dec):.4f} s/token "
-                     f"[{min(dec):.4f}-{max(dec):.4f}]  peak {max(r['peak_gib'] for r in rs):.2f} GiB")
-    return lines
+    return [f"{context:>7} {variant:<12} n={len(rs)} TTFT {spread(rs, 'ttft_s', 3)} s  "
+            f"decode {spread(rs, 'decode_s_per_token', 4)} s/token  peak {max(r['peak_gib'] for r in rs):.2f} GiB"
+            for (context, variant), rs in repeated_runs(runs).items()]
 
 
 if __name__ == "__main__":

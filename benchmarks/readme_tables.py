@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 import sys
 from pathlib import Path
 
@@ -29,7 +28,7 @@ def known_commit(report: dict) -> str | None:
 
 
 def decode_table(path: Path, report: dict) -> list[str]:
-    from decode_repeats import repeated_runs
+    from decode_repeats import repeated_runs, spread
 
     groups = repeated_runs(report["runs"])
     prov = report["provenance"]
@@ -40,10 +39,8 @@ def decode_table(path: Path, report: dict) -> list[str]:
              f"{' (tree had uncommitted changes)' if prov.get('dirty') else ''}; `{path.relative_to(ROOT)}`.", "",
              "| context | variant | n | TTFT s | decode s/token | peak GiB (prefill) |", "|---|---|---|---|---|---|"]
     for (context, variant), rs in groups.items():
-        ttft = [r["ttft_s"] for r in rs]
-        dec = [r["decode_s_per_token"] for r in rs]
-        lines.append(f"| {context // 1024}k | `{variant}` | {len(rs)} | {statistics.median(ttft):.2f} "
-                     f"[{min(ttft):.2f}-{max(ttft):.2f}] | {statistics.median(dec):.4f} [{min(dec):.4f}-{max(dec):.4f}] | "
+        lines.append(f"| {context // 1024}k | `{variant}` | {len(rs)} | {spread(rs, 'ttft_s', 2)} | "
+                     f"{spread(rs, 'decode_s_per_token', 4)} | "
                      f"{max(r['peak_gib'] for r in rs):.2f} ({max(r['prefill_peak_gib'] for r in rs):.2f}) |")
     return lines
 
