@@ -11,6 +11,9 @@ Every other setting computes the same function as the baseline with less memory:
   trims by default.
 - `offload`: where the KV cache lives ("none", "prefill", "stream", "auto"; see engine/cache.py).
 - `kv_gpu_budget`: bytes of KV cache kept on the GPU in "auto" mode; None = what fits.
+- `decode_graph`: replay each decode step as a CUDA graph when every layer's K/V is resident on
+  the GPU (engine/graph_decode.py). `None` (the default) means on with a mom cache on CUDA;
+  `True` on CPU runs the same static step uncaptured (for tests); `False` keeps eager decode.
 
 A misspelled field (`MomConfig(mini_sequence=4)`) is a TypeError naming the closest field.
 `check_config` is the one type check of a config argument (a dict or a string where a MomConfig
@@ -45,6 +48,7 @@ class MomConfig:
     trim_last_layer: bool | None = None
     offload: str = "none"
     kv_gpu_budget: int | None = None
+    decode_graph: bool | None = None
 
     def __post_init__(self) -> None:
         if self.mini_sequences is not None and self.mini_sequence_size is not None:
@@ -64,6 +68,14 @@ class MomConfig:
                 raise MomConfigError('kv_gpu_budget only applies to offload="auto"; drop it or set offload="auto"')
             if isinstance(self.kv_gpu_budget, bool) or not isinstance(self.kv_gpu_budget, int) or self.kv_gpu_budget < 0:
                 raise MomConfigError(f"kv_gpu_budget must be a non-negative number of bytes, got {self.kv_gpu_budget!r}")
+
+        if self.decode_graph not in (None, True, False):
+            raise MomConfigError(f"decode_graph must be True, False or None, got {self.decode_graph!r}")
+        if self.decode_graph and self.offload == "none":
+            raise MomConfigError(
+                'decode_graph=True needs a mom cache with fixed K/V buffers: set offload="auto" (layers that '
+                'fit stay on the GPU), or drop decode_graph'
+            )
 
     @classmethod
     def paper(cls) -> MomConfig:

@@ -77,6 +77,11 @@ class MomCache(Cache):
         self.closed = False
         self.placed_bytes = 0  # K/V bytes placed on the GPU before prefill (engine/placement.py)
 
+    @property
+    def decode_planned(self) -> bool:
+        """Whether decode's tiers are decided (at the first decode step, engine/placement.py)."""
+        return self._planned
+
     def mom_layers(self) -> list[MomLayer]:
         return self._mom_layers
 

@@ -26,9 +26,14 @@ from transformers.cache_utils import DynamicLayer
 logger = logging.getLogger(__name__)
 
 
+GROWTH_CAP = 8192
+
+
 def growth(length: int) -> int:
-    """Spare tokens to allocate beyond `length`, so decoding rarely reallocates."""
-    return max(256, length // 16)
+    """Spare tokens to allocate beyond `length`, so decoding rarely reallocates: 1/16 of it,
+    at least 256 and at most GROWTH_CAP (at 1M tokens 1/16 would be 4 GiB of host RAM per
+    32 layers' worth of slack no decode of a few thousand tokens uses)."""
+    return max(256, min(length // 16, GROWTH_CAP))
 
 
 def kv_buffer_bytes(model_config, dtype, batch: int, seq_len: int) -> int:
@@ -114,6 +119,11 @@ class MomLayer(DynamicLayer):
         self.length += new
         self.keys, self.values = (b[..., : self.length, :] for b in self.device_kv)
         return self.keys, self.values
+
+    def advance_in_place(self, new: int) -> None:
+        """Count `new` tokens that a captured decode step wrote into the device buffers."""
+        self.length += new
+        self.keys, self.values = (b[..., : self.length, :] for b in self.device_kv)
 
     def _grow_device(self, needed: int, like: torch.Tensor | None = None) -> None:
         old = self.device_kv

@@ -21,8 +21,9 @@ from .placement import place_before_prefill
 class OffloadRuntime:
     """The side stream, pinned pool and live caches of one `mom.enable` handle."""
 
-    def __init__(self, model, mode: str, kv_gpu_budget: int | None):
+    def __init__(self, model, mode: str, kv_gpu_budget: int | None, fused_prefill: bool = False):
         self.model, self.mode, self.kv_gpu_budget = model, mode, kv_gpu_budget
+        self.fused_prefill = fused_prefill  # mini-sequences: prefill's transients are the fused layer's
         device = next(model.parameters()).device
         self.copier = SideStreamCopier(device)
         self.pool = HostPool(pin=device.type == "cuda", synchronize=self.copier.synchronize)
@@ -43,7 +44,7 @@ class OffloadRuntime:
         if ids is None or ids.shape[1] == 0:
             return None
         cache = MomCache(self.model, self.mode, self.kv_gpu_budget, self.copier, self.pool)
-        place_before_prefill(cache, ids.shape[0], ids.shape[1])
+        place_before_prefill(cache, ids.shape[0], ids.shape[1], fused=self.fused_prefill)
         sizes = cache.host_block_sizes(ids.shape[0], ids.shape[1])
         host_guard.check_host_memory(sum(sizes), ids.shape[0], ids.shape[1], self.pool.free_bytes)
         self.pool.reserve(sizes)

@@ -81,6 +81,8 @@ class Handle:
     _calls: threading.local = field(default_factory=threading.local)
     _warned_mask: bool = False
     offload: Any = None  # engine.offload.OffloadRuntime in offload modes
+    decode: Any = None  # engine.graph_decode.DecodeGraphs where decode steps may replay a graph
+    decode_stats: dict | None = None  # which decode path ran, kept after restore (DecodeGraphs.stats)
 
     @property
     def trimming(self) -> bool:
@@ -106,6 +108,10 @@ class Handle:
                 patch.module.__dict__[patch.name] = patch.previous
         if self.active:
             del self.model.__dict__[_HANDLE_ATTR]
+        if self.decode is not None:
+            self.decode_stats = self.decode.stats()
+            self.decode.close()
+            self.decode = None
         if self.offload is not None:
             self.offload.close()
             self.offload = None
@@ -176,7 +182,8 @@ def _install(handle: Handle) -> None:
     if config.offload != "none":
         from .offload import OffloadRuntime
 
-        handle.offload = OffloadRuntime(model, config.offload, config.kv_gpu_budget)
+        handle.offload = OffloadRuntime(model, config.offload, config.kv_gpu_budget, config.uses_mini_sequences)
+        handle.decode = _decode_graphs(handle)
     handle._bind(model, "forward", _causal_lm_forward(handle, model.forward))
     layers = families.decoder_layers(model)
     family = handle.family
@@ -196,6 +203,21 @@ def _install(handle: Handle) -> None:
     if config.trims_last_layer:
         last = layers[-1]
         handle._bind(last, "forward", _last_layer_forward(handle, last, last.forward))
+
+
+def _decode_graphs(handle: Handle):
+    """The graph decode path where the config and the model's device allow it (else None)."""
+    from .graph_decode import DecodeGraphs
+
+    if handle.config.decode_graph is False:
+        return None
+    devices = {p.device for p in handle.model.parameters()}
+    device = devices.pop() if len(devices) == 1 else None
+    if device is not None and device.type == "cuda":
+        return DecodeGraphs(handle.model, handle.family, capture=True)
+    if device is not None and device.type == "cpu" and handle.config.decode_graph:
+        return DecodeGraphs(handle.model, handle.family, capture=False)
+    return None
 
 
 def _causal_lm_forward(handle: Handle, original: Callable) -> Callable:
@@ -219,11 +241,24 @@ def _causal_lm_forward(handle: Handle, original: Callable) -> Callable:
                     _warn_if_mask_materializes(handle, call, seq_len)
                 if handle.offload is not None:
                     args, kwargs = _with_offloaded_cache(handle, call, args, kwargs, positions)
+                if seq_len == 1 and handle.decode is not None:
+                    output = _graph_decode_step(handle, signature, args, kwargs)
+                    if output is not None:
+                        return output
                 return original(*args, **kwargs)
             finally:
                 handle._calls.trim, handle._calls.in_place = previous
 
     return forward
+
+
+def _graph_decode_step(handle: Handle, signature: inspect.Signature, args: tuple, kwargs: dict):
+    """The decode step through engine/graph_decode.py, or None for the eager path."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    call = signature.bind_partial(*args, **kwargs).arguments
+    _, cache = families.cache_in_call(handle.model, call)
+    return handle.decode.run(call, cache, CausalLMOutputWithPast)
 
 
 def _with_offloaded_cache(handle: Handle, call: dict, args: tuple, kwargs: dict, positions: dict):

@@ -15,22 +15,48 @@ from __future__ import annotations
 
 import logging
 
+import torch
+
 logger = logging.getLogger(__name__)
 
 
-PREFILL_HIDDEN_COPIES = 6  # [S, hidden] tensors alive at prefill's peak (measured ~44 KiB/token on 8B)
+PREFILL_HIDDEN_COPIES = 6  # [S, hidden] tensors alive at an unfused prefill's peak (measured ~44 KiB/token on 8B)
 
 
-def place_before_prefill(cache, batch: int, seq_len: int) -> int:
-    """Place the first layers that fit the GPU budget on the device ("auto"); returns how many."""
+def prefill_transient_bytes(model_config, dtype, batch: int, seq_len: int, fused: bool) -> int:
+    """Prompt-length bytes prefill holds at its peak beside the weights and the placed K/V.
+
+    Fused (mini-sequences; engine/patch.py `_fused_prefill_layer_forward`): the residual stream
+    x, Q, this layer's freshly computed K and V, and the attention output,
+
+        S b (d + 2 h_q d_h + 2 h_kv d_h)        (28 KiB per token on Llama-3.1-8B in bf16)
+
+    (one piece's MLP intermediates and normed input do not grow with S). Without mini-sequences
+    the family's own layer holds more: PREFILL_HIDDEN_COPIES [S, d] copies and two layers' K/V.
+    """
+    from .families import kv_geometry_of_config
+
+    _, kv_heads, head_dim = kv_geometry_of_config(model_config)
+    hidden, b = model_config.hidden_size, dtype.itemsize
+    if fused:
+        per_token = hidden + 2 * model_config.num_attention_heads * head_dim + 2 * kv_heads * head_dim
+        return batch * seq_len * per_token * b
+    return PREFILL_HIDDEN_COPIES * batch * seq_len * hidden * b + 2 * layer_kv_bytes_of(model_config, dtype, batch, seq_len)
+
+
+def place_before_prefill(cache, batch: int, seq_len: int, fused: bool = False) -> int:
+    """Place the first layers that fit the GPU budget on the device ("auto"); returns how many.
+
+    `fused`: prefill runs the fused layer (mini-sequences), whose transients are smaller.
+    """
     layers = cache.mom_layers()
     if cache.mode != "auto" or not layers:
         return 0
     per_layer = layer_kv_bytes(cache, batch, seq_len)
     budget = cache.kv_gpu_budget
     if budget is None:
-        budget = _free_for_kv_before_prefill(cache, batch, seq_len, per_layer)
-    resident = min(len(layers), budget // max(per_layer, 1))
+        budget = _free_for_kv_before_prefill(cache, batch, seq_len, fused)
+    resident = _allocate_resident(cache, layers, min(len(layers), budget // max(per_layer, 1)), batch, seq_len)
     for position, layer in enumerate(layers):
         layer.placement = "device" if position < resident else "host"
     cache.placed_bytes = resident * per_layer
@@ -38,23 +64,47 @@ def place_before_prefill(cache, batch: int, seq_len: int) -> int:
     return resident
 
 
+def _allocate_resident(cache, layers, resident: int, batch: int, seq_len: int) -> int:
+    """Allocate the resident layers' K/V buffers now, before prefill's transients: allocated
+    between them instead, each layer's buffers split the blocks a freed Q or attention output
+    left, and the next full-length tensor finds no block big enough (predicted OOM at 704k on
+    an H100 with room to spare). Returns how many could be allocated."""
+    from .families import kv_geometry_of_config
+    from .kv_layer import growth
+
+    _, kv_heads, head_dim = kv_geometry_of_config(cache.model_config)
+    shape = (batch, kv_heads, seq_len + growth(seq_len), head_dim)
+    for position, layer in enumerate(layers[:resident]):
+        try:
+            layer.device_kv = tuple(torch.empty(shape, dtype=cache.dtype, device=cache.device) for _ in range(2))
+        except torch.OutOfMemoryError:
+            for dropped in layers[position:resident]:
+                dropped.device_kv = None
+            return position
+    return resident
+
+
 def layer_kv_bytes(cache, batch: int, seq_len: int) -> int:
     """K and V of one layer for the prompt, with decode's growth room."""
+    return layer_kv_bytes_of(cache.model_config, cache.dtype, batch, seq_len)
+
+
+def layer_kv_bytes_of(model_config, dtype, batch: int, seq_len: int) -> int:
     from .kv_layer import kv_buffer_bytes
 
-    return 2 * kv_buffer_bytes(cache.model_config, cache.dtype, batch, seq_len)
+    return 2 * kv_buffer_bytes(model_config, dtype, batch, seq_len)
 
 
 DECODE_WORKING_SET = 1 << 30  # logits and activations of one decode step, beside two stream slots
 BUDGET_SHARE = 0.92  # of what is free: the allocator rounds and fragments
 
 
-def _free_for_kv_before_prefill(cache, batch: int, seq_len: int, per_layer: int) -> int:
+def _free_for_kv_before_prefill(cache, batch: int, seq_len: int, fused: bool) -> int:
     free = cache.copier.free_device_bytes()
     if free is None:
         return 1 << 62  # nothing to bound on CPU: keep everything resident
-    transients = PREFILL_HIDDEN_COPIES * batch * seq_len * cache.model_config.hidden_size * cache.dtype.itemsize
-    return max(0, int((free - transients - 2 * per_layer - DECODE_WORKING_SET) * BUDGET_SHARE))
+    transients = prefill_transient_bytes(cache.model_config, cache.dtype, batch, seq_len, fused)
+    return max(0, int((free - transients - DECODE_WORKING_SET) * BUDGET_SHARE))
 
 
 def plan_decode_tiers(cache) -> None:

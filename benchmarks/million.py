@@ -1,0 +1,208 @@
+"""Issue 14's run: one million tokens of prompt and 32 greedy tokens on one GPU, through generate().
+
+Written for a detached run on the GPU machine (a prefill at 1M takes about 10 minutes, longer
+than one command may run): the JSON is rewritten after every phase and, during prefill, after
+every decoder layer, so a cut-off run still leaves its figures. Phases, in order:
+
+1. bandwidths: HBM (device copy) and pinned host-to-device, for the streamed-decode bound;
+2. the terms of the physical limit: free GPU memory with the weights loaded, weight bytes,
+   K/V bytes per token, prefill's transient bytes per token (engine/placement.py), host RAM
+   available; the host-RAM guard's answer at each 16,384-token step above the run;
+3. the time terms of TTFT: one layer's causal attention kernel at the full length, and the
+   token-wise work per token, from a short prefill (where attention is small) less its
+   measured attention;
+4. the run: mom (mini-sequences of 4096 tokens, trim, offload="auto"), per-layer prefill
+   stamps, TTFT, decode per token, peak device memory, K/V bytes on the GPU and the host,
+   each layer's tier.
+
+    setsid nohup env MOM_COMMIT=<hash> python benchmarks/million.py --out /tmp/million.json &
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+from decode_speed import hbm_bandwidth  # noqa: E402
+from generate_clock import StampingStreamer  # noqa: E402
+
+import mom  # noqa: E402
+from mom.engine import families, placement  # noqa: E402
+from mom.engine.cache import HostMemoryError, MomCache  # noqa: E402
+from mom.engine.host_guard import check_host_memory  # noqa: E402
+from mom.memory.provenance import provenance  # noqa: E402
+
+GiB = 2**30
+CONFIG = mom.MomConfig(mini_sequence_size=4096, offload="auto")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="llama-3.1-8b")
+    parser.add_argument("--context", type=int, default=1_048_576)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--short", type=int, default=65536, help="prefill length for the token-wise term")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    report = dict(provenance=provenance("cuda"), environment=harness.environment(), args=vars(args),
+                  config=CONFIG.describe(), phase="loading", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    save = lambda: _write(args.out, report)  # noqa: E731
+    save()
+    model = mom.load(args.model, device="cuda")
+    report["bandwidth"] = dict(hbm=hbm_bandwidth(), host_link=harness.pinned_bandwidth(gib=2.0))
+    report["phase"] = "limits"
+    save()
+    report["limits"] = limit_terms(model, args.context)
+    save()
+    report["phase"] = "time terms"
+    report["attention_kernel"] = {str(n): causal_attention_seconds(model, n) for n in (args.short, args.context)}
+    save()
+    report["short_run"] = run(model, args.short, 2, report, save, stamp_layers=False)
+    save()
+    report["phase"] = "run"
+    report["run"] = run(model, args.context, args.new_tokens, report, save, stamp_layers=True)
+    report["phase"] = "done"
+    report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    save()
+
+
+def _write(path: str, report: dict) -> None:
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(path)
+
+
+def limit_terms(model, context: int, step: int = 16384, steps: int = 24) -> dict:
+    """The physical limit's terms, and the host-RAM guard's answer at each step above `context`."""
+    free, total = torch.cuda.mem_get_info()
+    embedding = families.embedding(model).weight
+    transient = placement.prefill_transient_bytes(model.config, model.dtype, 1, 1, fused=True)
+    out = dict(gpu_free_after_weights=free, gpu_total=total,
+               weights=sum(p.numel() * p.element_size() for p in model.parameters()),
+               embedding=embedding.numel() * embedding.element_size(),
+               kv_bytes_per_token=families.kv_bytes_per_token(model), prefill_transient_bytes_per_token=transient,
+               host_available=psutil.virtual_memory().available, host_total=psutil.virtual_memory().total,
+               guard=[])
+    with mom.enable(model, CONFIG) as handle:
+        runtime = handle.offload
+        for length in range(context, context + steps * step, step):
+            cache = MomCache(model, "auto", None, runtime.copier, runtime.pool)
+            resident = placement.place_before_prefill(cache, 1, length, fused=True)
+            host = sum(cache.host_block_sizes(1, length))
+            try:
+                check_host_memory(host, 1, length, runtime.pool.free_bytes)
+                verdict = "admitted"
+            except HostMemoryError as error:
+                verdict = f"refused: {str(error).splitlines()[0]}"
+            out["guard"].append(dict(context=length, resident_layers=resident, host_bytes=host, verdict=verdict))
+            del cache
+            if verdict != "admitted":
+                break
+    return out
+
+
+@torch.no_grad()
+def causal_attention_seconds(model, length: int) -> dict:
+    """One layer's prefill attention at `length`, the call mom's prefill makes (sdpa, causal, GQA)."""
+    _, kv_heads, head_dim = families.kv_geometry(model)
+    heads = model.config.num_attention_heads
+    q = torch.randn(1, heads, length, head_dim, device="cuda", dtype=model.dtype)
+    k, v = (torch.randn(1, kv_heads, length, head_dim, device="cuda", dtype=model.dtype) for _ in range(2))
+    times = []
+    for _ in range(2 if length <= 131072 else 1):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        del out
+    del q, k, v
+    torch.cuda.empty_cache()
+    return dict(seconds=min(times), all=times)
+
+
+@torch.no_grad()
+def run(model, context: int, new_tokens: int, report: dict, save, stamp_layers: bool) -> dict:
+    record = dict(context=context, new_tokens=new_tokens, oom=False, error=None, layer_stamps=[])
+    ids = torch.randint(3, model.config.vocab_size, (1, context), device="cuda",
+                        generator=torch.Generator("cuda").manual_seed(0))
+    hooks = []
+    if stamp_layers:
+        for index, layer in enumerate(families.decoder_layers(model)):
+            hooks.append(layer.register_forward_hook(_stamp(record, index, report, save)))
+    streamer = _UnhookingStreamer(hooks)
+    handle = mom.enable(model, CONFIG)
+    try:
+        harness.free_memory()
+        torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        record["start"] = start
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                             min_new_tokens=new_tokens, do_sample=False, pad_token_id=0, streamer=streamer,
+                             return_dict_in_generate=True)
+        stamps = streamer.stamps
+        gaps = [b - a for a, b in zip(stamps[1:], stamps[2:])]
+        cache = out.cache if "cache" in out else out.past_key_values
+        per_layer = cache.bytes_by_layer()
+        record.update(ttft_s=stamps[1] - start, decode_step_s=gaps,
+                      decode_s_per_token=sum(gaps) / len(gaps) if gaps else None,
+                      decode_median_s_per_token=sorted(gaps)[len(gaps) // 2] if gaps else None,
+                      prefill_peak=streamer.prefill_peak,
+                      peak=max(streamer.prefill_peak, torch.cuda.max_memory_allocated()),
+                      kv_gpu=sum(d for d, _ in per_layer), kv_host=sum(h for _, h in per_layer),
+                      slot_bytes=cache.slot_bytes, tiers=[layer.tier for layer in cache.mom_layers()],
+                      placed_before_prefill=[layer.placement for layer in cache.mom_layers()],
+                      streamed_bytes_per_step=sum(h for (d, h), layer in zip(per_layer, cache.mom_layers())
+                                                  if layer.tier == "stream"),
+                      tokens=out.sequences[0, context:].tolist())
+        del out, cache
+    except torch.OutOfMemoryError as error:
+        record.update(oom=True, wall="gpu", error=str(error).splitlines()[0], peak=torch.cuda.max_memory_allocated())
+    except HostMemoryError as error:
+        record.update(oom=True, wall="host", error=str(error))
+    except Exception as error:  # recorded, not raised: the JSON keeps what was measured
+        record.update(error=f"{type(error).__name__}: {error}")
+    finally:
+        for hook in hooks:
+            hook.remove()
+        handle.restore()
+        harness.free_memory()
+    return record
+
+
+def _stamp(record: dict, index: int, report: dict, save):
+    def hook(*_args):
+        torch.cuda.synchronize()
+        record["layer_stamps"].append(dict(layer=index, t=time.perf_counter() - record["start"],
+                                           allocated=torch.cuda.memory_allocated(),
+                                           peak=torch.cuda.max_memory_allocated()))
+        report["run"] = record
+        save()
+
+    return hook
+
+
+class _UnhookingStreamer(StampingStreamer):
+    """The streamer clock, removing the per-layer prefill stamps at the first token."""
+
+    def __init__(self, hooks):
+        super().__init__()
+        self.hooks = hooks
+
+    def put(self, value) -> None:
+        super().put(value)
+        if len(self.stamps) == 2:
+            for hook in self.hooks:
+                hook.remove()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""A decode step replayed as a CUDA graph, for caches whose layers all stay on the GPU.
+
+Why: through `generate()`, one decode step of an 8B model launches about a thousand small
+kernels from Python, and the host, not the GPU, sets the pace (0.04-0.10 s/token measured on
+H100 hosts, where reading the weights and the K/V once takes 5-11 ms). A CUDA graph launches
+the whole step at once.
+
+A graph needs fixed shapes and fixed addresses. MomCache's device layers keep K/V in
+preallocated buffers with room to grow (engine/kv_layer.py), so the addresses hold while the
+buffers do. The shapes are made fixed by splitting attention over two spans of each buffer:
+
+- the prefix [0, P): every token cached when the step was captured. Its length is fixed, so
+  it goes to the fused kernel (flash for half precision on CUDA: one query per K/V head
+  group, split over the keys, memory-bound), which also returns the log-sum-exp of its scores;
+- the window [P, P + W): the tokens decoded since, W <= 256 slots. Attended in fp32 over all
+  W slots with the unfilled ones masked by a device-held count, then merged with the prefix
+  by their log-sum-exps. The same softmax over the same keys; only the summation order moves.
+
+After W steps, or when a buffer moves, the step is captured again with the longer prefix.
+Capture time is kept apart (`DecodeGraphs.capture_seconds`).
+
+The step is written from the family table (engine/families.py): the same modules, called in
+the same order as the family's decoder layer (norm, q/k/v, RoPE, K/V written at the position,
+attention, o_proj, residual add, norm, MLP, residual add; final norm, LM head). Only the
+attention kernel differs from the eager path.
+
+Taken only in the plain case: one new token per row, no padding, token ids, no per-layer
+outputs, no module hooks anywhere in the model (the memory recorder's hooks and the Stop
+button's must fire, so their presence sends decode down the eager path), eval mode without
+gradients, one device, every layer a full-attention layer resident on the GPU, the cache
+planned. Anything else runs eagerly; `path_counts` and `last_eager_reason` say which path ran
+and why. Without CUDA, `MomConfig(decode_graph=True)` runs the same static step eagerly,
+uncaptured: that is how its exactness is tested on any machine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import families
+
+WINDOW = 256  # decode slots attended outside the captured prefix, per capture
+
+
+@dataclass
+class _Step:
+    """One captured (or, without CUDA, one static) decode step and its fixed inputs."""
+
+    batch: int
+    prefix: int  # tokens in the prefix span (fixed for this step's life)
+    window: int  # slots in the window span
+    buffers: tuple  # each layer's device_kv tuple: a moved buffer invalidates the step
+    input_ids: torch.Tensor  # [B, 1]
+    positions: torch.Tensor  # [B, 1] RoPE positions
+    slot: torch.Tensor  # [1] buffer index the new token's K/V go to
+    window_index: torch.Tensor  # [W] 0..W-1, to mask the unfilled window slots
+    filled: torch.Tensor  # [] window slots holding tokens after this step's write
+    graph: object = None  # torch.cuda.CUDAGraph, or None (static step run eagerly)
+    logits: torch.Tensor | None = None
+
+    def covers(self, batch: int, length: int, buffers: tuple) -> bool:
+        return (batch == self.batch and self.prefix <= length < self.prefix + self.window
+                and all(a is b for a, b in zip(buffers, self.buffers)))
+
+
+class DecodeGraphs:
+    """The graph decode path of one handle (module docstring)."""
+
+    def __init__(self, model: nn.Module, family: families.Family, capture: bool):
+        self.model, self.family, self.capture = model, family, capture
+        self.path_counts: Counter = Counter()  # "graph" / "eager" decode steps taken
+        self.last_eager_reason: str | None = None
+        self.capture_seconds = 0.0
+        self.captures = 0
+        self._step: _Step | None = None
+        self.disabled: str | None = None  # why this handle stopped trying (a failed capture)
+
+    def close(self) -> None:
+        self._step = None
+
+    def stats(self) -> dict:
+        """Decode steps per path, captures and their seconds, and why the last eager step was eager."""
+        return dict(graph_steps=self.path_counts["graph"], eager_steps=self.path_counts["eager"],
+                    captures=self.captures, capture_seconds=self.capture_seconds,
+                    last_eager_reason=self.last_eager_reason)
+
+    # -- the per-call decision -----------------------------------------------------------
+    def run(self, call: dict, cache, output_type):
+        """The step's output, or None when this call must take the eager path."""
+        reason = self._eager_reason(call, cache)
+        if reason is not None:
+            self.path_counts["eager"] += 1
+            self.last_eager_reason = reason
+            return None
+        layers = cache.mom_layers()
+        input_ids = call["input_ids"]
+        batch, length = input_ids.shape[0], layers[0].length
+        buffers = tuple(layer.device_kv for layer in layers)
+        step = self._step
+        if step is None or not step.covers(batch, length, buffers):
+            self._step = step = None  # free the old graph's pool before capturing anew
+            window = min(WINDOW, min(b[0].shape[-2] for b in buffers) - length)
+            step = self._new_step(batch, length, window, buffers, input_ids.device)
+        self._set_inputs(step, input_ids, call.get("position_ids"), length)
+        if step.graph is None and self.capture:
+            try:
+                self._capture(step, layers)
+            except RuntimeError as error:  # something in the step cannot be captured: stay eager
+                self._step, self.disabled = None, f"capture failed ({error})"
+                self.path_counts["eager"] += 1
+                self.last_eager_reason = self.disabled
+                return None
+        elif step.graph is not None:
+            step.graph.replay()
+        else:
+            step.logits = self._forward(step, layers)
+        self._step = step
+        for layer in layers:
+            layer.advance_in_place(1)
+        self.path_counts["graph"] += 1
+        return output_type(logits=step.logits.clone(), **{_output_cache_field(output_type): cache})
+
+    def _eager_reason(self, call: dict, cache) -> str | None:
+        """Why this call cannot take the graph path (None: it can)."""
+        from .cache import MomCache
+
+        if self.disabled:
+            return self.disabled
+        input_ids = call.get("input_ids")
+        extra = call.get("kwargs", {})
+        if input_ids is None or input_ids.shape[1] != 1:
+            return "not a one-token step with token ids"
+        if not isinstance(cache, MomCache) or cache.closed:
+            return "no mom cache (offload='none' keeps transformers' own cache)"
+        if torch.is_grad_enabled() or self.model.training:
+            return "gradients enabled or training mode"
+        for flag in ("output_hidden_states", "output_attentions", "labels", "inputs_embeds"):
+            if extra.get(flag, call.get(flag)):
+                return f"{flag} asked for"
+        if call.get("use_cache") is False or extra.get("return_dict", call.get("return_dict")) is False:
+            return "use_cache=False or return_dict=False"
+        if isinstance(call.get("logits_to_keep"), torch.Tensor):
+            return "logits_to_keep is a tensor"
+        layers = cache.mom_layers()
+        if len(layers) != len(cache.layers):
+            return "sliding-window layers"
+        if not cache.decode_planned or any(layer.tier != "device" for layer in layers):
+            return "some layers are not resident on the GPU (streamed or not yet placed)"
+        lengths = {layer.length for layer in layers}
+        if len(lengths) != 1 or any(l.device_kv[0].shape[-2] <= l.length for l in layers):
+            return "a K/V buffer is full (the eager step grows it)"
+        if any(l.device_kv[0].shape[0] != input_ids.shape[0] for l in layers):
+            return "batch size differs from the cache's"
+        mask = call.get("attention_mask")
+        if mask is not None and (mask.dim() != 2 or not bool(mask.all())):
+            return "padded batch (attention mask with zeros)"
+        rope = getattr(self.model.model.rotary_emb, "rope_type", "default")
+        if "dynamic" in rope or "longrope" in rope:
+            return f"RoPE type {rope!r} rescales on the host as the context grows"
+        if _has_module_hooks(self.model):
+            return "module hooks attached (memory recorder or Stop)"
+        return None
+
+    # -- building and capturing ----------------------------------------------------------
+    def _new_step(self, batch: int, length: int, window: int, buffers: tuple, device) -> _Step:
+        for buffer in (b for kv in buffers for b in kv):  # unfilled slots: zeros, never stale NaNs
+            buffer[..., length : length + window, :].zero_()  # (a masked score times NaN is NaN)
+        long = dict(dtype=torch.long, device=device)
+        return _Step(batch, length, window, buffers,
+                     input_ids=torch.zeros(batch, 1, **long), positions=torch.zeros(batch, 1, **long),
+                     slot=torch.zeros(1, **long), window_index=torch.arange(window, **long),
+                     filled=torch.zeros((), **long))
+
+    @staticmethod
+    def _set_inputs(step: _Step, input_ids, position_ids, length: int) -> None:
+        step.input_ids.copy_(input_ids)
+        if isinstance(position_ids, torch.Tensor) and position_ids.shape == step.positions.shape:
+            step.positions.copy_(position_ids)
+        else:
+            step.positions.fill_(length)
+        step.slot.fill_(length)
+        step.filled.fill_(length - step.prefix + 1)
+
+    def _capture(self, step: _Step, layers) -> None:
+        """Warm up on a side stream, capture, replay: the replay computes this step."""
+        start = time.perf_counter()
+        side = torch.cuda.Stream(device=step.input_ids.device)
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # the warm-up writes this step's K/V, as the replay will
+            self._forward(step, layers)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step.logits = self._forward(step, layers)
+        step.graph = graph
+        graph.replay()
+        torch.cuda.current_stream().synchronize()
+        self.capture_seconds += time.perf_counter() - start
+        self.captures += 1
+
+    def _forward(self, step: _Step, layers) -> torch.Tensor:
+        """The static decode step: [B, 1] token ids -> [B, 1, V] logits, K/V written in place."""
+        model, family = self.model, self.family
+        x = families.embedding(model)(step.input_ids)
+        cos, sin = model.model.rotary_emb(x, step.positions)
+        for decoder_layer, cache_layer in zip(families.decoder_layers(model), layers):
+            attention = getattr(decoder_layer, family.attention)
+            h = getattr(decoder_layer, family.input_norm)(x)
+            q, k, v = families.project_qkv(family, attention, h)
+            q, k = families.rotary(attention)(q, k, cos, sin)
+            keys, values = cache_layer.device_kv
+            keys.index_copy_(2, step.slot, k)
+            values.index_copy_(2, step.slot, v)
+            out = split_attention(q, keys, values, step.prefix, step.window_index, step.filled, attention.scaling)
+            x = x + attention.o_proj(out)
+            h = getattr(decoder_layer, family.post_attention_norm)(x)
+            x = x + getattr(decoder_layer, family.mlp)(h)
+        return families.lm_head(model)(families.final_norm(model)(x))
+
+
+def split_attention(q, keys, values, prefix: int, window_index, filled, scale: float) -> torch.Tensor:
+    """One query's attention over keys[:, :, :prefix + filled], as prefix + window spans.
+
+    q: [B, H, 1, hd]; keys, values: [B, H_kv, capacity, hd]; window_index: [W]; filled: [] ->
+    [B, 1, H * hd]. Query heads are grouped per K/V head ([B, H_kv, H / H_kv, hd]), as grouped-
+    query attention pairs them, so no K/V is repeated.
+    """
+    batch, heads, _, head_dim = q.shape
+    grouped = q.reshape(batch, keys.shape[1], heads // keys.shape[1], head_dim)
+    out_p, lse_p = prefix_attention(grouped, keys[:, :, :prefix], values[:, :, :prefix], scale)
+    span = slice(prefix, prefix + window_index.shape[0])
+    scores = torch.matmul(grouped.float(), keys[:, :, span].float().transpose(-1, -2)) * scale
+    scores = scores.masked_fill(window_index >= filled, float("-inf"))
+    lse_w = torch.logsumexp(scores, dim=-1)
+    out_w = torch.matmul(torch.exp(scores - lse_w.unsqueeze(-1)), values[:, :, span].float())
+    lse = torch.logaddexp(lse_p, lse_w)
+    out = out_p.float() * torch.exp(lse_p - lse).unsqueeze(-1) + out_w * torch.exp(lse_w - lse).unsqueeze(-1)
+    return out.to(q.dtype).reshape(batch, 1, heads * head_dim)
+
+
+def prefix_attention(q, keys, values, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(softmax(q k^T * scale) v, log-sum-exp of the scores) with the fused kernel of the device.
+
+    q: [B, h, s, hd] with keys, values: [B, h, S, hd] (same heads) -> ([B, h, s, hd], [B, h, s] fp32).
+    """
+    if not q.is_cuda:
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, keys, values, 0.0, False, scale=scale)
+    if q.dtype in (torch.float16, torch.bfloat16):
+        out, lse, *_ = torch.ops.aten._scaled_dot_product_flash_attention(q, keys, values, 0.0, False, False,
+                                                                          scale=scale)
+        return out, lse
+    out, lse, *_ = torch.ops.aten._scaled_dot_product_efficient_attention(q, keys, values, None, True, 0.0, False,
+                                                                          scale=scale)
+    return out, lse[..., : q.shape[-2]]
+
+
+def _has_module_hooks(model: nn.Module) -> bool:
+    """Whether any forward hook that must see every call is attached (transformers' own
+    output-capturing hooks are left out: they act only when per-layer outputs are asked for,
+    and such calls take the eager path anyway)."""
+    from torch.nn.modules import module as module_globals
+
+    hooks = [*module_globals._global_forward_hooks.values(), *module_globals._global_forward_pre_hooks.values()]
+    for m in model.modules():
+        if m._forward_hooks or m._forward_pre_hooks:
+            hooks += [*m._forward_hooks.values(), *m._forward_pre_hooks.values()]
+    return any(not getattr(hook, "__module__", "").startswith(_TRANSFORMERS_HOOKS) for hook in hooks)
+
+
+_TRANSFORMERS_HOOKS = "transformers.utils.output_capturing"
+
+
+def _output_cache_field(output_type) -> str:
+    """The output's cache field: `past_key_values` in transformers 5.17, `cache` later."""
+    names = getattr(output_type, "__dataclass_fields__", {})
+    return "cache" if "cache" in names else "past_key_values"

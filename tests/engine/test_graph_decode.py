@@ -1,0 +1,147 @@
+"""The static decode step of engine/graph_decode.py, run uncaptured on CPU (issue 15).
+
+On a GPU the step is captured and replayed; the arithmetic is the same, so exactness is
+checked here, on every family, through `generate()`: per-step logits within 1e-5 of the
+unpatched model in fp32 and identical tokens, for greedy and sampled decoding, batch 1 and 2,
+across a recapture (more than one window). The cases that must stay on the eager path are
+checked to take it and to stay exact.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mom
+from mom.engine import families, graph_decode
+from mom.engine.patch import handle_of
+from tests.conftest import assert_close, prompt
+
+GRAPH = mom.MomConfig(mini_sequences=4, offload="auto", decode_graph=True)
+
+
+def _generate(model, ids, steps: int, **kwargs):
+    return model.generate(ids, max_new_tokens=steps, min_new_tokens=steps, output_logits=True,
+                          return_dict_in_generate=True, pad_token_id=0, **kwargs)
+
+
+@torch.no_grad()
+def test_graph_decode_matches_the_unpatched_model_on_every_family(tiny_model):
+    ids = prompt(length=40)
+    expected = _generate(tiny_model, ids, 12, do_sample=False)
+    with mom.enable(tiny_model, GRAPH) as handle:
+        actual = _generate(tiny_model, ids, 12, do_sample=False)
+        counts, reason = dict(handle.decode.path_counts), handle.decode.last_eager_reason
+    assert torch.equal(actual.sequences, expected.sequences)
+    for step, (a, e) in enumerate(zip(actual.logits, expected.logits)):
+        assert_close(a, e, what=f"logits at decode step {step}")
+    if families.sliding_window(tiny_model) is not None:  # transformers' sliding layers: eager
+        assert counts == {"eager": 11} and "sliding" in reason
+    else:  # the first decode step plans the cache tiers eagerly; every later one is static
+        assert counts == {"eager": 1, "graph": 10}, (counts, reason)
+
+
+@torch.no_grad()
+def test_graph_decode_sampling_and_batch_two_match(tiny_models):
+    model = tiny_models["tiny-llama"]
+    ids = prompt(batch=2, length=33)
+    torch.manual_seed(5)
+    expected = _generate(model, ids, 10, do_sample=True, top_k=20)
+    with mom.enable(model, GRAPH) as handle:
+        torch.manual_seed(5)
+        actual = _generate(model, ids, 10, do_sample=True, top_k=20)
+        assert handle.decode.path_counts["graph"] == 8
+    assert torch.equal(actual.sequences, expected.sequences)
+    for a, e in zip(actual.logits, expected.logits):
+        assert_close(a, e, what="sampled-step logits")
+
+
+@torch.no_grad()
+def test_a_long_decode_recaptures_past_the_window_and_stays_exact(tiny_models, monkeypatch):
+    monkeypatch.setattr(graph_decode, "WINDOW", 4)
+    model = tiny_models["tiny-qwen2"]
+    ids = prompt(length=20)
+    expected = _generate(model, ids, 15, do_sample=False)
+    with mom.enable(model, GRAPH) as handle:
+        actual = _generate(model, ids, 15, do_sample=False)
+        assert handle.decode.path_counts["graph"] == 13
+    assert torch.equal(actual.sequences, expected.sequences)
+    for a, e in zip(actual.logits, expected.logits):
+        assert_close(a, e, what="logits across windows")
+
+
+@torch.no_grad()
+def test_a_padded_batch_takes_the_eager_path_and_stays_exact(tiny_models):
+    model = tiny_models["tiny-llama"]
+    ids = prompt(batch=2, length=24)
+    mask = torch.ones_like(ids)
+    mask[0, :5] = 0
+    expected = _generate(model, ids, 6, attention_mask=mask, do_sample=False)
+    with mom.enable(model, GRAPH) as handle:
+        actual = _generate(model, ids, 6, attention_mask=mask, do_sample=False)
+        assert handle.decode.path_counts["graph"] == 0
+        assert "padded" in handle.decode.last_eager_reason
+    assert torch.equal(actual.sequences, expected.sequences)
+
+
+@torch.no_grad()
+def test_module_hooks_send_decode_down_the_eager_path(tiny_models):
+    model = tiny_models["tiny-llama"]
+    calls = []
+    hook = model.model.layers[0].register_forward_hook(lambda *_a: calls.append(1))
+    try:
+        with mom.enable(model, GRAPH) as handle:
+            _generate(model, prompt(length=30), 5, do_sample=False)
+            assert handle.decode.path_counts["graph"] == 0
+            assert "hooks" in handle.decode.last_eager_reason
+    finally:
+        hook.remove()
+    assert len(calls) == 5  # prefill + 4 decode steps: every step ran the hooked layer
+
+
+@torch.no_grad()
+def test_streamed_layers_keep_the_eager_path(tiny_models):
+    model = tiny_models["tiny-llama"]
+    ids = prompt(length=30)
+    expected = _generate(model, ids, 5, do_sample=False)
+    with mom.enable(model, mom.MomConfig(offload="stream", decode_graph=True)) as handle:
+        actual = _generate(model, ids, 5, do_sample=False)
+        assert handle.decode.path_counts["graph"] == 0
+    assert torch.equal(actual.sequences, expected.sequences)
+
+
+def test_decode_graph_needs_a_mom_cache():
+    with pytest.raises(mom.MomConfigError, match="offload"):
+        mom.MomConfig(decode_graph=True)
+    with pytest.raises(mom.MomConfigError, match="decode_graph"):
+        mom.MomConfig(offload="auto", decode_graph="yes")
+
+
+def test_on_cpu_the_default_leaves_decode_eager(tiny_models):
+    model = tiny_models["tiny-llama"]
+    with mom.enable(model, mom.MomConfig(offload="auto")) as handle:
+        assert handle.decode is None
+    with mom.enable(model, GRAPH) as handle:
+        assert handle.decode is not None
+    assert handle_of(model) is None and handle.decode is None
+
+
+def test_split_attention_equals_one_softmax_over_all_keys():
+    torch.manual_seed(0)
+    batch, kv_heads, groups, dim, capacity, prefix, filled = 2, 2, 3, 16, 40, 25, 6
+    q = torch.randn(batch, kv_heads * groups, 1, dim, dtype=torch.float64).float()
+    keys, values = (torch.randn(batch, kv_heads, capacity, dim) for _ in range(2))
+    out = graph_decode.split_attention(q, keys, values, prefix, torch.arange(8), torch.tensor(filled), 0.25)
+    length = prefix + filled
+    reference = torch.nn.functional.scaled_dot_product_attention(
+        q, keys[:, :, :length], values[:, :, :length], scale=0.25, enable_gqa=True)
+    assert_close(out, reference.transpose(1, 2).reshape(batch, 1, -1), what="split attention")
+
+
+@torch.no_grad()
+def test_transformers_output_capturing_hooks_do_not_block_the_graph_path(tiny_models):
+    model = tiny_models["tiny-qwen3"]
+    model(prompt(length=8), output_hidden_states=True)  # transformers installs its capture hooks for good
+    with mom.enable(model, GRAPH) as handle:
+        _generate(model, prompt(length=30), 5, do_sample=False)
+        assert handle.decode.path_counts["graph"] == 3, handle.decode.last_eager_reason
