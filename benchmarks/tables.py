@@ -1,0 +1,178 @@
+"""Results files -> table rows (plain dicts) -> markdown: one renderer for the scripts' console
+summary, the README (readme_tables.py) and notebook 04, so the three cannot disagree.
+
+Rows are plain data (the notebook makes DataFrames of them); cells over repeated runs are
+'median [min-max]' of the runs that passed, "OOM" when none passed (GPU or host wall), "error"
+when a run failed otherwise. The paper's numbers come only from benchmarks/anchors/mom_paper.json.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+ANCHORS = Path(__file__).resolve().parent / "anchors" / "mom_paper.json"
+# mom's variant that measures what a method of the paper measures (docs/benchmarks.md)
+PAPER_METHOD = {"standard": "standard", "hf-offload": "offload", "hf-chunked": "chunked_prefill_8192",
+                "mom-paper": "mom"}
+PAPER_MAX = {"standard": "standard", "hf-offload": "offload", "hf-chunked": "chunked_prefill", "mom-paper": "mom"}
+METRICS = {  # row key: (run key, digits, paper table)
+    "peak_gib": ("peak_gib", 2, None),
+    "total_s": ("total_s", 2, "table2_total_latency_s"),
+    "ttft_s": ("ttft_s", 2, "table3_ttft_s"),
+    "decode_tokens_per_s": ("decode_tokens_per_s", 2, "table4_decode_tokens_per_s"),
+}
+
+
+def load_anchors() -> dict:
+    return json.loads(ANCHORS.read_text())
+
+
+def spread(values: list[float], digits: int) -> str:
+    """'median [min-max]' (one value: just it)."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
+
+
+def cell(runs: list[dict], key: str, digits: int) -> str:
+    ok = [r[key] for r in runs if not r.get("oom") and not r.get("error") and r.get(key) is not None]
+    if ok:
+        return spread(ok, digits)
+    if any(r.get("oom") for r in runs):
+        return "OOM"
+    return "error" if any(r.get("error") for r in runs) else "-"
+
+
+def median(runs: list[dict], key: str) -> float | None:
+    ok = [r[key] for r in runs if not r.get("oom") and not r.get("error") and r.get(key) is not None]
+    return statistics.median(ok) if ok else None
+
+
+def groups(runs: list[dict], keys=("context", "variant")) -> dict[tuple, list[dict]]:
+    """Runs by key, in first-seen order of variants within sorted contexts."""
+    out: dict[tuple, list[dict]] = {}
+    for r in runs:
+        out.setdefault(tuple(r.get(k) for k in keys), []).append(r)
+    return dict(sorted(out.items(), key=lambda item: (item[0][0], _first_index(runs, item[0], keys))))
+
+
+def _first_index(runs, key, keys) -> int:
+    return next(i for i, r in enumerate(runs) if tuple(r.get(k) for k in keys) == key)
+
+
+def header(report: dict, path: Path | None = None, what: str = "") -> str:
+    """The card, host, versions, commit and file a table came from."""
+    p = report.get("provenance", {})
+    host = p.get("host_ram_bytes")
+    where = f"; `{path}`" if path is not None else ""
+    return (f"{what}`{report.get('model')}`. {p.get('device')}, host {host / 2**30:.0f} GiB, torch {p.get('torch')}, "
+            f"transformers {p.get('transformers')}, commit `{str(p.get('commit'))[:12]}`"
+            f"{' (tree had uncommitted changes)' if p.get('dirty') else ''}{where}."
+            if host else f"{what}`{report.get('model')}`, commit `{str(p.get('commit'))[:12]}`{where}.")
+
+
+def markdown(columns: list[str], rows: list[dict]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
+
+
+def context_label(context: int) -> str:
+    return f"{context // 1000}k" if context % 1000 == 0 else f"{context // 1024}k" if context % 1024 == 0 else str(context)
+
+
+# Tables 1-4 ------------------------------------------------------------------------------------
+
+def paper_rows(report: dict) -> list[dict]:
+    """One row per (context, variant): n, peak, peak / standard, total, TTFT, decode tokens/s."""
+    by_cell = groups(report["runs"])
+    rows = []
+    for (context, variant), runs in by_cell.items():
+        standard = median(by_cell.get((context, "standard"), []), "peak_gib")
+        peak = median(runs, "peak_gib")
+        row = dict(context=context_label(context), variant=f"`{variant}`",
+                   n=sum(1 for r in runs if not r.get("oom") and not r.get("error")))
+        row.update({name: cell(runs, key, digits) for name, (key, digits, _) in METRICS.items()})
+        row["peak_vs_standard"] = f"{100 * peak / standard:.1f}%" if peak and standard else "-"
+        rows.append(row)
+    return rows
+
+
+PAPER_COLUMNS = ["context", "variant", "n", "peak_gib", "peak_vs_standard", "total_s", "ttft_s", "decode_tokens_per_s"]
+PAPER_TITLES = ["context", "variant", "n", "peak GiB", "peak / standard", "total s", "TTFT s", "decode tokens/s"]
+
+
+def paper_markdown(report: dict, path: Path | None = None) -> list[str]:
+    args = report.get("args", {})
+    what = (f"Tables 1-4 of the MOM paper measured here: {args.get('new_tokens')} greedy tokens through `generate()` "
+            f"(streamer clock), median [min-max] of {args.get('repeats')} round-robin repeats, ")
+    rows = [{t: row[c] for t, c in zip(PAPER_TITLES, PAPER_COLUMNS)} for row in paper_rows(report)]
+    return [header(report, path, what), "", *markdown(PAPER_TITLES, rows)]
+
+
+def comparison_rows(report: dict, anchors: dict) -> list[dict]:
+    """Measured medians next to the paper's figure for the same method and context (Tables 2-4)."""
+    contexts = anchors["contexts"]
+    rows = []
+    for (context, variant), runs in groups(report["runs"]).items():
+        method = PAPER_METHOD.get(variant)
+        if method is None or context not in contexts:
+            continue
+        row = dict(context=context_label(context), variant=f"`{variant}`", paper_method=method)
+        for name, (key, digits, table) in METRICS.items():
+            if table is None:
+                continue
+            value, paper = median(runs, key), anchors[table].get(method, [None] * len(contexts))[contexts.index(context)]
+            row[name] = f"{value:.{digits}f} / {paper:.{digits}f}" if value is not None and paper is not None else "-"
+        rows.append(row)
+    return rows
+
+
+def comparison_markdown(report: dict, anchors: dict) -> list[str]:
+    titles = ["context", "variant", "paper method", "total s", "TTFT s", "decode tokens/s"]
+    columns = ["context", "variant", "paper_method", "total_s", "ttft_s", "decode_tokens_per_s"]
+    rows = [{t: row[c] for t, c in zip(titles, columns)} for row in comparison_rows(report, anchors)]
+    intro = (f"Measured here (median, {report.get('provenance', {}).get('device')}) / the paper "
+             f"({anchors['hardware']}, {anchors['model']}), per method the paper names; Table 1 of the paper "
+             "divides peaks with and without mini-sequences, so compare its ratios only in kind: "
+             f"{_table1(anchors)}.")
+    return [intro, "", *markdown(titles, rows)] if rows else []
+
+
+def _table1(anchors: dict) -> str:
+    t1 = anchors["table1_peak_ratio_percent"]
+    contexts = [context_label(c) for c in anchors["contexts"]]
+    return "; ".join(f"{name} " + ", ".join(f"{c} {v:.1f}%" for c, v in zip(contexts, values))
+                     for name, values in t1.items())
+
+
+# Maximum context ---------------------------------------------------------------------------------
+
+def max_context_rows(report: dict, anchors: dict | None = None) -> list[dict]:
+    """Per searched variant: the maximum, the failing try above it and its wall, the paper's maximum."""
+    paper = (anchors or load_anchors())["max_context_tokens"]
+    rows = []
+    for variant, found in report.get("searches", {}).items():
+        above = found.get("failing_above")
+        rows.append(dict(variant=f"`{variant}`", maximum=_tokens(found.get("maximum")),
+                         failing=f"{_tokens(above)} ({found.get('wall') or 'error'})" if above else
+                         "none: every try up to the cap passed",
+                         step=_tokens(found.get("resolution")), tries=found.get("tries"),
+                         paper=_tokens(paper.get(PAPER_MAX.get(variant, ""))),
+                         measured=found.get("maximum"), variant_name=variant))
+    return rows
+
+
+def max_context_markdown(report: dict, path: Path | None = None) -> list[str]:
+    args = report.get("args", {})
+    what = (f"Maximum context per variant: prefill + {args.get('new_tokens')} greedy tokens through `generate()`, "
+            "each backed by a passing run at the maximum and a failing run one step above it, ")
+    titles = ["variant", "maximum (tokens)", "fails at (wall)", "step", "tries", "paper (A100 80GB)"]
+    columns = ["variant", "maximum", "failing", "step", "tries", "paper"]
+    rows = [{t: row[c] for t, c in zip(titles, columns)} for row in max_context_rows(report)]
+    return [header(report, path, what), "", *markdown(titles, rows)]
+
+
+def _tokens(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
