@@ -149,8 +149,8 @@ def progress_lines(out: Path, running: bool) -> list[str]:
 
 def brief(record: dict) -> str:
     """One line per run for logs and polls."""
-    keep = ("model", "variant", "context", "repeat", "ttft_s", "decode_tokens_per_s", "peak_gib", "oom", "wall",
-            "error")
+    keep = ("model", "variant", "context", "repeat", "ttft_s", "decode_tokens_per_s", "peak_gib", "passed",
+            "identical", "oom", "wall", "error")
     return json.dumps({k: _round(record[k]) for k in keep if record.get(k) is not None})
 
 

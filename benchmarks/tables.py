@@ -176,3 +176,78 @@ def max_context_markdown(report: dict, path: Path | None = None) -> list[str]:
 
 def _tokens(n: int | None) -> str:
     return "-" if n is None else f"{n:,}"
+
+
+# Families ----------------------------------------------------------------------------------------
+
+def families_rows(report: dict) -> list[dict]:
+    """Per (model, context): hf and mom peak, TTFT, decode; the bf16 verdict and token agreement."""
+    runs = report["runs"]
+    rows = []
+    for (name, context), group in groups(runs, ("model", "context")).items():
+        timed = {v: [r for r in group if r.get("kind") == "timing" and r["variant"] == v] for v in ("hf", "mom")}
+        exact = next((r for r in group if r.get("kind") == "exactness"), None)
+        agree = next((r for r in group if r.get("kind") == "agreement"), None)
+        row = dict(model=f"`{name}`", context=context_label(context))
+        for v, rs in timed.items():
+            row.update({f"{v}_{k}": cell(rs, k, d) for k, d in (("peak_gib", 2), ("ttft_s", 2),
+                                                                 ("decode_tokens_per_s", 2))})
+        row["verdict"] = _verdict(exact)
+        row["tokens"] = ("-" if agree is None else "identical" if agree["identical"] else
+                         f"differ from token {agree['first_divergence']} of {agree['compared']}")
+        rows.append(row)
+    return rows
+
+
+def _verdict(exact: dict | None) -> str:
+    if exact is None:
+        return "-"
+    if exact.get("oom") or exact.get("error"):
+        return "OOM" if exact.get("oom") else "error"
+    text = f"{'pass' if exact['passed'] else 'FAIL'} (worst ratio {exact['worst_ratio']:.2f})"
+    check = exact.get("reference_check")
+    if check:
+        text += (f"; mom-fp32 reference vs unpatched fp32: relative error {check['relative_error']:.1e}, "
+                 f"tokens {'identical' if check['tokens_identical'] else 'DIFFER'}")
+    return text
+
+
+def families_markdown(report: dict, path: Path | None = None) -> list[str]:
+    args = report.get("args", {})
+    what = (f"Other families, `hf` against `mom` through `generate()` ({args.get('new_tokens')} greedy tokens); "
+            f"bf16 verdict over {args.get('exact_tokens')} teacher-forced steps against an fp32 reference "
+            "(mom/exactness.py; benchmarks/families.py says how the reference is made), ")
+    titles = ["model", "context", "hf peak GiB", "mom peak GiB", "hf TTFT s", "mom TTFT s", "hf decode tok/s",
+              "mom decode tok/s", "bf16 verdict", "greedy tokens (bf16, mom vs hf)"]
+    columns = ["model", "context", "hf_peak_gib", "mom_peak_gib", "hf_ttft_s", "mom_ttft_s",
+               "hf_decode_tokens_per_s", "mom_decode_tokens_per_s", "verdict", "tokens"]
+    rows = [{t: row[c] for t, c in zip(titles, columns)} for row in families_rows(report)]
+    return [header(report, path, what).replace(f"`{report.get('model')}`", "models as listed"), "",
+            *markdown(titles, rows)]
+
+
+# Peers -------------------------------------------------------------------------------------------
+
+def peers_rows(report: dict) -> list[dict]:
+    """Per (context, variant): n, new tokens, peak, TTFT, decode s/token; the compile warm-up apart."""
+    runs = report["runs"]
+    warmups = {r["context"]: r.get("compile_warmup_s") for r in runs if r.get("kind") == "compile"}
+    rows = []
+    for (context, variant), rs in groups([r for r in runs if r.get("kind") == "timing"]).items():
+        warm = warmups.get(context) if variant == "hf-static-compile" else None
+        rows.append(dict(context=context_label(context), variant=f"`{variant}`",
+                         n=sum(1 for r in rs if not r.get("oom") and not r.get("error")),
+                         tokens=rs[0]["new_tokens"], peak_gib=cell(rs, "peak_gib", 2), ttft_s=cell(rs, "ttft_s", 2),
+                         decode_s_per_token=cell(rs, "decode_s_per_token", 4),
+                         compile_s=f"{warm:.1f}" if warm is not None else ""))
+    return rows
+
+
+def peers_markdown(report: dict, path: Path | None = None) -> list[str]:
+    what = ("What a user would pick instead, through `generate()` in the same call: transformers' offloaded and "
+            "static caches (static compiled by `generate()`; the first call at each context, compiling, timed "
+            "apart), median [min-max] of round-robin repeats, ")
+    titles = ["context", "variant", "n", "new tokens", "peak GiB", "TTFT s", "decode s/token", "compile warm-up s"]
+    columns = ["context", "variant", "n", "tokens", "peak_gib", "ttft_s", "decode_s_per_token", "compile_s"]
+    rows = [{t: row[c] for t, c in zip(titles, columns)} for row in peers_rows(report)]
+    return [header(report, path, what), "", *markdown(titles, rows)]
