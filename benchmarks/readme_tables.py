@@ -103,15 +103,20 @@ def kind_of(path: Path, report: dict) -> str | None:
     return next((k for k in TABLES if k in path.name), None)
 
 
-def section(folder: Path = RESULTS) -> str:
-    """The README's results section from every results file in `folder` that names a full commit."""
-    parts = []
+def results(folder: Path = RESULTS) -> list[tuple[Path, str, dict]]:
+    """(path, kind, report) of every results file in `folder` that names a full commit (notebook 04 too)."""
+    found = []
     for path in sorted(folder.glob("*.json")):
         report = json.loads(path.read_text())
         kind = kind_of(path, report)
-        if kind is None or known_commit(report) is None:
-            continue
-        parts.append("\n".join(line.rstrip() for line in TABLES[kind](path, report)))
+        if kind is not None and known_commit(report) is not None:
+            found.append((path, kind, report))
+    return found
+
+
+def section(folder: Path = RESULTS) -> str:
+    """The README's results section from every results file in `folder` that names a full commit."""
+    parts = ["\n".join(line.rstrip() for line in TABLES[kind](path, report)) for path, kind, report in results(folder)]
     return "\n\n".join(parts) if parts else "No results with a known commit yet."
 
 
