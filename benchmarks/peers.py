@@ -6,7 +6,7 @@ compiled (generate() compiles the decode step itself when the cache is static, o
     python benchmarks/peers.py --out /tmp/mom-runs/peers.json --poll --wait 540
 
 Compilation is timed apart: at each context, before the timed runs, one generate() of
-`hf-static-compile` with a few tokens compiles the graphs for that cache length (a static cache
+`hf-static-compile` with the same number of new tokens compiles the graphs for that cache length (a static cache
 of another length recompiles); its wall time is recorded as `compile_warmup_s` (prefill
 included) and the timed runs that follow are warm. The offloaded cache copies the whole cache
 each decode step (5.0 s/token at 128k measured), so it decodes `--slow-tokens` only.
@@ -55,7 +55,8 @@ def compile_warmup(args, model, context: int, report: dict) -> None:
     if "hf-static-compile" not in args.variants.split(",") or _recorded(report, "compile", context):
         return
     start = time.perf_counter()
-    record = measure_generate(model, "hf-static-compile", None, context, 4, settle_s=args.settle)
+    # the same new-token count as the timed runs: the static cache's length (context + new tokens) is in the graph
+    record = measure_generate(model, "hf-static-compile", None, context, args.new_tokens, settle_s=args.settle)
     record.update(kind="compile", compile_warmup_s=time.perf_counter() - start)
     _append(args, report, record)
 
@@ -90,7 +91,7 @@ def _append(args, report: dict, record: dict) -> None:
 def estimate_lines(args) -> list[str]:
     s, total = estimate.shape(args.model), estimate.LOAD_S
     for context in (int(c) for c in args.contexts.split(",")):
-        total += COMPILE_S + estimate.run_s(s, "hf", context, 4)
+        total += COMPILE_S + estimate.run_s(s, "hf", context, args.new_tokens)
         total += args.repeats * sum(estimate.run_s(s, v, context, tokens(args, v)) for v in args.variants.split(","))
     return estimate.lines(f"peers ({args.variants})", total)
 

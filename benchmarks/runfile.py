@@ -66,15 +66,16 @@ def open_report(args, kind: str, device: str) -> dict:
     """The report at args.out to resume (same commit and model), or a new one."""
     prov = provenance(device)
     path = Path(args.out)
+    arguments = {k: v for k, v in vars(args).items() if k not in ("detach", "poll", "wait", "copy_to", "estimate")}
     if path.exists() and not args.fresh:
         report = json.loads(path.read_text())
         old = report.get("provenance", {}).get("commit")
         if old != prov["commit"] or report.get("model") != args.model or report.get("kind") != kind:
             sys.exit(f"{path} holds {report.get('kind')} of {report.get('model')} at commit {old}; this run is "
                      f"{kind} of {args.model} at {prov['commit']}: pass --fresh or another --out")
-        report.setdefault("resumed", []).append(_now())
+        report.setdefault("resumed", []).append(dict(at=_now(), args=report["args"]))  # the earlier arguments
+        report["args"] = arguments
         return report
-    arguments = {k: v for k, v in vars(args).items() if k not in ("detach", "poll", "wait", "copy_to", "estimate")}
     return dict(kind=kind, model=args.model, provenance=prov, started=_now(), args=arguments, planned=0, runs=[])
 
 
