@@ -15,6 +15,7 @@ the memory is freed and the caller goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
 import traceback
@@ -43,7 +44,7 @@ GENERATE_OPTIONS = {
 def mom_configs(piece: int = PAPER_PIECE) -> dict[str, mom.MomConfig]:
     """The mom variants of docs/benchmarks.md, with mini-sequences of `piece` tokens."""
     return {
-        "mom-paper": mom.MomConfig(mini_sequence_size=piece, trim_last_layer=True, offload="prefill"),
+        "mom-paper": dataclasses.replace(mom.MomConfig.paper(), mini_sequence_size=piece),
         "mom-none": mom.MomConfig(mini_sequence_size=piece),
         "mom-prefill": mom.MomConfig(mini_sequence_size=piece, offload="prefill"),
         "mom-stream": mom.MomConfig(mini_sequence_size=piece, offload="stream"),

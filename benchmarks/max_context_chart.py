@@ -5,7 +5,6 @@ without one, so a missing result reads as missing rather than as zero."""
 from __future__ import annotations
 
 import plotly.graph_objects as go
-
 import tables
 
 VARIANTS = ["standard", "hf", "hf-offload", "hf-chunked", "mom-paper", "mom"]
