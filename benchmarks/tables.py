@@ -108,7 +108,23 @@ def paper_markdown(report: dict, path: Path | None = None) -> list[str]:
     what = (f"Tables 1-4 of the MOM paper measured here: {args.get('new_tokens')} greedy tokens through `generate()` "
             f"(streamer clock), median [min-max] of {args.get('repeats')} round-robin repeats, ")
     rows = [{t: row[c] for t, c in zip(PAPER_TITLES, PAPER_COLUMNS)} for row in paper_rows(report)]
-    return [header(report, path, what), "", *markdown(PAPER_TITLES, rows)]
+    return [header(report, path, what), "", *markdown(PAPER_TITLES, rows), *targets(report)]
+
+
+def targets(report: dict) -> list[str]:
+    """Issue 12's targets at the longest context where both `hf` and `mom` passed (medians)."""
+    by_cell = groups(report["runs"])
+    both = [c for c, v in by_cell if v == "hf" and median(by_cell.get((c, "mom"), []), "ttft_s")
+            and median(by_cell[(c, "hf")], "ttft_s")]
+    if not both:
+        return []
+    context = max(both)
+    hf, ours = by_cell[(context, "hf")], by_cell[(context, "mom")]
+    ttft = median(ours, "ttft_s") / median(hf, "ttft_s")
+    decode = median(ours, "decode_tokens_per_s") / median(hf, "decode_tokens_per_s")
+    return ["", f"At {context_label(context)}, medians: TTFT `mom` / `hf` = {ttft:.3f} (target <= 1.03: "
+                f"{'met' if ttft <= 1.03 else 'MISSED'}); decode tokens/s `mom` / `hf` = {decode:.3f} "
+                f"(target >= 0.95: {'met' if decode >= 0.95 else 'MISSED'})."]
 
 
 def comparison_rows(report: dict, anchors: dict) -> list[dict]:

@@ -42,6 +42,8 @@ def _write(folder, name, report):
 def _paper_report(commit=FULL):
     runs = [_run("standard", 144000, 30.0 + r, 11.0, 60.0, r) for r in range(3)]
     runs += [_run("mom-paper", 144000, 31.0 + r, 11.5, 30.0, r) for r in range(3)]
+    runs += [_run("hf", 144000, 30.0, 10.0, 50.0, r) for r in range(3)]
+    runs += [_run("mom", 144000, 31.5, 9.0, 32.0, r) for r in range(3)]
     runs += [dict(variant="standard", context=455000, oom=True, wall="gpu", error="CUDA out of memory", repeat=0)]
     return dict(kind="paper_tables", model="llama-3.1-8b", provenance={**PROV, "commit": commit},
                 args=dict(new_tokens=200, repeats=3), runs=runs)
@@ -58,6 +60,8 @@ def test_paper_tables_with_the_comparison_come_from_files_naming_a_full_commit(t
     assert "| 455k | `standard` | 0 | OOM |" in text
     assert "| 144k | `mom-paper` | mom | " in text and "/ 37.28 |" in text  # the paper's MOM TTFT at 144k (anchors)
     assert f"commit `{FULL[:12]}`" in text and "NVIDIA H100 80GB HBM3" in text
+    assert "TTFT `mom` / `hf` = 1.050 (target <= 1.03: MISSED)" in text
+    assert "decode tokens/s `mom` / `hf` = 0.900 (target >= 0.95: MISSED)" in text
 
 
 def test_max_context_families_and_peers_tables(tmp_path):
