@@ -1,8 +1,8 @@
 """Rough GPU wall time of a planned run, so GPU commands can be planned within 10 minutes.
 
-A plan, not a measurement: constants from the H100 80GB runs logged in NOTES.md and
-BENCHMARKS.md. Prefill = FLOPs / 500 TFLOP/s, FLOPs = 2 x params x S (linear layers) +
-2 x S^2 x heads x head_dim x layers (causal attention): 13 s at 128k and 294 s at 720,896 for
+A plan, not a measurement: constants from the H100 80GB runs logged in NOTES.md and the
+independent measurements quoted in issue 12. Prefill = FLOPs / 500 TFLOP/s, FLOPs =
+2 x params x S (linear layers) + 2 x S^2 x heads x head_dim x layers (causal attention): 13 s at 128k and 294 s at 720,896 for
 llama-3.1-8b (measured 11.7 s and 295 s). fp32 prefill (the exactness reference) at 50 TFLOP/s.
 Decode through generate() is host-bound, about 0.1 s/token (0.067-0.109 measured at 128k);
 transformers' offloaded cache copies the whole cache each step (5.0 s/token at 128k on

@@ -30,7 +30,7 @@ import mom  # noqa: E402
 
 KIND = "peers"
 VARIANTS = "hf,hf-offload,hf-static,hf-static-compile,mom"
-COMPILE_S = 45.0  # measured at 4k on an H100 (BENCHMARKS.md), for the estimate only
+COMPILE_S = 45.0  # measured at 4k on an H100 (quoted in issue 12), for the estimate only
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
