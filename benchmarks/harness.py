@@ -18,9 +18,10 @@ KV cache holds in host memory at the end.
 
 from __future__ import annotations
 
-import gc
+import sys
 import time
 import traceback
+from pathlib import Path
 
 import torch
 
@@ -29,29 +30,13 @@ from mom.engine import families
 from mom.engine.cache import HostMemoryError, growth, kv_bytes_by_layer
 from mom.engine.host_guard import check_model_fits_host
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generate_clock import free_memory, mom_configs  # noqa: E402  (one definition of the variants)
+
 GiB = 2**30
 CHUNK = 8192
 
-VARIANTS = {
-    "standard": None,
-    "hf": None,
-    "hf-offload": None,
-    "hf-chunked": None,
-    "mom-paper": mom.MomConfig.paper(),
-    "mom-none": mom.MomConfig(mini_sequence_size=4096),
-    "mom-prefill": mom.MomConfig(mini_sequence_size=4096, offload="prefill"),
-    "mom-stream": mom.MomConfig(mini_sequence_size=4096, offload="stream"),
-    "mom-auto": mom.MomConfig(mini_sequence_size=4096, offload="auto"),
-    "mom": mom.MomConfig(mini_sequence_size=4096, offload="auto"),
-}
-
-
-def free_memory(settle_s: float = 0.0) -> None:
-    gc.collect()
-    torch.cuda.empty_cache()
-    if hasattr(torch._C, "_host_emptyCache"):
-        torch._C._host_emptyCache()  # pinned blocks cached by torch (hf-offload) go back to the OS
-    time.sleep(settle_s)
+VARIANTS = {"standard": None, "hf": None, "hf-offload": None, "hf-chunked": None, **mom_configs()}
 
 
 def sync_time() -> float:

@@ -1,44 +1,202 @@
-"""Maximum context of a mom variant whose wall is host RAM: run at the guard's maximum (must
-pass: prefill + 32 greedy tokens) and one step above (must fail, refused by the host-RAM guard).
+"""Maximum context of every variant on this card: prefill + 32 greedy tokens through generate(),
+backed by a passing run at the maximum and a failing run one step above it (out of GPU memory,
+or refused by the host-RAM guard). Steps: 8192 tokens up to 256k, 16384 beyond.
 
-    python benchmarks/max_context.py --variant mom --step 16384 --out max_mom.json
+    MOM_COMMIT=$(git rev-parse HEAD) python benchmarks/max_context.py --out /tmp/mom-runs/max.json --detach
+    python benchmarks/max_context.py --out /tmp/mom-runs/max.json --poll --wait 540    # until finished
+    python benchmarks/max_context.py --variants mom --contexts 851968 --out ...       # one context, no search
+
+The search is mom.memory.search.bracket_search (grow 4x from 8192, then narrow, aiming where the
+peak's growth meets the card at most twice in a row): first with 16384-token steps, then, if
+the bracket ends below 256k, once more with 8192. Each try is recorded and saved before the next
+one, and a try already in the file is not run again: the search is deterministic, so a search
+cut off anywhere replays its recorded tries for free and goes on where it stopped.
+
+Host walls cost nothing to find: `mom`'s wall is host RAM, so it first tries one step above the
+guard's maximum (refused before any allocation) and then the maximum itself; transformers'
+offloaded cache has no guard, so the same check refuses its tries here (recorded as the
+benchmark's guard) rather than letting the kernel's OOM killer end the whole run.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
+import estimate  # noqa: E402
+import runfile  # noqa: E402
+import tables  # noqa: E402
+from generate_clock import PAPER_CHUNK, PAPER_PIECE, generate_options, measure_generate, mom_configs  # noqa: E402
 
 import mom  # noqa: E402
+from mom.engine.host_guard import HostMemoryError, check_model_fits_host  # noqa: E402
+from mom.memory.search import bracket_search  # noqa: E402
+
+KIND = "max_context"
+VARIANTS = "standard,hf,hf-chunked,hf-offload,mom-paper,mom"
+GUARD_FIRST = {"mom"}  # offload="auto": host RAM is the wall
+BENCH_GUARD = {"hf-offload"}  # host-resident cache without a guard of its own
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default="llama-3.1-8b")
-    parser.add_argument("--variant", default="mom")
-    parser.add_argument("--step", type=int, default=16384)
-    parser.add_argument("--contexts", default=None, help="explicit contexts instead of the guard's maximum")
+@dataclass
+class Try:
+    """What bracket_search's aim needs from a try."""
+
+    context: int
+    passed: bool
+    peak_gpu_bytes: int
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    runfile.add_arguments(parser)
+    parser.add_argument("--variants", default=VARIANTS)
     parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    model = mom.load(args.model, device="cuda")
-    report = dict(environment=harness.environment(), model=args.model, args=vars(args), runs=[])
-    if args.contexts:
-        contexts = [int(c) for c in args.contexts.split(",")]
+    parser.add_argument("--low", type=int, default=8192)
+    parser.add_argument("--high", type=int, default=2 * 2**20, help="largest context tried")
+    parser.add_argument("--fine", type=int, default=8192, help="step up to --switch")
+    parser.add_argument("--coarse", type=int, default=16384, help="step beyond --switch")
+    parser.add_argument("--switch", type=int, default=256 * 1024)
+    parser.add_argument("--contexts", default=None, help="run these contexts per variant instead of searching")
+    parser.add_argument("--piece", type=int, default=PAPER_PIECE, help="mom's mini-sequence size")
+    parser.add_argument("--chunk", type=int, default=PAPER_CHUNK, help="hf-chunked's prefill chunk")
+    return parser.parse_args(argv)
+
+
+class Searcher:
+    """Runs (or replays from the report) one try at a time and keeps the report saved."""
+
+    def __init__(self, args, model, report: dict):
+        self.args, self.model, self.report = args, model, report
+        self.configs = mom_configs(args.piece)
+        device = next(model.parameters()).device
+        self.limit = _device_total(device)
+
+    def attempt(self, variant: str, context: int, tries: list[Try]) -> bool:
+        record = self.recorded(variant, context) or self.run(variant, context)
+        passed = not record.get("oom") and not record.get("error")
+        tries.append(Try(context, passed, int((record.get("peak_gib") or 0) * 2**30)))
+        return passed
+
+    def recorded(self, variant: str, context: int) -> dict | None:
+        return next((r for r in self.report["runs"] if r["variant"] == variant and r["context"] == context), None)
+
+    def run(self, variant: str, context: int) -> dict:
+        refusal = self.bench_guard(variant, context)
+        record = refusal or measure_generate(self.model, variant, self.configs.get(variant), context,
+                                             self.args.new_tokens, options=generate_options(variant, self.args.chunk),
+                                             settle_s=self.args.settle)
+        self.report["runs"].append(record)
+        runfile.save(self.args.out, self.report)
+        print(runfile.brief(record), flush=True)
+        return record
+
+    def bench_guard(self, variant: str, context: int) -> dict | None:
+        if variant not in BENCH_GUARD or _fits_host(self.model, context):
+            return None
+        return dict(variant=variant, context=context, new_tokens=self.args.new_tokens, oom=True, wall="host",
+                    error="refused by the benchmark's host-RAM check (mom's guard formula): the offloaded "
+                          "cache would not fit host RAM", clock="not run")
+
+
+def search(searcher: Searcher, variant: str) -> dict:
+    """One variant's search; returns its summary (maximum, the failing try above it, tries)."""
+    args, tries = searcher.args, []
+
+    def attempt(context: int) -> bool:
+        return searcher.attempt(variant, context, tries)
+
+    top = guard_maximum(searcher.model, args.coarse, args.high) if variant in GUARD_FIRST else args.high
+    if top < args.high and attempt(top + args.coarse):  # the guard let more through than computed here
+        top = args.high
+    if top < args.high and attempt(top):
+        passing, failing = top, top + args.coarse
     else:
-        maximum = harness.host_guard_maximum(model, args.step)
-        report["host_guard_maximum"] = maximum
-        contexts = [maximum + args.step, maximum]  # the refusal first: it costs nothing
-    for context in contexts:
-        record = harness.measure(model, args.variant, context, args.new_tokens)
-        report["runs"].append(record)
-        Path(args.out).write_text(json.dumps(report, indent=1))
-        print(json.dumps({k: v for k, v in record.items() if k not in ("tokens", "decode_step_s", "tiers")}), flush=True)
+        passing, failing = bracket_search(attempt, tries, args.low, top, args.coarse, searcher.limit, growth=4)
+        if passing is not None and failing is not None and passing < args.switch and failing - passing > args.fine:
+            passing, failing = bracket_search(attempt, tries, passing, failing, args.fine, searcher.limit, growth=4)
+    above = searcher.recorded(variant, failing) if failing is not None else None
+    return dict(maximum=passing, failing_above=failing, wall=(above or {}).get("wall"),
+                error_above=(above or {}).get("error"), limit_reached=failing is not None,
+                resolution=failing - passing if passing is not None and failing is not None else None,
+                tries=len(tries), done=True)
+
+
+def guard_maximum(model, step: int, high: int) -> int:
+    """Largest multiple of `step` (at most `high`) whose offloaded cache the host-RAM guard accepts now."""
+    context = step
+    while context + step <= high and _fits_host(model, context + step):
+        context += step
+    return context
+
+
+def _fits_host(model, context: int) -> bool:
+    try:
+        check_model_fits_host(model, 1, context)
+    except HostMemoryError:
+        return False
+    return True
+
+
+def _device_total(device) -> int | None:
+    import torch
+
+    return torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
+
+
+def estimate_lines(args) -> list[str]:
+    """Simulate each search against the planning guesses of estimate.GUESSED_MAXIMUM."""
+    shape, total = estimate.shape(args.model), estimate.LOAD_S
+    for variant in args.variants.split(","):
+        guess = estimate.guessed_maximum(variant)
+        if args.contexts:
+            contexts = [int(c) for c in args.contexts.split(",")]
+        else:
+            contexts = [guess + args.coarse, guess] if variant in GUARD_FIRST else _simulated_tries(args, guess)
+        total += sum(estimate.run_s(shape, variant, c, args.new_tokens) if c <= guess else
+                     estimate.failing_s(shape, variant, c) for c in contexts)
+    return estimate.lines(f"max_context ({args.variants})", total)
+
+
+def _simulated_tries(args, guess: int) -> list[int]:
+    tried: list[int] = []
+
+    def attempt(context: int) -> bool:
+        tried.append(context)
+        return context <= guess
+
+    passing, failing = bracket_search(attempt, [], args.low, args.high, args.coarse, None, growth=4)
+    if passing is not None and failing is not None and passing < args.switch and failing - passing > args.fine:
+        bracket_search(attempt, [], passing, failing, args.fine, None, growth=4)
+    return sorted(set(tried))
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    if runfile.control(args, [__file__, *argv], lambda: estimate_lines(args)):
+        return None
+    start = time.perf_counter()
+    model = mom.load(args.model, device=args.device)
+    report = runfile.open_report(args, KIND, str(model.device))
+    report.setdefault("searches", {})
+    report["load_s"] = time.perf_counter() - start
+    searcher = Searcher(args, model, report)
+    for variant in args.variants.split(","):
+        if args.contexts:
+            for context in (int(c) for c in args.contexts.split(",")):
+                searcher.recorded(variant, context) or searcher.run(variant, context)
+        elif not report["searches"].get(variant, {}).get("done"):
+            report["searches"][variant] = search(searcher, variant)
+            runfile.save(args.out, report)
+    report["finished"] = True
+    runfile.save(args.out, report)
+    print("\n".join(tables.max_context_markdown(report)))
+    return report
 
 
 if __name__ == "__main__":

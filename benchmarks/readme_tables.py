@@ -4,6 +4,10 @@
 
 Only results that name a known commit (a 40-hex provenance hash) are used; each table says the
 card, the commit and the file it came from. Files under results/history/ are never read.
+A file's kind is its `kind` field (the scripts of issue 12: paper_tables, max_context, families,
+peers; rendered by tables.py, which notebook 04 uses too), else a name in the file's name
+(the older decode_repeats and predict_accuracy files). Tables 1-4 come with the comparison
+against the paper's numbers (benchmarks/anchors/mom_paper.json).
 """
 
 from __future__ import annotations
@@ -21,6 +25,14 @@ BEGIN, END = "<!-- results:begin (benchmarks/readme_tables.py) -->", "<!-- resul
 HASH = re.compile(r"^[0-9a-f]{40}$")
 
 
+def shown(path: Path) -> Path:
+    """A results file as the README names it: relative to the repository when inside it."""
+    try:
+        return path.relative_to(ROOT)
+    except ValueError:
+        return Path(path.name)
+
+
 def known_commit(report: dict) -> str | None:
     commit = ((report.get("provenance") or {}).get("commit") or (report.get("environment") or {}).get("commit")
               or report.get("commit"))
@@ -36,7 +48,7 @@ def decode_table(path: Path, report: dict) -> list[str]:
              f"{report['args']['new_tokens']} greedy tokens, variants interleaved over {report['args']['rounds']} "
              f"rounds in one process: median [min-max]. {prov['device']}, host {prov['host_ram_bytes'] / 2**30:.0f} GiB, "
              f"torch {prov['torch']}, transformers {prov['transformers']}, commit `{prov['commit'][:12]}`"
-             f"{' (tree had uncommitted changes)' if prov.get('dirty') else ''}; `{path.relative_to(ROOT)}`.", "",
+             f"{' (tree had uncommitted changes)' if prov.get('dirty') else ''}; `{shown(path)}`.", "",
              "| context | variant | n | TTFT s | decode s/token | peak GiB (prefill) |", "|---|---|---|---|---|---|"]
     for (context, variant), rs in groups.items():
         lines.append(f"| {context // 1024}k | `{variant}` | {len(rs)} | {spread(rs, 'ttft_s', 2)} | "
@@ -50,7 +62,7 @@ def predict_table(path: Path, report: dict) -> list[str]:
     lines = [f"`mom.predict` (run on fake tensors, on a CPU) against the measured run (`mom.profile`, "
              f"`generate()` with {report['args']['new_tokens']} greedy tokens), `{report['model']}` bf16. "
              f"{env['card']} ({env['gpu_total_gib']:.0f} GiB), torch {env['torch']}, transformers "
-             f"{env['transformers']}, commit `{report['commit'][:12]}`; `{path.relative_to(ROOT)}`. "
+             f"{env['transformers']}, commit `{report['commit'][:12]}`; `{shown(path)}`. "
              "Decode through `generate()` is host-bound and is not predicted within 15% (see NOTES.md).", "",
              "| context | variant | peak GiB measured | predicted | error | TTFT s measured | predicted | error |",
              "|---|---|---|---|---|---|---|---|"]
@@ -64,17 +76,47 @@ def predict_table(path: Path, report: dict) -> list[str]:
     return lines
 
 
-TABLES = {"decode_repeats": decode_table, "predict_accuracy": predict_table}
+def paper_tables_table(path: Path, report: dict) -> list[str]:
+    import tables
+
+    name = shown(path)
+    return tables.paper_markdown(report, name) + [""] + tables.comparison_markdown(report, tables.load_anchors())
 
 
-def section() -> str:
-    parts = []
-    for path in sorted(RESULTS.glob("*.json")):
+def _rendered(function_name: str):
+    def render(path: Path, report: dict) -> list[str]:
+        import tables
+
+        return getattr(tables, function_name)(report, shown(path))
+    return render
+
+
+TABLES = {"decode_repeats": decode_table, "predict_accuracy": predict_table, "paper_tables": paper_tables_table,
+          "max_context": _rendered("max_context_markdown"), "families": _rendered("families_markdown"),
+          "peers": _rendered("peers_markdown")}
+
+
+def kind_of(path: Path, report: dict) -> str | None:
+    """The file's `kind` field, else a table name in its file name."""
+    if report.get("kind") in TABLES:
+        return report["kind"]
+    return next((k for k in TABLES if k in path.name), None)
+
+
+def results(folder: Path = RESULTS) -> list[tuple[Path, str, dict]]:
+    """(path, kind, report) of every results file in `folder` that names a full commit (notebook 04 too)."""
+    found = []
+    for path in sorted(folder.glob("*.json")):
         report = json.loads(path.read_text())
-        kind = next((k for k in TABLES if k in path.name), None)
-        if kind is None or known_commit(report) is None:
-            continue
-        parts.append("\n".join(TABLES[kind](path, report)))
+        kind = kind_of(path, report)
+        if kind is not None and known_commit(report) is not None:
+            found.append((path, kind, report))
+    return found
+
+
+def section(folder: Path = RESULTS) -> str:
+    """The README's results section from every results file in `folder` that names a full commit."""
+    parts = ["\n".join(line.rstrip() for line in TABLES[kind](path, report)) for path, kind, report in results(folder)]
     return "\n\n".join(parts) if parts else "No results with a known commit yet."
 
 

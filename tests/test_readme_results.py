@@ -22,3 +22,67 @@ def test_only_results_naming_a_full_commit_are_used():
     assert readme_tables.known_commit({"environment": {"commit": "c445ea7"}}) is None
     full = "c61a3df3d2c58974c64d02dbe80f500d9d94dad5"
     assert readme_tables.known_commit({"provenance": {"commit": full}}) == full
+
+
+FULL = "0123456789abcdef0123456789abcdef01234567"
+PROV = dict(commit=FULL, dirty=False, device="NVIDIA H100 80GB HBM3", torch="2.11", transformers="5.17",
+            host_ram_bytes=126 * 2**30)
+
+
+def _run(variant, context, ttft, decode, peak, repeat=0, **extra):
+    return dict(variant=variant, context=context, repeat=repeat, ttft_s=ttft, total_s=ttft + 199 / decode,
+                decode_tokens_per_s=decode, decode_s_per_token=1 / decode, peak_gib=peak, oom=False, error=None,
+                new_tokens=200, **extra)
+
+
+def _write(folder, name, report):
+    (folder / name).write_text(__import__("json").dumps(report))
+
+
+def _paper_report(commit=FULL):
+    runs = [_run("standard", 144000, 30.0 + r, 11.0, 60.0, r) for r in range(3)]
+    runs += [_run("mom-paper", 144000, 31.0 + r, 11.5, 30.0, r) for r in range(3)]
+    runs += [_run("hf", 144000, 30.0, 10.0, 50.0, r) for r in range(3)]
+    runs += [_run("mom", 144000, 31.5, 9.0, 32.0, r) for r in range(3)]
+    runs += [dict(variant="standard", context=455000, oom=True, wall="gpu", error="CUDA out of memory", repeat=0)]
+    return dict(kind="paper_tables", model="llama-3.1-8b", provenance={**PROV, "commit": commit},
+                args=dict(new_tokens=200, repeats=3), runs=runs)
+
+
+def test_paper_tables_with_the_comparison_come_from_files_naming_a_full_commit(tmp_path):
+    _write(tmp_path, "2026-12-01_h100_paper_tables.json", _paper_report())
+    _write(tmp_path, "2026-12-01_h100_paper_tables_uncommitted.json", _paper_report(commit="unknown"))
+    text = readme_tables.section(tmp_path)
+    assert text.count("Tables 1-4 of the MOM paper measured here") == 1  # the file without a commit is ignored
+    assert "| 144k | `standard` | 3 | 60.00 [60.00-60.00] | 100.0% |" in text
+    assert "| 144k | `mom-paper` | 3 | 30.00 [30.00-30.00] | 50.0% |" in text
+    assert "31.00 [30.00-32.00]" in text  # standard's TTFT: median [min-max] over 3 repeats
+    assert "| 455k | `standard` | 0 | OOM |" in text
+    assert "| 144k | `mom-paper` | mom | " in text and "/ 37.28 |" in text  # the paper's MOM TTFT at 144k (anchors)
+    assert f"commit `{FULL[:12]}`" in text and "NVIDIA H100 80GB HBM3" in text
+    assert "TTFT `mom` / `hf` = 1.050 (target <= 1.03: MISSED)" in text
+    assert "decode tokens/s `mom` / `hf` = 0.900 (target >= 0.95: MISSED)" in text
+
+
+def test_max_context_families_and_peers_tables(tmp_path):
+    searches = {"mom": dict(maximum=851968, failing_above=868352, wall="host", resolution=16384, tries=2, done=True),
+                "standard": dict(maximum=155648, failing_above=163840, wall="gpu", resolution=8192, tries=7, done=True)}
+    _write(tmp_path, "max.json", dict(kind="max_context", model="llama-3.1-8b", provenance=PROV, args=dict(new_tokens=32),
+                                      runs=[], searches=searches))
+    families = [_run(v, 32768, 2.0, 10.0, 20.0, model="qwen2.5-7b", kind="timing") for v in ("hf", "mom")]
+    families += [dict(model="qwen2.5-7b", kind="exactness", variant="mom", context=32768, oom=False, error=None, passed=True,
+                      worst_ratio=1.1, reference_check=dict(relative_error=2e-6, tokens_identical=True, within_1e5=True)),
+                 dict(model="qwen2.5-7b", kind="agreement", variant="mom", context=32768, identical=False,
+                      first_divergence=11, compared=32)]
+    _write(tmp_path, "fam.json", dict(kind="families", model="qwen2.5-7b,mistral-nemo-12b", provenance=PROV,
+                                      args=dict(new_tokens=32, exact_tokens=32), runs=families))
+    peers = [dict(kind="compile", variant="hf-static-compile", context=4096, compile_warmup_s=45.2, oom=False, error=None),
+             {**_run("hf-static-compile", 4096, 0.2, 80.0, 16.0), "kind": "timing"}]
+    _write(tmp_path, "peers.json", dict(kind="peers", model="llama-3.1-8b", provenance=PROV, args={}, runs=peers))
+    text = readme_tables.section(tmp_path)
+    assert "| `mom` | 851,968 | 868,352 (host) | 16,384 | 2 | 455,000 |" not in text  # paper's MOM is mom-paper's
+    assert "| `mom` | 851,968 | 868,352 (host) | 16,384 | 2 | - |" in text
+    assert "| `standard` | 155,648 | 163,840 (gpu) | 8,192 | 7 | 155,000 |" in text
+    assert "pass (worst ratio 1.10); mom-fp32 reference vs unpatched fp32: relative error 2.0e-06" in text
+    assert "differ from token 11 of 32" in text
+    assert "| 4k | `hf-static-compile` | 1 | 200 | 16.00 | 0.20 | 0.0125 | 45.2 |" in text

@@ -1,0 +1,84 @@
+"""The maximum-context search's control logic with a fake run (a wall at a chosen context): the
+answer is a passing try with a failing one a single step above (8192 below 256k, 16384 beyond),
+host walls cost no run, and a search cut off anywhere resumes without running a try twice."""
+
+from __future__ import annotations
+
+import json
+
+import max_context
+import pytest
+
+import mom
+
+
+@pytest.fixture(scope="module")
+def model():
+    return mom.load("tiny-llama", device="cpu")
+
+
+class Wall:
+    """A fake measure_generate: passes up to `wall` tokens, runs out of GPU memory above; counts runs."""
+
+    def __init__(self, wall: int, host_wall: int | None = None, stop_after: int | None = None):
+        self.wall, self.host_wall, self.stop_after, self.calls = wall, host_wall, stop_after, []
+
+    def __call__(self, model, variant, config, context, new_tokens, **kwargs):
+        if self.stop_after is not None and len(self.calls) == self.stop_after:
+            raise KeyboardInterrupt  # the run is cut off here
+        self.calls.append(context)
+        record = dict(variant=variant, context=context, new_tokens=new_tokens, oom=False, error=None,
+                      peak_gib=context / 2**17)
+        if self.host_wall is not None and context > self.host_wall:
+            return {**record, "oom": True, "wall": "host", "peak_gib": None}
+        if context > self.wall:
+            return {**record, "oom": True, "wall": "gpu"}
+        return record
+
+
+def _search(tmp_path, monkeypatch, model, fake, variant="hf", name="max.json"):
+    monkeypatch.setattr(max_context, "measure_generate", fake)
+    args = max_context.parse(["--out", str(tmp_path / name), "--device", "cpu", "--settle", "0",
+                              "--variants", variant])
+    report = json.loads((tmp_path / name).read_text()) if (tmp_path / name).exists() else dict(runs=[], searches={})
+    searcher = max_context.Searcher(args, model, report)
+    return max_context.search(searcher, variant), report
+
+
+@pytest.mark.parametrize("wall, step", [(200_000, 8192), (300_000, 16384), (150_000, 8192), (700_000, 16384)])
+def test_the_maximum_passes_and_one_step_above_fails(tmp_path, monkeypatch, model, wall, step):
+    found, report = _search(tmp_path, monkeypatch, model, Wall(wall))
+    assert found["maximum"] <= wall < found["failing_above"] == found["maximum"] + step
+    assert found["wall"] == "gpu" and found["limit_reached"]
+    outcome = {r["context"]: not r["oom"] for r in report["runs"]}
+    assert outcome[found["maximum"]] and not outcome[found["failing_above"]]
+
+
+def test_a_cut_off_search_resumes_without_running_a_try_twice(tmp_path, monkeypatch, model):
+    whole = Wall(300_000)
+    expected, _ = _search(tmp_path, monkeypatch, model, whole, name="whole.json")
+    first = Wall(300_000, stop_after=4)
+    with pytest.raises(KeyboardInterrupt):
+        _search(tmp_path, monkeypatch, model, first)
+    assert len(json.loads((tmp_path / "max.json").read_text())["runs"]) == 4  # saved after every try
+    second = Wall(300_000)
+    resumed, _ = _search(tmp_path, monkeypatch, model, second)
+    assert resumed["maximum"] == expected["maximum"] and resumed["failing_above"] == expected["failing_above"]
+    assert first.calls + second.calls == whole.calls
+
+
+def test_mom_finds_its_host_wall_in_two_tries(tmp_path, monkeypatch, model):
+    monkeypatch.setattr(max_context, "_fits_host", lambda model, context: context <= 851_968)
+    fake = Wall(10**7, host_wall=851_968)
+    found, _ = _search(tmp_path, monkeypatch, model, fake, variant="mom")
+    assert fake.calls == [868_352, 851_968]
+    assert (found["maximum"], found["failing_above"], found["wall"]) == (851_968, 868_352, "host")
+
+
+def test_hf_offload_is_refused_by_the_benchmark_guard_without_a_run(tmp_path, monkeypatch, model):
+    monkeypatch.setattr(max_context, "_fits_host", lambda model, context: context <= 400_000)
+    fake = Wall(10**7)
+    found, report = _search(tmp_path, monkeypatch, model, fake, variant="hf-offload")
+    assert found["maximum"] <= 400_000 < found["failing_above"] and found["wall"] == "host"
+    assert all(c <= 400_000 for c in fake.calls)
+    assert any(r.get("clock") == "not run" for r in report["runs"])

@@ -1,0 +1,106 @@
+"""Every GPU script of issue 12 runs end to end on a CPU with a tiny preset, writes its results
+file, resumes from it without running anything twice, and prints its table: so a GPU command
+cannot die of a typo. Also the detached mode: start, poll until done, files copied back."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import families
+import max_context
+import paper_tables
+import peers
+import pytest
+import runfile
+
+SMALL = ["--device", "cpu", "--settle", "0", "--piece", "32"]
+
+
+def _runs(path) -> list[dict]:
+    return json.loads(path.read_text())["runs"]
+
+
+def test_paper_tables_runs_and_resumes(tmp_path, capsys):
+    out = tmp_path / "paper.json"
+    argv = ["--model", "tiny-llama", "--contexts", "64,96", "--new-tokens", "3", "--repeats", "1", "--warmup", "0",
+            "--chunk", "32", "--out", str(out), *SMALL]
+    report = paper_tables.main(argv)
+    assert report["finished"] and len(report["runs"]) == report["planned"] == 10
+    assert all(r["error"] is None and not r["oom"] for r in report["runs"]), [r["error"] for r in report["runs"]]
+    assert all(len(r["tokens"]) == 3 and r["ttft_s"] > 0 for r in report["runs"])
+    assert "| 64 | `mom-paper` | 1 |" in capsys.readouterr().out
+    again = paper_tables.main([*argv, "--repeats", "1"])
+    assert len(again["runs"]) == 10 and again["resumed"]  # nothing ran twice
+
+
+def test_a_results_file_of_another_commit_is_not_resumed(tmp_path, monkeypatch):
+    out = tmp_path / "paper.json"
+    argv = ["--model", "tiny-llama", "--contexts", "64", "--variants", "hf", "--new-tokens", "2", "--repeats", "1",
+            "--warmup", "0", "--out", str(out), *SMALL]
+    monkeypatch.setenv("MOM_COMMIT", "a" * 40)
+    paper_tables.main(argv)
+    monkeypatch.setenv("MOM_COMMIT", "b" * 40)
+    with pytest.raises(SystemExit, match="--fresh"):
+        paper_tables.main(argv)
+    assert paper_tables.main([*argv, "--fresh"])["provenance"]["commit"] == "b" * 40
+
+
+def test_max_context_script_on_cpu(tmp_path, capsys):
+    out = tmp_path / "max.json"
+    report = max_context.main(["--model", "tiny-llama", "--variants", "hf,mom", "--new-tokens", "2", "--low", "64",
+                               "--high", "256", "--fine", "64", "--coarse", "128", "--switch", "128",
+                               "--out", str(out), *SMALL])
+    assert report["searches"]["hf"]["maximum"] == 256 and not report["searches"]["hf"]["limit_reached"]
+    assert "every try up to the cap passed" in capsys.readouterr().out
+
+
+def test_families_script_on_cpu(tmp_path, capsys):
+    out = tmp_path / "families.json"
+    report = families.main(["--model", "tiny-qwen2", "--contexts", "48,64", "--new-tokens", "2", "--exact-tokens", "2",
+                            "--out", str(out), *SMALL])
+    kinds = [r["kind"] for r in report["runs"]]
+    assert kinds.count("timing") == 4 and kinds.count("exactness") == 2 and kinds.count("agreement") == 2
+    exact = [r for r in report["runs"] if r["kind"] == "exactness"]
+    assert all(r["error"] is None and r["passed"] for r in exact), exact
+    assert "reference_check" in exact[0] and "reference_check" not in exact[1]  # checked at the smallest context
+    assert exact[0]["reference_check"]["tokens_identical"]
+    assert "| `tiny-qwen2` | 48 |" in capsys.readouterr().out
+
+
+def test_peers_script_on_cpu(tmp_path, capsys):
+    out = tmp_path / "peers.json"
+    report = peers.main(["--model", "tiny-llama", "--contexts", "64", "--variants", "hf,hf-static,hf-static-compile,mom",
+                         "--new-tokens", "3", "--repeats", "1", "--warmup", "32", "--out", str(out), *SMALL])
+    assert [r["kind"] for r in report["runs"]].count("compile") == 1
+    assert all(r["error"] is None for r in report["runs"]), [r["error"] for r in report["runs"]]
+    assert "| 64 | `hf-static-compile` |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("script", [paper_tables, max_context, peers, families])
+def test_every_script_prints_a_wall_time_estimate(script, capsys):
+    assert script.main(["--estimate", "--out", "unused.json"]) is None
+    assert "estimated GPU wall time" in capsys.readouterr().out
+
+
+def test_detach_then_poll_until_done(tmp_path, capsys):
+    out, copies = tmp_path / "run" / "paper.json", tmp_path / "back"
+    argv = ["--model", "tiny-llama", "--contexts", "64", "--variants", "hf", "--new-tokens", "2", "--repeats", "1",
+            "--warmup", "0", "--out", str(out), *SMALL]
+    paper_tables.main([*argv, "--detach"])
+    assert "detached: pid" in capsys.readouterr().out
+    assert runfile.poll(out, wait_s=240, copy_to=str(copies)), "the detached run did not end within 240 s"
+    printed = capsys.readouterr().out
+    assert "not running" in printed and "1 of 1 runs recorded" in printed and "finished: True" in printed
+    assert json.loads((copies / "paper.json").read_text())["finished"]
+    assert (copies / "paper.json.log").exists()
+
+
+def test_save_is_atomic(tmp_path):
+    path = tmp_path / "a" / "r.json"
+    runfile.save(path, {"runs": [1]})
+    assert json.loads(path.read_text())["runs"] == [1] and not list(path.parent.glob("*.tmp"))
+
+
+if sys.platform != "linux":  # the detached mode relies on /proc and setsid
+    test_detach_then_poll_until_done = pytest.mark.skip(reason="linux only")(test_detach_then_poll_until_done)
