@@ -2,7 +2,7 @@
 
 Variants, each through `model.generate()` with the streamer clock of generate_clock.py:
   hf          Hugging Face eager decode (GPU DynamicCache)
-  hf-static   `cache_implementation="static"`, which generate() compiles (torch.compile,
+  hf-static-compile   `cache_implementation="static"`, which generate() compiles (torch.compile,
               mode reduce-overhead); the first call per context is the compile, timed apart
   mom         mini-sequences of 4096, trim, offload="auto", decode_graph on (the default on CUDA)
   mom-eager   the same with decode_graph=False
@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
-from generate_clock import GENERATE_OPTIONS, measure_generate  # noqa: E402
+from generate_clock import measure_generate  # noqa: E402
 
 import mom  # noqa: E402
 from mom.engine import families, graph_decode  # noqa: E402
@@ -40,19 +40,18 @@ from mom.memory.provenance import provenance  # noqa: E402
 GiB = 2**30
 VARIANTS = {
     "hf": None,
-    "hf-static": None,
+    "hf-static-compile": None,
     "mom": mom.MomConfig(mini_sequence_size=4096, offload="auto"),
     "mom-eager": mom.MomConfig(mini_sequence_size=4096, offload="auto", decode_graph=False),
     "mom-stream": mom.MomConfig(mini_sequence_size=4096, offload="stream"),
 }
-GENERATE_OPTIONS["hf-static"] = dict(cache_implementation="static")
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="llama-3.1-8b")
     parser.add_argument("--contexts", default="4096,131072")
-    parser.add_argument("--variants", default="hf,hf-static,mom,mom-eager,mom-stream")
+    parser.add_argument("--variants", default="hf,hf-static-compile,mom,mom-eager,mom-stream")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--once", default="mom-eager,mom-stream", help="variants run in one round only")
     parser.add_argument("--new-tokens", type=int, default=32)
@@ -70,8 +69,8 @@ def main(argv=None) -> None:
         report["kernels"].append(one_query_kernels(model, context))
         report.setdefault("bytes_per_step", {})[str(context)] = step_bytes(model, context)
         save()
-        if "hf-static" in variants:  # the compile, timed apart
-            record = _run(model, "hf-static", context, args.new_tokens)
+        if "hf-static-compile" in variants:  # the compile, timed apart
+            record = _run(model, "hf-static-compile", context, args.new_tokens)
             record["round"] = "compile"
             report["runs"].append(record)
             save()

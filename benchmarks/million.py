@@ -194,7 +194,7 @@ class _UnhookingStreamer(StampingStreamer):
     """The streamer clock, removing the per-layer prefill stamps at the first token."""
 
     def __init__(self, hooks):
-        super().__init__()
+        super().__init__(torch.device("cuda"))
         self.hooks = hooks
 
     def put(self, value) -> None:
