@@ -69,14 +69,14 @@ def _allocate_resident(cache, layers, resident: int, batch: int, seq_len: int) -
     between them instead, each layer's buffers split the blocks a freed Q or attention output
     left, and the next full-length tensor finds no block big enough (predicted OOM at 704k on
     an H100 with room to spare). Returns how many could be allocated."""
+    from . import kv_layer
     from .families import kv_geometry_of_config
-    from .kv_layer import growth
 
     _, kv_heads, head_dim = kv_geometry_of_config(cache.model_config)
-    shape = (batch, kv_heads, seq_len + growth(seq_len), head_dim)
+    like = torch.empty((batch, kv_heads, 0, head_dim), dtype=cache.dtype, device="meta")
     for position, layer in enumerate(layers[:resident]):
         try:
-            layer.device_kv = tuple(torch.empty(shape, dtype=cache.dtype, device=cache.device) for _ in range(2))
+            layer.device_kv = kv_layer.device_buffers(like, seq_len, cache.device)
         except torch.OutOfMemoryError:
             for dropped in layers[position:resident]:
                 dropped.device_kv = None
