@@ -47,7 +47,7 @@ CONFIG = mom.MomConfig(mini_sequence_size=4096, offload="auto")
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="llama-3.1-8b")
-    parser.add_argument("--context", type=int, default=1_048_576)
+    parser.add_argument("--context", type=int, default=1_081_344)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--short", type=int, default=65536, help="prefill length for the token-wise term")
     parser.add_argument("--out", required=True)
