@@ -50,8 +50,13 @@ def main(argv=None) -> None:
     parser.add_argument("--context", type=int, default=1_081_344)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--short", type=int, default=65536, help="prefill length for the token-wise term")
+    parser.add_argument("--gpu-gib", type=float, default=None,
+                        help="cap the allocator at this many GiB (set_per_process_memory_fraction): an "
+                             "H100 80GB's 79.1 GiB on a larger card")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if args.gpu_gib:
+        torch.cuda.set_per_process_memory_fraction(args.gpu_gib * GiB / torch.cuda.mem_get_info()[1])
     report = dict(provenance=provenance("cuda"), environment=harness.environment(), args=vars(args),
                   config=CONFIG.describe(), phase="loading", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
     save = lambda: _write(args.out, report)  # noqa: E731
@@ -82,7 +87,9 @@ def _write(path: str, report: dict) -> None:
 
 def limit_terms(model, context: int, step: int = 16384, steps: int = 24) -> dict:
     """The physical limit's terms, and the host-RAM guard's answer at each step above `context`."""
-    free, total = torch.cuda.mem_get_info()
+    from mom.engine.copies import SideStreamCopier
+
+    free, total = SideStreamCopier(torch.device("cuda")).free_device_bytes(), torch.cuda.mem_get_info()[1]
     embedding = families.embedding(model).weight
     transient = placement.prefill_transient_bytes(model.config, model.dtype, 1, 1, fused=True)
     out = dict(gpu_free_after_weights=free, gpu_total=total,

@@ -56,12 +56,17 @@ class SideStreamCopier:
             torch.cuda.current_stream(self.device).wait_event(event)
 
     def free_device_bytes(self) -> int | None:
-        """Free device memory after giving the allocator's cached blocks back (None on CPU: no
-        bound). The placement asks here, so a prediction (mom.simulate) can answer instead."""
+        """Free device memory after giving the allocator's cached blocks back, within the
+        process's memory fraction if one is set (None on CPU: no bound). The placement asks
+        here, so a prediction (mom.simulate) can answer instead."""
         if not self.cuda:
             return None
         torch.cuda.empty_cache()
-        free, _ = torch.cuda.mem_get_info(self.device)
+        free, total = torch.cuda.mem_get_info(self.device)
+        get_fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)  # torch >= 2.7
+        fraction = get_fraction(self.device) if get_fraction is not None else 1.0
+        if fraction < 1.0:  # torch.cuda.set_per_process_memory_fraction: the allocator's own cap
+            free = min(free, max(0, int(fraction * total) - torch.cuda.memory_reserved(self.device)))
         return free
 
     def synchronize(self) -> None:
