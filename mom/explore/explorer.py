@@ -723,7 +723,7 @@ class Explorer:
         self._say(self._hint())
 
     def _on_gpu_change(self, _change=None) -> None:
-        self.controls["gpu_gib"].disabled = self.controls["gpu"].value != simulated.CUSTOM or self.busy
+        self.controls["gpu_gib"].disabled = self.controls["gpu"].value != simulated.CUSTOM
         _show(self.controls["gpu_gib"], self.simulating and self.controls["gpu"].value == simulated.CUSTOM)
 
     def _on_setup_change(self, _change=None) -> None:
@@ -747,8 +747,8 @@ class Explorer:
         self.controls["budget"].disabled = not auto or self.controls["budget_fits"].value
 
     def _on_limit_change(self, _change=None) -> None:
-        self.controls["limit_on"].disabled = self.cuda or self.busy
-        self.controls["limit"].disabled = self.cuda or self.busy or not self.controls["limit_on"].value
+        self.controls["limit_on"].disabled = self.cuda
+        self.controls["limit"].disabled = self.cuda or not self.controls["limit_on"].value
 
     def _make_buttons(self) -> dict[str, widgets.Button]:
         wide = widgets.Layout(width="190px")

@@ -227,8 +227,7 @@ def layer_figure(events, weights_by_layer: Mapping[str, int] | None = None, laye
     _add_layer_bars(fig, breakdown, failed, unit, legend=True)
     fig.update_layout(barmode="group", xaxis=dict(type="category", categoryorder="array",
                                                   categoryarray=list(breakdown.index)))
-    if not any(e for e in _event_list(events)):
-        _note_empty(fig)
+    _note_empty(fig, shown=not any(e for e in _event_list(events)))
     return fig
 
 
@@ -307,9 +306,11 @@ def _event_list(events) -> list:
     return list(events)
 
 
-def _note_empty(fig: go.Figure) -> None:
+def _note_empty(fig: go.Figure, shown: bool = True) -> None:
+    """The "no run yet" note, hidden rather than left out once there is data: a live widget told
+    to drop its last annotation (relayout to an empty list) kept drawing it in the browser."""
     fig.add_annotation(text=EMPTY_NOTE, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
-                       font=dict(size=14, color="#888888"))
+                       font=dict(size=14, color="#888888"), visible=shown)
 
 
 def _layer_max(breakdown: pd.DataFrame) -> float:
@@ -369,8 +370,8 @@ def timeline_figure(events, device_limit_bytes: int | None = None, unit: tuple[s
                       annotation_text="prefill", annotation_position="top left")
     if device_limit_bytes:
         _add_limit(fig, device_limit_bytes, unit)
+    _note_empty(fig, shown=frame.empty)
     if frame.empty:
-        _note_empty(fig)
         fig.update_yaxes(range=[0, 1.1 * (device_limit_bytes or unit[1]) / unit[1]])
         fig.update_xaxes(range=[0, 10])
     return fig
@@ -448,8 +449,7 @@ def sweep_figure(profiles: Iterable[Profile], device_limit_bytes: int | None = N
         fig.update_layout(showlegend=True)  # explicit: a live widget may come from the bars' layout
     if limit:
         _add_limit(fig, limit, unit)
-    if not profiles:
-        _note_empty(fig)
+    _note_empty(fig, shown=not profiles)
     return fig
 
 

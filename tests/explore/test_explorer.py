@@ -56,6 +56,7 @@ def test_run_button_fills_figures_and_summary(explorer):
     explorer.wait()
     assert explorer.last_error is None, explorer.message.value
     assert not explorer.busy and not explorer.buttons["run"].disabled and explorer.buttons["stop"].disabled
+    assert not explorer.controls["limit_on"].disabled and not explorer.controls["limit"].disabled  # usable again
     run = explorer.profiles[-1]
     assert run.label == "M=4, trim" and not run.oom
     bars = {t.name: t for t in explorer.live.layer_widget.data}

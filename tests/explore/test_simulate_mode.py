@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import mom
-from mom.explore import Explorer
+from mom.explore import Explorer, plots
 from mom.explore.simulated import CUSTOM
 from mom.memory.events import GiB
 from mom.simulate import GPUS, Prediction
@@ -46,6 +46,7 @@ def test_run_predicts_and_labels_it(panel):
     assert 30 * GiB < run.peak_gpu_bytes < 37 * GiB  # 15 GiB of weights + 16 GiB of K/V at 128k + transients
     layers = panel.live.layer_widget.layout
     assert "predicted on H100-80GB" in layers.title.text and "GiB" in layers.yaxis.title.text
+    assert [a.visible for a in layers.annotations if a.text == plots.EMPTY_NOTE] == [False]  # hidden, not dropped
     assert len([x for x in panel.live.layer_widget.data[0].x]) == 34  # embed, 32 layers, head
     assert "predicted on H100-80GB" in panel.live.timeline_widget.layout.title.text
     assert "predicted on H100-80GB" in panel.sweep.layout.title.text
