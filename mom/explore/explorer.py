@@ -26,8 +26,22 @@ Decisions:
 - Constructor arguments are checked, never silently changed (mom/checks.py): a limit is None
   or positive bytes; a context must be positive and within the slider's range, and one that
   is not a slider stop is added as a stop rather than rounded to a neighbour.
-- Runs are remembered by (model, config, context, new tokens, limit), so "Compare with
-  baseline" reuses a baseline already measured.
+- Runs are remembered by (mode, model, config, context, new tokens, limit or card and host
+  RAM), so "Compare with baseline" reuses a baseline already measured or predicted.
+
+Two modes, one panel (a toggle switches):
+- simulate: `mom.predict` runs mom's own code on shape-only tensors and answers what a chosen
+  card would hold (mom/simulate), so a laptop shows the real-size picture: llama-3.1-8b on an
+  H100-80GB, in GiB, in about a second a run. It is where the panel opens without a GPU and
+  with no tiny model given. The limit is the card's usable memory (a GPU dropdown, a custom size
+  too), host RAM bounds the offloaded cache, Find max searches over predictions
+  (`mom.simulate.find_max_context`) and the sweep draws the card's and host's physical limit
+  (simulate/limits.py) beside the maximum found. Stop is disabled: a prediction is short and
+  is not hooked for cancelling. Everything shown is labelled "predicted on <card>", with the
+  calibration it used (simulated.py).
+- measure: real runs, of tiny models on CPU (the tensor tracker and its pretend limit) or of
+  any model on a GPU. On a GPU a Run also predicts itself for the same card and draws the
+  predicted bars beside the measured ones ("predicted beside").
 """
 
 from __future__ import annotations
@@ -52,7 +66,10 @@ from ..memory.cancel import Cancel
 from ..memory.events import GiB, MaxContextResult, MiB, Profile, format_bytes
 from ..memory.profile import find_max_context, profile
 from ..presets import PRESETS, TINY_PRESETS
-from . import plots
+from ..simulate import find_max_context as predicted_max_context
+from ..simulate import predict
+from ..simulate.fake import fake_model, model_config
+from . import plots, simulated
 from .live import LiveFigures, figure_widget, fit_width, model_weights_by_layer, update_in_place
 
 logger = logging.getLogger(__name__)
@@ -62,6 +79,12 @@ CPU_DEFAULTS = dict(context=8192, new_tokens=8, mini_sequences=8, limit=32, unit
                     contexts=(256, 16384))
 GPU_DEFAULTS = dict(context=131072, new_tokens=32, mini_sequences=16, limit=0, unit="GiB", resolution=8192,
                     contexts=(4096, 1 << 20))
+# predictions cost the same at any length: the slider reaches past what any card in the table holds
+SIMULATE_DEFAULTS = dict(GPU_DEFAULTS, contexts=(4096, 4 << 20))
+MODES = ("simulate", "measure")
+SIMULATE_REDRAW_S, MEASURE_REDRAW_S = 1.0, 0.25  # least time between two live redraws
+SIMULATED_MODEL = "llama-3.1-8b"
+HOST_GIB = 128  # host RAM of the simulated machine, a setting (a two-socket server's smallest usual size)
 # M stops about x1.5 apart: one drag step is a small change, and the track stays readable
 M_OPTIONS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 _SLIDER = dict(layout=widgets.Layout(width="430px"), style={"description_width": "130px"})
@@ -91,36 +114,44 @@ class Explorer:
 
     Args:
         model: a loaded causal LM, or a preset name (loaded at the first run); None offers the
-            presets (tiny ones on CPU).
+            presets (tiny ones when measuring on CPU).
         device: where presets are loaded; default cuda when available, else cpu.
         limit_bytes: pretend device memory for CPU runs (the tracker's limit), a positive number
             of bytes; default 32 MiB on CPU, none on a GPU (the card is the limit).
         context: the starting context length, within the slider's range.
+        mode: "simulate" or "measure"; default simulate on a machine without a GPU unless the
+            model is a loaded one or a tiny preset, else measure.
+        gpu: the simulated card: a name of `mom.simulate.GPUS` (default H100-80GB).
+        host_gib: host RAM of the simulated machine, GiB (bounds the offloaded cache).
 
     Raises:
         TypeError: `model` is neither a torch module nor a preset name.
-        ValueError: an unknown preset, a limit of 0 or below, or a context outside the slider.
+        ValueError: an unknown preset, mode or GPU, a limit of 0 or below, or a context outside
+            the slider.
 
     Attributes:
-        controls: the setting widgets by name (model, context (the slider), context_tokens (the
-            same context, typed), mini_sequences, offload, budget_fits, budget, new_tokens,
-            limit_on, limit).
+        controls: the setting widgets by name (mode, model, context (the slider), context_tokens
+            (the same context, typed), mini_sequences, offload, budget_fits, budget, new_tokens,
+            limit_on, limit, gpu, gpu_gib (the custom size), host_gib, beside_predicted).
         buttons: run, compare, max_context, stop.
         live: the LiveFigures (per-layer and timeline FigureWidgets).
         sweep: the peak-memory-against-context FigureWidget.
         profiles: every run so far, in order; `summary` is the table shown.
+        physical_limit: the PhysicalLimit drawn on the sweep (after a Find max), or None.
     """
 
     def __init__(self, model: nn.Module | str | None = None, device: str | torch.device | None = None,
-                 limit_bytes: int | None = None, context: int | None = None):
+                 limit_bytes: int | None = None, context: int | None = None, mode: str | None = None,
+                 gpu: str = simulated.DEFAULT_GPU, host_gib: float = HOST_GIB):
         preset = _check_model(model)
         limit_bytes = checks.check_limit(limit_bytes)
         self.device = checks.check_device(device) or _default_device(model if preset is None else None)
         self.cuda = self.device.type == "cuda"
-        self.defaults = dict(GPU_DEFAULTS if self.cuda else CPU_DEFAULTS)
+        mode = _check_mode(mode, model, preset, self.cuda)
+        simulated.card_of(gpu, 1.0)  # an unknown card is refused here, not at the first run
+        self._limit_arg = limit_bytes
+        self.defaults = self._defaults_for(mode)
         self.unit = GiB if self.defaults["unit"] == "GiB" else MiB
-        if limit_bytes is not None:
-            self.defaults["limit"] = limit_bytes / self.unit
         self._given = model if preset is None else None
         self._model: nn.Module | None = self._given
         self._model_name = GIVEN_MODEL if self._given is not None else None
@@ -134,7 +165,12 @@ class Explorer:
         self._cancel = Cancel()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self.controls = self._make_controls(preset, _check_context(context, self.defaults["contexts"]))
+        self.physical_limit = None
+        self._limits = simulated.PhysicalLimits()
+        self._marks: dict[str, tuple[str, int, str]] = {}
+        self._preset = preset
+        self.controls = self._make_controls(preset, _check_context(context, self.defaults["contexts"]), mode, gpu,
+                                            host_gib)
         self.buttons = self._make_buttons()
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="progress",
                                             layout=widgets.Layout(width="300px"))
@@ -143,9 +179,10 @@ class Explorer:
         self.live = LiveFigures({}, 0, on_progress=self._on_progress)
         self.sweep = figure_widget(plots.sweep_figure([], None, title=self._sweep_title()))
         if self._given is not None:
-            self._reset_live(self._given)
-            self.live.redraw()
+            self._reset_live()
+        self.live.redraw()
         self.widget = self._layout()
+        self.controls["mode"].observe(self._on_mode_change, "value")
 
     # -- display --
     def _repr_mimebundle_(self, **kwargs) -> Any:
@@ -192,11 +229,34 @@ class Explorer:
 
     @property
     def limit_bytes(self) -> int | None:
-        """The pretend device limit of CPU runs, in bytes (None: no limit, or on a GPU)."""
+        """The pretend device limit of CPU runs, in bytes (None: no limit, on a GPU, or simulating)."""
         c = self.controls
-        if self.cuda or not c["limit_on"].value or c["limit"].value <= 0:
+        if self.cuda or self.simulating or not c["limit_on"].value or c["limit"].value <= 0:
             return None
         return int(c["limit"].value * self.unit)
+
+    @property
+    def mode(self) -> str:
+        """"simulate" (predictions for a chosen card) or "measure" (real runs on this machine)."""
+        return self.controls["mode"].value
+
+    @property
+    def simulating(self) -> bool:
+        return self.mode == "simulate"
+
+    @property
+    def card(self):
+        """The simulated card (a mom.simulate.GPU) the GPU dropdown names.
+
+        Raises:
+            ValueError: a custom size of 0 GiB or below.
+        """
+        return simulated.card_of(self.controls["gpu"].value, self.controls["gpu_gib"].value)
+
+    @property
+    def host_bytes(self) -> int:
+        """Host RAM of the simulated machine, in bytes."""
+        return int(self.controls["host_gib"].value * GiB)
 
     @property
     def busy(self) -> bool:
@@ -211,25 +271,26 @@ class Explorer:
             wait: return the Profile when done; False starts it in the background (as the Run
                 button does) and returns None at once.
         """
-        return self._launch(lambda: self._measure(self.config()), wait)
+        return self._launch(lambda: self._one(self.config()), wait)
 
     def compare(self, wait: bool = True) -> tuple[Profile, Profile] | None:
         """Run the baseline (`MomConfig()`) and the current settings at the same context, and show
         both side by side on one scale (a baseline measured before is reused)."""
         def both():
             config = self.config()
-            base = self._measure(MomConfig(), reuse=True)
+            base = self._one(MomConfig(), reuse=True)
             if base.cancelled:
                 return None
-            run = self._measure(config, reuse=True, beside=base)
+            run = self._one(config, reuse=True, beside=base)
             return base, run
         return self._launch(both, wait)
 
     def find_max_context(self, wait: bool = True) -> MaxContextResult | None:
         """Search the longest context that fits under the current settings, to one resolution step.
 
-        On CPU it searches the whole context slider; on a GPU up to the context chosen. Each try
-        is added to the sweep chart as it finishes.
+        On CPU it searches the whole context slider; on a GPU up to the context chosen; when
+        simulating, the whole slider over predictions, with the physical limit of the card and
+        host RAM drawn beside the maximum. Each try is added to the sweep chart as it finishes.
         """
         return self._launch(self._search, wait)
 
@@ -278,16 +339,18 @@ class Explorer:
     def _set_busy(self, busy: bool) -> None:
         for name in ("run", "compare", "max_context"):
             self.buttons[name].disabled = busy
-        self.buttons["stop"].disabled = not busy
+        self.buttons["stop"].disabled = not busy or self.simulating  # a prediction is not hooked for cancelling
         for control in self.controls.values():
             control.disabled = busy
         if not busy:
             self._on_budget_change()
             self._on_limit_change()
+            self._on_gpu_change()
 
-    def _measure(self, config: MomConfig, reuse: bool = False, beside: Profile | None = None) -> Profile:
-        model = self._load()
-        key = (self._model_name, config, self.context, self.new_tokens, self.limit_bytes)
+    def _one(self, config: MomConfig, reuse: bool = False, beside: Profile | None = None) -> Profile:
+        """One run of `config` (measured, or predicted when simulating), drawn live; a run made
+        before under the same key is shown again when `reuse`."""
+        key = self._key(config, self.context)
         label = plots.profile_label(_labelled(config))
         pinned = {plots.profile_label(beside): beside.events} if beside is not None else None
         title = self._title(f"{next(iter(pinned))} and {label}" if pinned else label, self.context)
@@ -295,29 +358,56 @@ class Explorer:
             result = self._runs[key]
             self.live.show(result.events, title, label=label, beside=pinned)
         else:
-            self._say(f"running {title} ...")
+            self._say(f"{'predicting' if self.simulating else 'running'} {title} ...")
             self.progress.bar_style = "info"
             self.progress.value = 0
+            # a prediction takes about a second: a redraw (0.3 s for its 1,800 events) each second, not each 0.25 s
+            self.live.min_interval_s = SIMULATE_REDRAW_S if self.simulating else MEASURE_REDRAW_S
+            if self.simulating:
+                self._reset_live()  # the model on the meta device (cached after its first build)
             self.live.start(title, self.new_tokens, self._device_limit(), label=label, beside=pinned)
-            result = profile(model, config, self.context, self.new_tokens, limit_bytes=self.limit_bytes,
-                             listeners=[self.live], cancel=self._cancel)
+            result = self._predict(config) if self.simulating else self._measure(config)
             result.model_name = self._display_name()
             self.live.finish()
             if not result.cancelled:
                 self._runs[key] = result
                 self.profiles.append(result)
                 self._sweep_runs.append(result)
+        if beside is None and not self.simulating and self.controls["beside_predicted"].value and not result.cancelled:
+            self._show_predicted_beside(result, config, title, label)
         self._show_result(result, beside)
         return result
 
+    def _measure(self, config: MomConfig) -> Profile:
+        return profile(self._load(), config, self.context, self.new_tokens, limit_bytes=self.limit_bytes,
+                       listeners=[self.live], cancel=self._cancel)
+
+    def _predict(self, config: MomConfig, card=None, context: int | None = None, listeners=None) -> Profile:
+        card = card or self.card
+        return predict(self._source(), config, context or self.context, self.new_tokens, gpu=card,
+                       host_bytes=self.host_bytes if self.simulating else None, dtype=self._dtype(),
+                       listeners=[self.live] if listeners is None else listeners)
+
+    def _show_predicted_beside(self, measured: Profile, config: MomConfig, title: str, label: str) -> None:
+        """The same run predicted for this card, its bars left of the measured ones on one scale."""
+        card = self._measure_card()
+        prediction = self._predict(config, card, listeners=[])
+        self.live.show(measured.events, f"{title}, measured and {simulated.predicted(card)}",
+                       label=f"{label}: measured", beside={f"{label}: {simulated.predicted(card)}": prediction.events})
+
+    def _key(self, config: MomConfig, context: int) -> tuple:
+        where = (self.card, self.host_bytes) if self.simulating else self.limit_bytes
+        return (self.mode, self._model_name_now(), config, context, self.new_tokens, where)
+
     def _search(self) -> MaxContextResult:
-        model, config = self._load(), self.config()
+        config = self.config()
         high = self._search_high()
         resolution = self.defaults["resolution"]
         label = plots.profile_label(_labelled(config))
         self._say(f"searching the longest context for {label}, up to {high} tokens ...")
         self.progress.bar_style = "info"
         self.progress.value, self.progress.max = 0, _expected_tries(high, resolution)
+        self._draw_physical_limit(config)
 
         def on_try(run: Profile) -> None:
             run.model_name = self._display_name()
@@ -329,52 +419,137 @@ class Explorer:
             outcome = "stopped" if run.cancelled else "out of memory" if run.oom else format_bytes(run.peak_gpu_bytes)
             self._say(f"{label}: try {self.progress.value}, {run.context} tokens: {outcome}", error=run.oom)
 
-        result = find_max_context(model, config, new_tokens=self.new_tokens, resolution=resolution, high=high,
-                                  limit_bytes=self.limit_bytes, progress=False, record=False, on_try=on_try,
-                                  cancel=self._cancel)
+        if self.simulating:
+            result = predicted_max_context(self._source(), config, self.card, self.host_bytes, self.new_tokens,
+                                           resolution=resolution, high=high, on_try=on_try)
+        else:
+            result = find_max_context(self._load(), config, new_tokens=self.new_tokens, resolution=resolution,
+                                      high=high, limit_bytes=self.limit_bytes, progress=False, record=False,
+                                      on_try=on_try, cancel=self._cancel)
         self.max_context = result
+        self._mark_maximum(result, label)
         self.progress.max = max(1, self.progress.value)
         self.progress.bar_style = "warning" if result.cancelled else "success"
-        self._say(_max_context_message(result, label))
+        self._say_lines([(_max_context_message(result, label, self._predicted_on()), False), *self._limit_lines()])
         return result
 
+    def _draw_physical_limit(self, config: MomConfig) -> None:
+        """Work out the physical limit of this card and host (when there is one to know) and draw it."""
+        card, host = self._limit_card_and_host()
+        if card is None:
+            return
+        self.physical_limit = self._limits.get(self._source(), self._model_name_now(), card, host,
+                                               config.mini_sequences or 16, self.new_tokens, self._dtype())
+        name, tokens = simulated.limit_mark(self.physical_limit)
+        self._marks["physical"] = (name, tokens, "#000000")
+        self._draw_sweep()
+
+    def _mark_maximum(self, result: MaxContextResult, label: str) -> None:
+        if result.maximum is None or not result.limit_reached or result.cancelled:
+            return
+        kind = simulated.predicted(self.card) if self.simulating else "measured"
+        self._marks[label] = (f"{label}: {kind} maximum {result.maximum:,} tokens", result.maximum,
+                              plots.config_color(label))
+        self._draw_sweep()
+
+    def _limit_card_and_host(self):
+        """(card, host bytes) of the physical limit: the simulated ones, or this GPU and this host's
+        RAM; (None, 0) on CPU, whose pretend limit has no host side."""
+        if self.simulating:
+            return self.card, self.host_bytes
+        if self.cuda:
+            import psutil
+
+            return simulated.card_of_device(self.device), psutil.virtual_memory().total
+        return None, 0
+
+    def _limit_lines(self) -> list[tuple[str, bool]]:
+        if self.physical_limit is None or not self._marks.get("physical"):
+            return []
+        return [(f"physical limit: {self.physical_limit.formula()}", False)]
+
     def _show_result(self, result: Profile, beside: Profile | None = None) -> None:
-        base = beside if beside is not None else self._runs.get(
-            (self._model_name, MomConfig(), result.context, result.new_tokens, self.limit_bytes))
+        base = beside if beside is not None else self._runs.get(self._key(MomConfig(), result.context))
         base = base if base is not result else None
         self.summary = plots.summary_table(result, base)
-        self.summary_html.value = tables.html_table(tables.metric_rows(result, base))
+        caption = f"{simulated.predicted(self.card)} (mom.predict)" if self.simulating else ""
+        self.summary_html.value = tables.html_table(tables.metric_rows(result, base), caption=caption)
         self._draw_sweep()
-        lines = [(_outcome_line(run), run.oom) for run in (base, result) if run is not None]
+        on = self._predicted_on()
+        lines = [(_outcome_line(run, on), run.oom) for run in (base, result) if run is not None]
         if base is not None and base.passed and result.passed and base.peak_gpu_bytes:
             lines.append((f"peak memory {result.peak_gpu_bytes / base.peak_gpu_bytes:.2f}x the baseline's", False))
+        if self.simulating:
+            lines += [(line, False) for line in simulated.prediction_lines(result)]
         self.progress.bar_style = "danger" if result.oom else "warning" if result.cancelled else "success"
         if result.passed:
             self.progress.value = self.progress.max
         self._say_lines(lines)
 
     def _search_high(self) -> int:
-        """On CPU the whole slider (tries take seconds); on a GPU up to the chosen context (tries take minutes)."""
-        return self.context if self.cuda else max(v for _, v in self.controls["context"].options)
+        """On CPU and simulating the whole slider (tries take seconds); on a GPU up to the chosen
+        context (tries take minutes)."""
+        return self.context if self.cuda and not self.simulating else max(v for _, v in self.controls["context"].options)
 
     def _draw_sweep(self) -> None:
-        figure = plots.sweep_figure(self._sweep_runs, self._device_limit(), title=self._sweep_title())
+        figure = plots.sweep_figure(self._sweep_runs, self._device_limit(), title=self._sweep_title(),
+                                    marks=list(self._marks.values()))
         update_in_place(self.sweep, figure)
 
+    def _reset_sweep(self, _change=None) -> None:
+        """Forget the sweep's runs and lines: another model, card or host RAM makes another chart."""
+        self._sweep_runs, self._marks, self.physical_limit = [], {}, None
+        self._draw_sweep()
+
     def _device_limit(self) -> int | None:
+        if self.simulating:
+            return self._card_or_none().usable_bytes if self._card_or_none() else None
         if not self.cuda:
             return self.limit_bytes
         return torch.cuda.get_device_properties(self.device).total_memory
 
+    def _card_or_none(self):
+        try:
+            return self.card
+        except ValueError:
+            return None
+
+    def _measure_card(self):
+        """The card a measured run is predicted for: this GPU; on CPU one as large as the pretend limit."""
+        if self.cuda:
+            return simulated.card_of_device(self.device)
+        return simulated.card_of_limit(self.limit_bytes) if self.limit_bytes else self.card
+
+    def _predicted_on(self) -> str | None:
+        return simulated.predicted(self.card) if self.simulating else None
+
+    def _source(self):
+        """What mom.predict is given: the loaded model (its config) or the preset name."""
+        return self._given if self._given is not None else self.controls["model"].value
+
+    def _dtype(self) -> torch.dtype:
+        """Weights' dtype of a prediction: the given model's, or the loaded one's when measuring; bf16
+        for a preset simulated (as on a GPU)."""
+        model = self._given
+        if model is None and not self.simulating and self._model_name == self._model_name_now():
+            model = self._model
+        return next(model.parameters()).dtype if model is not None else torch.bfloat16
+
+    def _model_name_now(self) -> str:
+        return GIVEN_MODEL if self._given is not None else self.controls["model"].value
+
     def _display_name(self) -> str:
-        if self._model_name == GIVEN_MODEL and self._given is not None:
+        if self._given is not None:
             return _model_title(self._given)
-        return self._model_name or self.controls["model"].value
+        return self.controls["model"].value
 
     def _title(self, label: str, context: int) -> str:
-        return f"{self._display_name()}, {label}, {_short(context)} tokens"
+        where = f", {simulated.predicted(self.card)}" if self.simulating else ""
+        return f"{self._display_name()}, {label}, {_short(context)} tokens{where}"
 
     def _sweep_title(self) -> str:
+        if self.simulating:
+            return f"Peak memory against context, {simulated.predicted(self.card)}: {self._display_name()}"
         return f"Peak memory against context: {self._display_name()}"
 
     def _load(self) -> nn.Module:
@@ -387,11 +562,18 @@ class Explorer:
         self._say(f"loading {name} on {self.device} ...")
         self._model = load(name, device=self.device)
         self._model_name = name
-        self._sweep_runs = []
-        self._reset_live(self._model)
+        self._reset_live()
         return self._model
 
-    def _reset_live(self, model: nn.Module) -> None:
+    def _reset_live(self) -> None:
+        """The layer chart's positions and weights for the model chosen (a prediction's model is
+        built on the meta device: nothing is allocated)."""
+        model = self._given if self._given is not None else self._model
+        if self.simulating and self._given is None:
+            config, name = model_config(self.controls["model"].value)
+            model = fake_model(config, name, self._dtype()).model
+        elif model is None or self._model_name != self._model_name_now():
+            return  # a preset not loaded yet: its first run sets the chart up
         self.live.weights_by_layer = model_weights_by_layer(model)
         self.live.layers = len(families.decoder_layers(model))
 
@@ -414,6 +596,10 @@ class Explorer:
         self.message.value = "<br>".join(spans)
 
     def _hint(self) -> str:
+        if self.simulating:
+            return (f"Simulate: mom.predict runs mom's own code on shape-only tensors and answers for a "
+                    f"{self.controls['gpu'].value} in about a second, no GPU needed. Choose settings, then Run; "
+                    "Compare predicts the baseline beside them. Measure runs real models on this machine.")
         where = "a pretend device limit on CPU" if not self.cuda else str(self.device)
         return f"Choose settings, then Run; Compare runs the baseline beside them ({where})."
 
@@ -422,51 +608,128 @@ class Explorer:
         self.progress.value = done
 
     # -- widgets --
-    def _make_controls(self, preset: str | None, context: int | None) -> dict[str, widgets.Widget]:
-        d, unit = self.defaults, self.defaults["unit"]
-        names = [GIVEN_MODEL] if self._given is not None else list(TINY_PRESETS if not self.cuda else PRESETS)
-        if preset is not None and preset not in names:
-            names.append(preset)
-        default_model = preset or (names[0] if not self.cuda or self._given is not None else "llama-3.1-8b")
-        options = context_options(*d["contexts"])
-        values = [v for _, v in options]
-        if context is not None and context not in values:  # a stop of its own, not a rounded neighbour
-            options = sorted([*options, (_short(context), context)], key=lambda o: o[1])
-        start = context if context is not None else min(values, key=lambda v: abs(v - d["context"]))
+    def _make_controls(self, preset: str | None, context: int | None, mode: str, gpu: str,
+                       host_gib: float) -> dict[str, widgets.Widget]:
         style = {"description_width": "initial"}
+        cards = simulated.gpu_options()
+        custom = gpu if gpu not in cards else simulated.CUSTOM
         controls = {
-            "model": widgets.Dropdown(options=names, value=default_model, description="model", style=style,
+            "mode": widgets.ToggleButtons(options=list(MODES), value=mode, description="mode", style=style,
+                                          tooltips=["predict for a chosen GPU: mom's own code on shape-only tensors",
+                                                    "run for real on this machine (tiny models on CPU)"]),
+            "model": widgets.Dropdown(options=[preset or GIVEN_MODEL], description="model", style=style,
                                       layout=widgets.Layout(width="260px")),
-            "context": widgets.SelectionSlider(options=options, value=start, description="context (tokens)",
+            "context": widgets.SelectionSlider(options=[("1", 1)], description="context (tokens)",
                                                continuous_update=False, **_SLIDER),
-            "context_tokens": widgets.BoundedIntText(value=start, min=d["contexts"][0], max=d["contexts"][1],
-                                                     description="or type", style=style,
+            "context_tokens": widgets.BoundedIntText(value=1, min=1, max=1 << 30, description="or type", style=style,
                                                      layout=widgets.Layout(width="150px")),
-            "new_tokens": widgets.IntSlider(value=d["new_tokens"], min=1, max=256, description="new tokens",
+            "new_tokens": widgets.IntSlider(value=1, min=1, max=256, description="new tokens",
                                             continuous_update=False, **_SLIDER),
             "mini_sequences": widgets.SelectionSlider(options=[("1 (off)" if m == 1 else str(m), m) for m in M_OPTIONS],
-                                                      value=d["mini_sequences"], description="mini-sequences M",
-                                                      continuous_update=False, **_SLIDER),
+                                                      description="mini-sequences M", continuous_update=False,
+                                                      **_SLIDER),
             "offload": widgets.Dropdown(options=list(OFFLOAD_MODES), value="none", description="offload KV",
                                         style=style, layout=widgets.Layout(width="200px")),
             "budget_fits": widgets.Checkbox(value=True, description="KV kept on device: what fits", style=style,
                                             layout=widgets.Layout(width="240px")),
-            "budget": widgets.BoundedFloatText(value=0.0, min=0.0, max=1e6, description=f"KV budget ({unit})",
-                                               style=style, layout=widgets.Layout(width="200px")),
+            "budget": widgets.BoundedFloatText(value=0.0, min=0.0, max=1e6, style=style,
+                                               layout=widgets.Layout(width="200px")),
             "limit_on": widgets.Checkbox(value=not self.cuda, description="pretend device limit", style=style,
                                          layout=widgets.Layout(width="190px")),
-            "limit": widgets.BoundedFloatText(value=max(d["limit"], 0.25), min=0.25, max=1e6, style=style,
-                                              description=f"limit ({unit})", layout=widgets.Layout(width="170px")),
+            "limit": widgets.BoundedFloatText(value=1.0, min=0.25, max=1e6, style=style,
+                                              layout=widgets.Layout(width="170px")),
+            "gpu": widgets.Dropdown(options=cards, value=gpu if gpu in cards else simulated.CUSTOM,
+                                    description="simulated GPU", style=style, layout=widgets.Layout(width="270px")),
+            "gpu_gib": widgets.BoundedFloatText(value=simulated.card_of(gpu, 1.0).total_bytes / GiB if custom
+                                                else 24.0, min=1.0, max=1e4, description="custom (GiB)", style=style,
+                                                layout=widgets.Layout(width="160px")),
+            "host_gib": widgets.BoundedFloatText(value=host_gib, min=0.0, max=1e5, description="host RAM (GiB)",
+                                                 style=style, layout=widgets.Layout(width="180px")),
+            "beside_predicted": widgets.Checkbox(value=self.cuda, description="predicted beside", style=style,
+                                                 layout=widgets.Layout(width="170px")),
         }
+        self.controls = controls
+        self._apply_mode(mode, context)
         controls["context"].observe(self._on_context_slider, "value")
         controls["context_tokens"].observe(self._on_context_typed, "value")
         controls["offload"].observe(self._on_budget_change, "value")
         controls["budget_fits"].observe(self._on_budget_change, "value")
         controls["limit_on"].observe(self._on_limit_change, "value")
-        self.controls = controls
+        controls["gpu"].observe(self._on_gpu_change, "value")
+        for name in ("model", "gpu", "gpu_gib", "host_gib"):
+            controls[name].observe(self._on_setup_change, "value")
         self._on_budget_change()
         self._on_limit_change()
+        self._on_gpu_change()
         return controls
+
+    def _defaults_for(self, mode: str) -> dict[str, Any]:
+        d = dict(SIMULATE_DEFAULTS if mode == "simulate" else GPU_DEFAULTS if self.cuda else CPU_DEFAULTS)
+        if self._limit_arg is not None:
+            d["limit"] = self._limit_arg / (GiB if d["unit"] == "GiB" else MiB)
+        return d
+
+    def _model_names(self, mode: str) -> tuple[list[str], str]:
+        """(dropdown options, default): real presets to simulate, tiny ones to measure on CPU."""
+        if self._given is not None:
+            return [GIVEN_MODEL], GIVEN_MODEL
+        if mode == "simulate":
+            names = [p for p in PRESETS if p not in TINY_PRESETS]
+        else:
+            names = list(TINY_PRESETS if not self.cuda else PRESETS)
+        preset = self._preset
+        if preset is not None and preset not in names:
+            names.append(preset)
+        return names, preset or (SIMULATED_MODEL if mode == "simulate" or self.cuda else names[0])
+
+    def _apply_mode(self, mode: str, context: int | None = None) -> None:
+        """Set every control to `mode`'s options and defaults (a context given is kept exactly)."""
+        self.defaults = self._defaults_for(mode)
+        d, c = self.defaults, self.controls
+        self.unit = GiB if d["unit"] == "GiB" else MiB
+        names, default = self._model_names(mode)
+        c["model"].options, c["model"].value = names, default
+        options = context_options(*d["contexts"])
+        values = [v for _, v in options]
+        if context is not None and context not in values:  # a stop of its own, not a rounded neighbour
+            options = sorted([*options, (_short(context), context)], key=lambda o: o[1])
+        start = context if context is not None else min(values, key=lambda v: abs(v - d["context"]))
+        c["context_tokens"].min, c["context_tokens"].max = 1, 1 << 30  # wide while the slider moves
+        c["context"].options, c["context"].value = options, start
+        c["context_tokens"].value = start
+        c["context_tokens"].min, c["context_tokens"].max = d["contexts"]
+        c["new_tokens"].value, c["mini_sequences"].value = d["new_tokens"], d["mini_sequences"]
+        c["budget"].description = f"KV budget ({d['unit']})"
+        c["limit"].description = f"limit ({d['unit']})"
+        c["limit"].value = max(d["limit"], 0.25)
+        simulate = mode == "simulate"
+        for name in ("limit_on", "limit"):
+            _show(c[name], not simulate and not self.cuda)
+        for name in ("gpu", "gpu_gib", "host_gib"):
+            _show(c[name], simulate)
+        _show(c["beside_predicted"], not simulate)
+
+    def _on_mode_change(self, change) -> None:
+        """Another mode: its controls, empty figures, and the hint of what it does."""
+        self._apply_mode(change["new"])
+        self._on_gpu_change()
+        self._on_limit_change()
+        self.buttons["stop"].disabled = True
+        self._reset_sweep()
+        self.live.weights_by_layer, self.live.layers = {}, 0
+        self._reset_live()
+        self.live.start(new_tokens=self.new_tokens, device_limit_bytes=self._device_limit())
+        self.summary_html.value = ""
+        self._say(self._hint())
+
+    def _on_gpu_change(self, _change=None) -> None:
+        self.controls["gpu_gib"].disabled = self.controls["gpu"].value != simulated.CUSTOM
+        _show(self.controls["gpu_gib"], self.simulating and self.controls["gpu"].value == simulated.CUSTOM)
+
+    def _on_setup_change(self, _change=None) -> None:
+        """Another model, card or host RAM: the sweep's runs and lines belong to the old one."""
+        if not self.busy:
+            self._reset_sweep()
 
     def _on_context_slider(self, change) -> None:
         self.controls["context_tokens"].value = change["new"]
@@ -509,10 +772,11 @@ class Explorer:
     def _layout(self) -> widgets.Widget:
         c, b = self.controls, self.buttons
         wrap = widgets.Layout(flex_flow="row wrap", align_items="center")
-        limit_row = [c["limit_on"], c["limit"]] if not self.cuda else []
         rows = [
+            widgets.HBox([c["mode"], c["gpu"], c["gpu_gib"], c["host_gib"], c["limit_on"], c["limit"],
+                          c["beside_predicted"]], layout=wrap),
             widgets.HBox([c["model"], c["context"], c["context_tokens"], c["new_tokens"]], layout=wrap),
-            widgets.HBox([c["mini_sequences"], c["offload"], c["budget_fits"], c["budget"], *limit_row], layout=wrap),
+            widgets.HBox([c["mini_sequences"], c["offload"], c["budget_fits"], c["budget"]], layout=wrap),
             widgets.HBox([b["run"], b["compare"], b["max_context"], b["stop"], self.progress], layout=wrap),
             self.message,
             self.live.layer_widget,
@@ -521,6 +785,21 @@ class Explorer:
             self.sweep,
         ]
         return widgets.VBox(rows, layout=widgets.Layout(width="100%"))
+
+
+def _show(widget: widgets.Widget, shown: bool) -> None:
+    widget.layout.display = None if shown else "none"
+
+
+def _check_mode(mode: str | None, model, preset: str | None, cuda: bool) -> str:
+    """The mode asked for, else simulate where there is no GPU and nothing small to run for real."""
+    if mode is not None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        return mode
+    if cuda or isinstance(model, nn.Module) or preset in TINY_PRESETS:
+        return "measure"
+    return "simulate"
 
 
 def _check_model(model) -> str | None:
@@ -572,8 +851,8 @@ def _expected_tries(high: int, resolution: int) -> int:
     return 2 * steps + 1
 
 
-def _outcome_line(run: Profile) -> str:
-    where = f"{plots.profile_label(run)} at {run.context} tokens"
+def _outcome_line(run: Profile, predicted_on: str | None = None) -> str:
+    where = f"{plots.profile_label(run)} at {run.context} tokens" + (f", {predicted_on}" if predicted_on else "")
     if run.cancelled:
         return f"{where}: stopped"
     if run.oom:
@@ -581,8 +860,8 @@ def _outcome_line(run: Profile) -> str:
     return f"{where}: peak {format_bytes(run.peak_gpu_bytes)}"
 
 
-def _max_context_message(result: MaxContextResult, label: str) -> str:
-    tries = f"{len(result.tries)} tries"
+def _max_context_message(result: MaxContextResult, label: str, predicted_on: str | None = None) -> str:
+    tries = f"{len(result.tries)} tries" + (f", {predicted_on}" if predicted_on else "")
     if result.cancelled:
         so_far = f"the longest passing so far is {result.maximum} tokens" if result.maximum else "nothing passed yet"
         return f"{label}: search stopped after {tries}; {so_far}"

@@ -67,12 +67,21 @@ def events_frame(events: Profile | Sequence[MemoryEvent] | pd.DataFrame) -> pd.D
     if isinstance(events, pd.DataFrame):
         frame = events.copy()
     else:
-        frame = memory_events.events_frame(list(events.events if isinstance(events, Profile) else events))
+        frame = _frame_of(list(events.events if isinstance(events, Profile) else events))
     frame = frame.reset_index(drop=True)
     if "kind" not in frame:
         frame["kind"] = "call"
     frame["order"] = range(len(frame))
     return frame
+
+
+def _frame_of(events: list[MemoryEvent]) -> pd.DataFrame:
+    """memory.events.events_frame's frame, built column by column: a live redraw of a 1,800-event
+    prediction builds it once a quarter second, and one asdict() per event took 0.1 s of it."""
+    columns = memory_events.EVENT_COLUMNS
+    frame = pd.DataFrame({c: [getattr(e, c) for e in events] for c in columns}, columns=list(columns))
+    return frame.astype({"layer": "Int64", "piece": "Int64", "kv_layer_gpu_bytes": "Int64",
+                         "kv_layer_host_bytes": "Int64", "requested_bytes": "Int64"})
 
 
 def failed_allocation(events) -> MemoryEvent | None:
@@ -218,8 +227,7 @@ def layer_figure(events, weights_by_layer: Mapping[str, int] | None = None, laye
     _add_layer_bars(fig, breakdown, failed, unit, legend=True)
     fig.update_layout(barmode="group", xaxis=dict(type="category", categoryorder="array",
                                                   categoryarray=list(breakdown.index)))
-    if not any(e for e in _event_list(events)):
-        _note_empty(fig)
+    _note_empty(fig, shown=not any(e for e in _event_list(events)))
     return fig
 
 
@@ -298,9 +306,11 @@ def _event_list(events) -> list:
     return list(events)
 
 
-def _note_empty(fig: go.Figure) -> None:
+def _note_empty(fig: go.Figure, shown: bool = True) -> None:
+    """The "no run yet" note, hidden rather than left out once there is data: a live widget told
+    to drop its last annotation (relayout to an empty list) kept drawing it in the browser."""
     fig.add_annotation(text=EMPTY_NOTE, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
-                       font=dict(size=14, color="#888888"))
+                       font=dict(size=14, color="#888888"), visible=shown)
 
 
 def _layer_max(breakdown: pd.DataFrame) -> float:
@@ -344,59 +354,60 @@ def timeline_figure(events, device_limit_bytes: int | None = None, unit: tuple[s
         others: more runs, label -> events, drawn as allocated lines in their own colours (compare).
     """
     runs = {label or "allocated": events, **(others or {})}
-    top = max([_timeline_top(e) for e in runs.values()] + [device_limit_bytes or 0])
+    frames = {name: events_frame(run) for name, run in runs.items()}  # once: a frame of 1,800 events costs
+    top = max([_timeline_top(frames[name], run) for name, run in runs.items()] + [device_limit_bytes or 0])
     unit = unit or pick_unit(top)
     fig = go.Figure(layout=_layout(title, "hooked call (in order)", f"memory ({unit[0]})"))
     if others:
         for name, run in runs.items():
-            _add_allocated(fig, run, unit, name, config_color(name))
+            _add_allocated(fig, run, frames[name], unit, name, config_color(name))
     else:
-        _add_detail(fig, events, unit, label)
-    frame = events_frame(events)
+        _add_detail(fig, events, frames[label or "allocated"], unit, label)
+    frame = frames[label or "allocated"]
     prefill = frame.loc[frame["phase"] == "prefill", "order"]
     if len(prefill):
         fig.add_vrect(x0=-0.5, x1=float(prefill.max()) + 0.5, fillcolor="#eeeeee", opacity=0.5, line_width=0,
                       annotation_text="prefill", annotation_position="top left")
     if device_limit_bytes:
         _add_limit(fig, device_limit_bytes, unit)
+    _note_empty(fig, shown=frame.empty)
     if frame.empty:
-        _note_empty(fig)
         fig.update_yaxes(range=[0, 1.1 * (device_limit_bytes or unit[1]) / unit[1]])
         fig.update_xaxes(range=[0, 10])
     return fig
 
 
-def _timeline_top(events) -> float:
-    frame = events_frame(events)
+def _timeline_top(frame: pd.DataFrame, events) -> float:
     failed = failed_allocation(events)
     peak = float(frame["peak_bytes"].max()) if len(frame) else 0.0
     return max(peak, failed.attempted_bytes if failed is not None else 0)
 
 
-def _add_detail(fig: go.Figure, events, unit: tuple[str, int], label: str | None) -> None:
+def _add_detail(fig: go.Figure, events, frame: pd.DataFrame, unit: tuple[str, int], label: str | None) -> None:
     allocated = config_color(label) if label else "#333333"
     styles = {"allocated": dict(color=allocated), "peak": dict(color=COLORS["activation"], width=1),
               "kv_gpu": dict(color=COLORS["kv_gpu"], dash="dot"), "kv_host": dict(color=COLORS["kv_host"], dash="dot")}
-    for trace in timeline_traces(events, unit):
+    for trace in timeline_traces(frame, unit):
         name = f"{label}: allocated" if label and trace["key"] == "allocated" else trace["name"]
         fig.add_scatter(name=name, x=trace["x"], y=trace["y"], text=trace["text"], mode="lines",
                         line=styles[trace["key"]],
                         hovertemplate=f"%{{text}}: %{{y:.3f}} {unit[0]}<extra>{trace['name']}</extra>")
-    _add_failed(fig, events, unit, label)
+    _add_failed(fig, events, len(frame), unit, label)
 
 
-def _add_allocated(fig: go.Figure, events, unit: tuple[str, int], label: str, color: str) -> None:
-    trace = timeline_traces(events, unit)[0]
+def _add_allocated(fig: go.Figure, events, frame: pd.DataFrame, unit: tuple[str, int], label: str,
+                   color: str) -> None:
+    trace = timeline_traces(frame, unit)[0]
     fig.add_scatter(name=label, legendgroup=label, x=trace["x"], y=trace["y"], text=trace["text"], mode="lines",
                     line=dict(color=color), hovertemplate=f"%{{text}}: %{{y:.3f}} {unit[0]}<extra>{label}</extra>")
-    _add_failed(fig, events, unit, label)
+    _add_failed(fig, events, len(frame), unit, label)
 
 
-def _add_failed(fig: go.Figure, events, unit: tuple[str, int], label: str | None) -> None:
+def _add_failed(fig: go.Figure, events, length: int, unit: tuple[str, int], label: str | None) -> None:
     failed = failed_allocation(events)
     if failed is None:
         return
-    x = len(events_frame(events)) - 1
+    x = length - 1
     name = f"{label}: {FAILED.lower()}" if label else FAILED
     fig.add_scatter(name=name, legendgroup=label, x=[x, x], y=[failed.bytes_after / unit[1], failed.attempted_bytes / unit[1]],
                     mode="lines+markers", line=dict(color=COLORS["limit"], width=4),
@@ -405,13 +416,19 @@ def _add_failed(fig: go.Figure, events, unit: tuple[str, int], label: str | None
 
 
 def sweep_figure(profiles: Iterable[Profile], device_limit_bytes: int | None = None,
-                 unit: tuple[str, int] | None = None, title: str = "Peak memory against context") -> go.Figure:
+                 unit: tuple[str, int] | None = None, title: str = "Peak memory against context",
+                 marks: Sequence[tuple[str, int, str]] = ()) -> go.Figure:
     """Peak device memory against context, one line per configuration in its colour; OOMs red crosses.
 
     An OOM is drawn at the device limit when it is known (the run stopped there), else at the
     peak measured up to the failure. Cancelled runs are left out (they measured nothing whole).
     When every run has the same context, configurations are bars side by side instead (points
     on one x would hide each other).
+
+    Args:
+        marks: contexts drawn as vertical lines, (legend name, tokens, colour) each: a search's
+            maximum, the physical limit of the card and host (simulate/limits.py). They are
+            traces, first in the figure, so a live sweep appends its tries after them.
     """
     profiles = [p for p in profiles if not getattr(p, "cancelled", False)]
     limit = device_limit_bytes or next((p.device_limit_bytes for p in profiles if p.device_limit_bytes), None)
@@ -423,6 +440,8 @@ def sweep_figure(profiles: Iterable[Profile], device_limit_bytes: int | None = N
         fig = _sweep_bars(groups, limit, unit, title, contexts[0])
     else:
         fig = go.Figure(layout=_layout(title, "context (tokens)", f"peak memory ({unit[0]})"))
+        for name, tokens, color in marks:
+            _add_mark(fig, name, tokens, color, 1.05 * peak / unit[1])
         for label, group in groups.items():
             _add_sweep_line(fig, label, group, limit, unit)
         ticks = _spread(contexts)
@@ -430,9 +449,13 @@ def sweep_figure(profiles: Iterable[Profile], device_limit_bytes: int | None = N
         fig.update_layout(showlegend=True)  # explicit: a live widget may come from the bars' layout
     if limit:
         _add_limit(fig, limit, unit)
-    if not profiles:
-        _note_empty(fig)
+    _note_empty(fig, shown=not profiles)
     return fig
+
+
+def _add_mark(fig: go.Figure, name: str, tokens: int, color: str, top: float) -> None:
+    fig.add_scatter(name=name, x=[tokens, tokens], y=[0, top or 1], mode="lines", line=dict(color=color, dash="dot"),
+                    hovertemplate=f"{html_escape(name)}<extra></extra>")
 
 
 def _add_sweep_line(fig: go.Figure, label: str, group: list[Profile], limit: int | None, unit: tuple[str, int]) -> None:

@@ -56,6 +56,7 @@ def test_run_button_fills_figures_and_summary(explorer):
     explorer.wait()
     assert explorer.last_error is None, explorer.message.value
     assert not explorer.busy and not explorer.buttons["run"].disabled and explorer.buttons["stop"].disabled
+    assert not explorer.controls["limit_on"].disabled and not explorer.controls["limit"].disabled  # usable again
     run = explorer.profiles[-1]
     assert run.label == "M=4, trim" and not run.oom
     bars = {t.name: t for t in explorer.live.layer_widget.data}
@@ -135,7 +136,11 @@ def test_find_max_context_shows_each_try(explorer):
     assert result.maximum is not None and result.first_failure_above is not None
     assert f"{result.maximum} tokens" in explorer.message.value
     assert seen[:len(result.tries)] == list(range(1, len(result.tries) + 1))  # one step per finished try
-    assert sum(len(t.x) for t in explorer.sweep.data) == len({p.context for p in result.tries})
+    tries = [t for t in explorer.sweep.data if "maximum" not in t.name]
+    assert sum(len(t.x) for t in tries) == len({p.context for p in result.tries})
+    mark = next(t for t in explorer.sweep.data if "measured maximum" in t.name)  # the line at the maximum found
+    assert list(mark.x) == [result.maximum] * 2 and f"{result.maximum:,} tokens" in mark.name
+    assert not any("physical" in t.name for t in explorer.sweep.data)  # a pretend CPU limit has no host side
     assert "llama" in explorer.sweep.layout.title.text
 
 
@@ -173,7 +178,9 @@ def test_errors_are_messages(explorer, monkeypatch):
     (dict(limit_bytes=-1), ValueError, ["positive number of bytes", "no limit"]),
     (dict(limit_bytes=0), ValueError, ["positive number of bytes"]),
     (dict(context=-5), ValueError, ["positive whole number"]),
-    (dict(context=50000), ValueError, ["outside the explorer's context slider", "mom.profile"]),
+    (dict(context=50000, mode="measure"), ValueError, ["outside the explorer's context slider", "mom.profile"]),
+    (dict(mode="predict"), ValueError, ["simulate, measure"]),
+    (dict(gpu="H300-1TB"), ValueError, ["unknown GPU", "H100-80GB"]),
 ])
 def test_careless_arguments_are_refused(arguments, error, words):
     with pytest.raises(error) as raised:
@@ -182,7 +189,7 @@ def test_careless_arguments_are_refused(arguments, error, words):
 
 
 def test_a_context_between_stops_is_kept_exactly():
-    panel = Explorer(context=5000)
+    panel = Explorer(context=5000, mode="measure")
     assert panel.context == 5000
     assert 4096 in [v for _, v in panel.controls["context"].options]
 
@@ -202,7 +209,7 @@ def test_preset_name_and_dropdown_load_on_run():
 
 def test_show_profile_draws_any_profile(real_runs):
     base, run = real_runs
-    panel = Explorer(context=1024)
+    panel = Explorer(context=1024, mode="measure")
     panel.show_profile(run)
     assert panel.summary.loc["outcome"].iloc[0] == "ok"
     assert len(panel.live.timeline_widget.data[0].x) == len(run.events)
@@ -212,7 +219,7 @@ def test_close_lets_the_model_go():
     import gc
     import weakref
 
-    panel = Explorer(context=1024)  # loads its own model on the first run
+    panel = Explorer(context=1024, mode="measure")  # loads its own model on the first run
     panel.controls["new_tokens"].value = 2
     panel.run()
     model = weakref.ref(panel._model)
@@ -224,7 +231,7 @@ def test_close_lets_the_model_go():
 
 
 def test_typed_context_is_used_exactly():
-    panel = Explorer(context=1024)
+    panel = Explorer(context=1024, mode="measure")
     panel.controls["context_tokens"].value = 3000
     assert panel.context == 3000 and panel.controls["context"].value == 3000
     panel.controls["context"].value = 4096
