@@ -9,6 +9,10 @@ layers placed on the host. "prefill" (the paper) and "stream" place every layer 
 After prefill (decode tiers): "prefill" brings every host layer back to the GPU; "stream"
 streams every layer; "auto" brings back as many more host layers as now fit (prefill's
 transients are gone) and streams the rest.
+
+Per device: on a model spread over several devices (a `device_map`), both steps run for each
+device's layers against that device's own budget, so a full card streams while an emptier one
+keeps its layers resident.
 """
 
 from __future__ import annotations
@@ -22,20 +26,36 @@ PREFILL_HIDDEN_COPIES = 6  # [S, hidden] tensors alive at prefill's peak (measur
 
 
 def place_before_prefill(cache, batch: int, seq_len: int) -> int:
-    """Place the first layers that fit the GPU budget on the device ("auto"); returns how many."""
-    layers = cache.mom_layers()
-    if cache.mode != "auto" or not layers:
+    """Place the first layers that fit the GPU budget on the device ("auto"); returns how many.
+
+    On a model spread over several devices, each device places its own first layers by its
+    own budget: `kv_gpu_budget` applies to each device, and without one each device's budget
+    comes from that device's free memory (every device holds prefill's transients while its
+    layers run).
+    """
+    cache.placed_bytes_by_device = {}
+    if cache.mode != "auto" or not cache.mom_layers():
         return 0
     per_layer = layer_kv_bytes(cache, batch, seq_len)
-    budget = cache.kv_gpu_budget
-    if budget is None:
-        budget = _free_for_kv_before_prefill(cache, batch, seq_len, per_layer)
-    resident = min(len(layers), budget // max(per_layer, 1))
-    for position, layer in enumerate(layers):
-        layer.placement = "device" if position < resident else "host"
-    cache.placed_bytes = resident * per_layer
-    logger.info("mom cache: %d layers placed on the GPU before prefill, %d on the host", resident, len(layers) - resident)
-    return resident
+    placed = 0
+    for lane, layers in cache.layers_by_lane().items():
+        budget = cache.kv_gpu_budget
+        if budget is None:
+            budget = _free_for_kv_before_prefill(cache, lane.copier, batch, seq_len, per_layer)
+        resident = layers_that_fit(len(layers), per_layer, budget)
+        for position, layer in enumerate(layers):
+            layer.placement = "device" if position < resident else "host"
+        cache.placed_bytes_by_device[lane.device] = resident * per_layer
+        placed += resident
+        logger.info("mom cache: %s: %d layers placed on the device before prefill, %d on the host",
+                    lane.device, resident, len(layers) - resident)
+    cache.placed_bytes = sum(cache.placed_bytes_by_device.values())
+    return placed
+
+
+def layers_that_fit(count: int, per_layer: int, budget: int) -> int:
+    """How many of `count` layers of `per_layer` bytes each a budget of `budget` bytes holds."""
+    return min(count, max(budget, 0) // max(per_layer, 1))
 
 
 def layer_kv_bytes(cache, batch: int, seq_len: int) -> int:
@@ -49,36 +69,45 @@ DECODE_WORKING_SET = 1 << 30  # logits and activations of one decode step, besid
 BUDGET_SHARE = 0.92  # of what is free: the allocator rounds and fragments
 
 
-def _free_for_kv_before_prefill(cache, batch: int, seq_len: int, per_layer: int) -> int:
-    free = cache.copier.free_device_bytes()
+def _free_for_kv_before_prefill(cache, copier, batch: int, seq_len: int, per_layer: int) -> int:
+    free = copier.free_device_bytes()
     if free is None:
         return 1 << 62  # nothing to bound on CPU: keep everything resident
     transients = PREFILL_HIDDEN_COPIES * batch * seq_len * cache.model_config.hidden_size * cache.dtype.itemsize
-    return max(0, int((free - transients - 2 * per_layer - DECODE_WORKING_SET) * BUDGET_SHARE))
+    return kv_budget(free, transients + 2 * per_layer)
+
+
+def kv_budget(free: int, reserved: int) -> int:
+    """Bytes of K/V a device may take: its share of what is free once `reserved` bytes (prefill's
+    transients or two stream slots) and decode's working set are set aside."""
+    return max(0, int((free - reserved - DECODE_WORKING_SET) * BUDGET_SHARE))
 
 
 def plan_decode_tiers(cache) -> None:
-    """Mark each host-tier MomLayer of `cache` "reload" or "stream"."""
-    layers = [layer for layer in cache.mom_layers() if layer.tier == "host"]
-    keep = len(layers) if cache.mode == "prefill" else 0
-    if cache.mode == "auto" and layers:
-        per_layer = max(sum(t.nbytes for t in layer.host_kv) for layer in layers)
-        budget = gpu_kv_budget(cache, per_layer)
-        if cache.kv_gpu_budget is not None:
-            budget -= cache.placed_bytes  # what prefill already put on the GPU
-        keep = min(len(layers), max(budget, 0) // max(per_layer, 1))
-    for position, layer in enumerate(layers):
-        layer.tier = "reload" if position < keep else "stream"
-    logger.info("mom cache: %d layers back on the GPU, %d streamed", keep, len(layers) - keep)
+    """Mark each host-tier MomLayer of `cache` "reload" or "stream", device by device."""
+    for lane, lane_layers in cache.layers_by_lane().items():
+        layers = [layer for layer in lane_layers if layer.tier == "host"]
+        keep = len(layers) if cache.mode == "prefill" else 0
+        if cache.mode == "auto" and layers:
+            per_layer = max(sum(t.nbytes for t in layer.host_kv) for layer in layers)
+            budget = gpu_kv_budget(cache, per_layer, lane.copier)
+            if cache.kv_gpu_budget is not None:
+                budget -= getattr(cache, "placed_bytes_by_device", {}).get(lane.device, 0)  # placed by prefill
+            keep = layers_that_fit(len(layers), per_layer, budget)
+        for position, layer in enumerate(layers):
+            layer.tier = "reload" if position < keep else "stream"
+        if layers:
+            logger.info("mom cache: %s: %d layers back on the device, %d streamed", lane.device, keep, len(layers) - keep)
 
 
-def gpu_kv_budget(cache, per_layer: int) -> int:
-    """Bytes of K/V the GPU can take back: the configured budget, or what is truly free."""
+def gpu_kv_budget(cache, per_layer: int, copier=None) -> int:
+    """Bytes of K/V a device can take back: the configured budget, or what is truly free on the
+    device of `copier` (default: the first device's)."""
     if cache.kv_gpu_budget is not None:
         return cache.kv_gpu_budget
     # Cached blocks freed by prefill are fragmented: 6.8 GiB of them could not hold one
     # 1.7 GiB buffer at 852k tokens (benchmarks/NOTES.md). Give them back, count true free.
-    free = cache.copier.free_device_bytes()
+    free = (copier or cache.copier).free_device_bytes()
     if free is None:
         return 1 << 62
-    return max(0, int((free - 2 * per_layer - DECODE_WORKING_SET) * BUDGET_SHARE))
+    return kv_budget(free, 2 * per_layer)
