@@ -99,13 +99,13 @@ def limit_terms(model, context: int, step: int = 16384, steps: int = 24) -> dict
                host_available=psutil.virtual_memory().available, host_total=psutil.virtual_memory().total,
                guard=[])
     with mom.enable(model, CONFIG) as handle:
-        runtime = handle.offload
+        lanes = handle.offload.lanes
         for length in range(context, context + steps * step, step):
-            cache = MomCache(model, "auto", None, runtime.copier, runtime.pool)
+            cache = MomCache(model, "auto", None, lanes)
             resident = placement.place_before_prefill(cache, 1, length, fused=True)
-            host = sum(cache.host_block_sizes(1, length))
+            host = sum(sum(sizes) for sizes in cache.host_block_sizes_by_lane(1, length).values())
             try:
-                check_host_memory(host, 1, length, runtime.pool.free_bytes)
+                check_host_memory(host, 1, length, lanes.free_bytes)
                 verdict = "admitted"
             except HostMemoryError as error:
                 verdict = f"refused: {str(error).splitlines()[0]}"

@@ -40,6 +40,8 @@ def load(
     dtype: torch.dtype | str | None = None,
     seed: int = 0,
     attn_implementation: str = "sdpa",
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
     **overrides,
 ) -> torch.nn.Module:
     """Load a causal LM in eval mode.
@@ -52,6 +54,13 @@ def load(
             "float32"/"fp32"); default bf16 on GPU, fp32 on CPU.
         seed: seed for a preset's random weights.
         attn_implementation: "sdpa" by default.
+        device_map: spread the model over several devices instead of `device`: "auto"
+            (balanced over the GPUs' free memory, as transformers does), "balanced",
+            "balanced_low_0", "sequential", or {module name: device}. A preset is built
+            module by module on its own device, never whole on the host (mom/dispatch.py);
+            a checkpoint goes to `from_pretrained(device_map=...)`.
+        max_memory: with a device_map strategy, the most bytes to use per device
+            ({0: "70GiB", "cpu": "200GiB"}), as for Accelerate.
         **overrides: config fields to change (e.g. num_hidden_layers=2).
 
     Raises:
@@ -62,6 +71,9 @@ def load(
         ModelTooLargeError: the weights cannot fit the device's free memory.
     """
     source = checks.model_source(name)
+    if device_map is not None:
+        return _load_dispatched(name, source, device, device_map, max_memory, dtype, seed, attn_implementation,
+                                overrides)
     device = checks.check_device(device) or default_device()
     dtype = checks.check_dtype(dtype) or default_dtype(device)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
@@ -77,6 +89,28 @@ def load(
     else:
         model = _from_pretrained(str(name), config, device, dtype, attn_implementation)
     return model.eval()
+
+
+def _load_dispatched(name, source, device, device_map, max_memory, dtype, seed, attn_implementation, overrides):
+    """mom.load with a device map: a preset built per device, or from_pretrained(device_map=...)."""
+    from . import dispatch
+
+    if device is not None:
+        raise ValueError(f"give device or device_map, not both (got device={device!r}); a device map already "
+                         "says where each module goes: device_map={'': 'cuda:0'} is one device")
+    device_map = dispatch.check_device_map(device_map)
+    dtype = checks.check_dtype(dtype) or default_dtype(default_device())
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"seed must be a whole number, got {seed!r}")
+    checks.check_attention(attn_implementation)
+    if source == "preset":
+        config = preset_config(PRESETS[name], attn_implementation, **overrides)
+        return dispatch.build_dispatched(config, device_map, dtype, seed, max_memory).eval()
+    from transformers import AutoModelForCausalLM
+
+    config = _pretrained_config(str(name), source, attn_implementation, overrides)
+    return AutoModelForCausalLM.from_pretrained(str(name), config=config, dtype=dtype, device_map=device_map,
+                                                max_memory=max_memory, attn_implementation=attn_implementation).eval()
 
 
 def as_model(model, device: str | torch.device | None = None) -> torch.nn.Module:

@@ -9,8 +9,14 @@ token's K/V.
 The pieces: tiers of one layer in engine/kv_layer.py, the decode placement in
 engine/placement.py, copies on the handle's side stream in engine/copies.py, pinned blocks in
 engine/pinned.py, the host-RAM guard in engine/host_guard.py, and what one handle's caches
-share (stream, pool, lock) in engine/offload.py. This module fetches layers for decoding:
-prefetch of the next layer while the current one computes, two shared slots for streamed layers.
+share (streams, pools, lock) in engine/offload.py. This module fetches layers for decoding:
+prefetch of the next layer while the current one computes, two shared slots per device for
+streamed layers.
+
+A model spread over several devices (a `device_map`) keeps each layer's K/V on that layer's
+own device: each layer has a lane (engine/lanes.py: its device, that device's side stream
+and pinned pool), streamed layers alternate between two slots of their own device, and the
+placement plans each device's budget from that device's free memory.
 
 Without CUDA the same logic runs with plain CPU tensors and synchronous copies, so the tier
 machinery is tested on any machine; the numbers only mean something on a GPU.
@@ -53,10 +59,10 @@ class MomCache(Cache):
         model: the model this cache serves (its config gives the layer types).
         mode: "prefill", "stream" or "auto".
         kv_gpu_budget: bytes of K/V to keep on the GPU in "auto"; None = what fits.
-        copier: the handle's SideStreamCopier; host_pool: its HostPool.
+        lanes: the handle's engine.lanes.Lanes (per device: side-stream copier, pinned pool).
     """
 
-    def __init__(self, model, mode: str, kv_gpu_budget: int | None, copier, host_pool: HostPool):
+    def __init__(self, model, mode: str, kv_gpu_budget: int | None, lanes):
         layers = DynamicCache(config=model.config).layers
         for index, layer in enumerate(layers):
             if type(layer) is DynamicLayer:
@@ -65,17 +71,21 @@ class MomCache(Cache):
         self._mom_layers = [layer for layer in layers if isinstance(layer, MomLayer)]
         self._stream_positions: dict[int, int] = {}  # layer index -> position among streamed layers
         self.mode, self.kv_gpu_budget = mode, kv_gpu_budget
-        self.device = next(model.parameters()).device
+        self.lanes = lanes
+        self.device = lanes.first.device  # the first layer's; each layer's own is its lane's
         self.dtype, self.model_config = model.dtype, model.config
-        self.copier, self.pool = copier, host_pool
+        self.copier, self.pool = lanes.first.copier, lanes.first.pool
         self.owner = new_owner()
         # a dropped cache gives its blocks back, usable once its last copy has landed
-        weakref.finalize(self, _give_back_blocks, host_pool, copier, self.owner)
-        self.slots: list[tuple[torch.Tensor, torch.Tensor] | None] = [None, None]
+        weakref.finalize(self, _give_back_blocks, list(lanes), self.owner)
+        # two GPU slots per device for streamed layers: device -> [slot 0, slot 1]
+        self.device_slots: dict[torch.device, list[tuple[torch.Tensor, torch.Tensor] | None]] = {
+            lane.device: [None, None] for lane in lanes}
         self._fetches: dict[int, _Fetch] = {}
         self._planned = False
         self.closed = False
         self.placed_bytes = 0  # K/V bytes placed on the GPU before prefill (engine/placement.py)
+        self.placed_bytes_by_device: dict = {}  # the same, per device
 
     @property
     def decode_planned(self) -> bool:
@@ -84,6 +94,22 @@ class MomCache(Cache):
 
     def mom_layers(self) -> list[MomLayer]:
         return self._mom_layers
+
+    def lane_of(self, index: int):
+        """The lane (device, side-stream copier, pinned pool) of decoder layer `index`."""
+        return self.lanes.of_layer(index)
+
+    def layers_by_lane(self) -> dict:
+        """The MomLayers of each lane, in layer order (one entry on a single-device model)."""
+        groups: dict = {}
+        for layer in self._mom_layers:
+            groups.setdefault(self.lane_of(layer.index), []).append(layer)
+        return groups
+
+    @property
+    def slots(self) -> list:
+        """Every device's stream slots, flat (for byte counts and inspection)."""
+        return [slot for pair in self.device_slots.values() for slot in pair]
 
     def close(self) -> None:
         """Called when the handle is restored: its pinned pool goes, so this cache cannot go on."""
@@ -119,9 +145,10 @@ class MomCache(Cache):
 
     def _start_fetch(self, layer: MomLayer) -> _Fetch:
         needed = layer.length + 1
+        lane = self.lane_of(layer.index)
         if layer.tier == "reload":
             try:
-                layer.device_kv = device_buffers(layer.host_kv[0], needed, self.device)
+                layer.device_kv = device_buffers(layer.host_kv[0], needed, lane.device)
             except torch.OutOfMemoryError:  # the budget was optimistic: stream this layer instead
                 logger.warning("mom cache: layer %d does not fit on the GPU after all; streaming it", layer.index)
                 layer.device_kv, layer.tier = None, "stream"
@@ -130,59 +157,75 @@ class MomCache(Cache):
             targets, slot = layer.device_kv, None
         else:
             slot = self._stream_positions[layer.index] % 2
-            targets = self._slot(slot, layer.host_kv[0], needed)
+            targets = self._slot(lane.device, slot, layer.host_kv[0], needed)
         event = None
         for dst, src in zip(targets, layer.host_kv):
-            event = self.copier.copy(dst[..., : layer.length, :], src[..., : layer.length, :])
+            event = lane.copier.copy(dst[..., : layer.length, :], src[..., : layer.length, :])
         return _Fetch(slot, event)
 
     def _number_streamed_layers(self) -> None:
-        streamed = [layer.index for layer in self._mom_layers if layer.tier == "stream"]
-        self._stream_positions = {index: position for position, index in enumerate(streamed)}
+        """Each streamed layer's position among the streamed layers of its own device (slot
+        = position % 2, so consecutive streamed layers of one device alternate slots)."""
+        self._stream_positions = {}
+        for layers in self.layers_by_lane().values():
+            streamed = [layer.index for layer in layers if layer.tier == "stream"]
+            self._stream_positions.update({index: position for position, index in enumerate(streamed)})
 
-    def _slot(self, slot: int, like: torch.Tensor, needed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        current = self.slots[slot]
+    def _slot(self, device, slot: int, like: torch.Tensor, needed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        slots = self.device_slots[device]
+        current = slots[slot]
         if current is None or current[0].shape[-2] < needed or current[0].shape[:-2] != like.shape[:-2]:
-            self.slots[slot] = None  # free the old slot before allocating the new one
-            self.slots[slot] = device_buffers(like, needed, self.device)
-        return self.slots[slot]
+            slots[slot] = None  # free the old slot before allocating the new one
+            slots[slot] = device_buffers(like, needed, device)
+        return slots[slot]
 
     def grow_slot(self, layer: MomLayer, needed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        slot = self._stream_positions[layer.index] % 2
-        old = self.slots[slot]
-        self.slots[slot] = device_buffers(old[0], needed, self.device)
-        for new_buffer, old_buffer in zip(self.slots[slot], old):
+        device, slot = self.lane_of(layer.index).device, self._stream_positions[layer.index] % 2
+        slots = self.device_slots[device]
+        old = slots[slot]
+        slots[slot] = device_buffers(old[0], needed, device)
+        for new_buffer, old_buffer in zip(slots[slot], old):
             new_buffer[..., : layer.length, :] = old_buffer[..., : layer.length, :]
-        return self.slots[slot]
+        return slots[slot]
 
     def fetched(self, layer: MomLayer) -> tuple[torch.Tensor, torch.Tensor]:
         """This layer's K/V on the GPU: waits for its fetch (starting it if needed), starts the
         next layer's, and moves a reloaded layer to the "device" tier for good."""
         fetch = self._fetches.pop(layer.index, None) or self._start_fetch(layer)
-        self.copier.wait(fetch.event)
+        lane = self.lane_of(layer.index)
+        lane.copier.wait(fetch.event)
         self._prefetch_after(layer.index)
         if fetch.slot is None:  # reloaded for good: the host copy is no longer needed
             if fetch.event is not None:
                 fetch.event.synchronize()
-            self.release_host(layer.host_kv)
+            self.release_host(layer.host_kv, layer.index)
             layer.host_kv, layer.tier = None, "device"
             return layer.device_kv
-        return self.slots[fetch.slot]
+        return self.device_slots[lane.device][fetch.slot]
 
     # -- host memory -----------------------------------------------------------------------
-    def host_buffer(self, shape, capacity: int, dtype) -> torch.Tensor:
-        return self.pool.lend((*shape[:-2], capacity, shape[-1]), dtype, owner=self.owner)
+    def host_buffer(self, shape, capacity: int, dtype, index: int | None = None) -> torch.Tensor:
+        """A pinned host buffer from the pool of layer `index`'s device (the first device's if None)."""
+        pool = self.pool if index is None else self.lane_of(index).pool
+        return pool.lend((*shape[:-2], capacity, shape[-1]), dtype, owner=self.owner)
 
-    def release_host(self, buffers) -> None:
-        after = self.copier.event()
+    def release_host(self, buffers, index: int | None = None) -> None:
+        """Give layer `index`'s host buffers back to its device's pool, after its copies so far."""
+        lane = self.lanes.first if index is None else self.lane_of(index)
+        after = lane.copier.event()
         for buffer in buffers or ():
-            self.pool.take_back(buffer, after=after)
+            lane.pool.take_back(buffer, after=after)
 
     def host_block_sizes(self, batch: int, seq_len: int) -> list[int]:
         """Bytes of each host buffer a prefill of this size will take, in order of need (layers
         placed on the GPU before prefill take none)."""
+        return [size for sizes in self.host_block_sizes_by_lane(batch, seq_len).values() for size in sizes]
+
+    def host_block_sizes_by_lane(self, batch: int, seq_len: int) -> dict:
+        """host_block_sizes split by lane: each device's share of the pinned pool."""
         nbytes = kv_buffer_bytes(self.model_config, self.dtype, batch, seq_len)
-        return [nbytes] * (2 * sum(layer.placement == "host" for layer in self._mom_layers))
+        return {lane: [nbytes] * (2 * sum(layer.placement == "host" for layer in layers))
+                for lane, layers in self.layers_by_lane().items()}
 
     def bytes_by_layer(self) -> list[tuple[int, int]]:
         """(device bytes, host bytes) per layer; the shared stream slots are in `slot_bytes`."""
@@ -199,5 +242,6 @@ class MomCache(Cache):
         return sum(t.nbytes for slot in self.slots if slot is not None for t in slot)
 
 
-def _give_back_blocks(pool: HostPool, copier, owner: int) -> None:
-    pool.take_back_all(owner, after=copier.event())
+def _give_back_blocks(lanes: list, owner: int) -> None:
+    for lane in lanes:
+        lane.pool.take_back_all(owner, after=lane.copier.event())

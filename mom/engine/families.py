@@ -104,9 +104,12 @@ def project_qkv(family: Family, attention: nn.Module, x: torch.Tensor, with_quer
     kv_width = (getattr(config, "num_key_value_heads", None) or config.num_attention_heads) * head_dim
     if family.fused_qkv:
         fused = getattr(attention, family.fused_qkv)
-        if with_query:
+        if with_query or fused.weight.device != x.device:
+            # weights offloaded by an Accelerate hook (on the meta device until the module is
+            # called) are only reachable through the module: project all and drop q, exactly
             qkv = fused(x)
             q, k, v = qkv[..., :q_width], qkv[..., q_width : q_width + kv_width], qkv[..., q_width + kv_width :]
+            q = q if with_query else None
         else:  # the k and v rows of the fused weight only
             bias = fused.bias[q_width:] if fused.bias is not None else None
             kv = torch.nn.functional.linear(x, fused.weight[q_width:], bias)

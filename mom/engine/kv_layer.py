@@ -103,9 +103,10 @@ class MomLayer(DynamicLayer):
     # -- tiers -----------------------------------------------------------------------------
     def _prefill_to_host(self, key_states, value_states):
         length = key_states.shape[-2]
-        self.host_kv = tuple(self.cache.host_buffer(t.shape, length + growth(length), t.dtype) for t in (key_states, value_states))
+        self.host_kv = tuple(self.cache.host_buffer(t.shape, length + growth(length), t.dtype, self.index)
+                             for t in (key_states, value_states))
         for dst, src in zip(self.host_kv, (key_states, value_states)):
-            self.cache.copier.copy(dst[..., :length, :], src)
+            self._copier.copy(dst[..., :length, :], src)
         self.length, self.tier = length, "host"
         self._expose_host()
         return key_states, value_states
@@ -143,7 +144,7 @@ class MomLayer(DynamicLayer):
         self._ensure_host_capacity(self.length + new)
         for slot, host, states in zip((keys, values), self.host_kv, (key_states, value_states)):
             slot[..., self.length : self.length + new, :] = states
-            self.cache.copier.copy(host[..., self.length : self.length + new, :], slot[..., self.length : self.length + new, :])
+            self._copier.copy(host[..., self.length : self.length + new, :], slot[..., self.length : self.length + new, :])
         self.length += new
         self._expose_host()
         return keys[..., : self.length, :], values[..., : self.length, :]
@@ -151,14 +152,19 @@ class MomLayer(DynamicLayer):
     def _ensure_host_capacity(self, needed: int) -> None:
         if needed <= self.host_kv[0].shape[-2]:
             return
-        if self.cache.copier.cuda:
+        if self._copier.cuda:
             torch.cuda.current_stream(self.device).synchronize()
-            self.cache.copier.synchronize()
+            self._copier.synchronize()
         old = self.host_kv
-        self.host_kv = tuple(self.cache.host_buffer(t.shape, needed + growth(needed), t.dtype) for t in old)
+        self.host_kv = tuple(self.cache.host_buffer(t.shape, needed + growth(needed), t.dtype, self.index) for t in old)
         for new_buffer, old_buffer in zip(self.host_kv, old):
             new_buffer[..., : self.length, :] = old_buffer[..., : self.length, :]
-        self.cache.release_host(old)
+        self.cache.release_host(old, self.index)
+
+    @property
+    def _copier(self):
+        """The side-stream copier of this layer's device (engine/lanes.py)."""
+        return self.cache.lane_of(self.index).copier
 
     def _expose_host(self) -> None:
         # `keys`/`values` always show the valid K/V wherever they live (for inspection and byte counts)

@@ -1,9 +1,10 @@
 """What one handle's offloaded caches share, and the swap of a fresh cache for a MomCache.
 
-Per handle, not per cache: one side stream (so copies of pinned blocks that pass from one
-cache to the next are ordered), one pinned pool (kept between runs), the set of live caches
-(closed on restore, since their pinned memory goes), and a lock that serializes forward calls
-from several threads (the pool and the stream are shared; each call's own state is not).
+Per handle, not per cache: one side stream per device (so copies of pinned blocks that pass
+from one cache to the next are ordered), one pinned pool per device (kept between runs; both in
+engine/lanes.py: a model on one device has one of each), the set of live caches (closed on
+restore, since their pinned memory goes), and a lock that serializes forward calls from several
+threads (the pools and the streams are shared; each call's own state is not).
 """
 
 from __future__ import annotations
@@ -11,22 +12,19 @@ from __future__ import annotations
 import threading
 import weakref
 
-from . import host_guard
+from . import devices, host_guard
 from .cache import MomCache
-from .copies import SideStreamCopier
-from .pinned import HostPool
+from .lanes import Lanes
 from .placement import place_before_prefill
 
 
 class OffloadRuntime:
-    """The side stream, pinned pool and live caches of one `mom.enable` handle."""
+    """The side streams, pinned pools and live caches of one `mom.enable` handle."""
 
     def __init__(self, model, mode: str, kv_gpu_budget: int | None, fused_prefill: bool = False):
         self.model, self.mode, self.kv_gpu_budget = model, mode, kv_gpu_budget
         self.fused_prefill = fused_prefill  # mini-sequences: prefill's transients are the fused layer's
-        device = next(model.parameters()).device
-        self.copier = SideStreamCopier(device)
-        self.pool = HostPool(pin=device.type == "cuda", synchronize=self.copier.synchronize)
+        self.lanes = Lanes(devices.layer_devices(model))
         self.caches: weakref.WeakSet[MomCache] = weakref.WeakSet()
         self.lock = threading.RLock()
 
@@ -43,16 +41,28 @@ class OffloadRuntime:
         ids = call.get("input_ids") if call.get("input_ids") is not None else call.get("inputs_embeds")
         if ids is None or ids.shape[1] == 0:
             return None
-        cache = MomCache(self.model, self.mode, self.kv_gpu_budget, self.copier, self.pool)
+        cache = MomCache(self.model, self.mode, self.kv_gpu_budget, self.lanes)
         place_before_prefill(cache, ids.shape[0], ids.shape[1], fused=self.fused_prefill)
-        sizes = cache.host_block_sizes(ids.shape[0], ids.shape[1])
-        host_guard.check_host_memory(sum(sizes), ids.shape[0], ids.shape[1], self.pool.free_bytes)
-        self.pool.reserve(sizes)
+        sizes = cache.host_block_sizes_by_lane(ids.shape[0], ids.shape[1])
+        needed = sum(sum(lane_sizes) for lane_sizes in sizes.values())
+        host_guard.check_host_memory(needed, ids.shape[0], ids.shape[1], self.lanes.free_bytes)
+        for lane, lane_sizes in sizes.items():
+            lane.pool.reserve(lane_sizes)
         self.caches.add(cache)
         return cache
+
+    @property
+    def copier(self):
+        """The first device's side-stream copier (the only one on a single-device model)."""
+        return self.lanes.first.copier
+
+    @property
+    def pool(self):
+        """The first device's pinned pool (the only one on a single-device model)."""
+        return self.lanes.first.pool
 
     def close(self) -> None:
         """Restore: close live caches, wait for in-flight copies, unpin everything."""
         for cache in list(self.caches):
             cache.close()
-        self.pool.clear()
+        self.lanes.close()

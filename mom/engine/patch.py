@@ -17,6 +17,14 @@ put back in its `finally`: an exception anywhere (the host-RAM guard, an OOM) le
 behind, and two threads calling one patched model see their own calls. Offload modes share a
 pinned pool and a side stream per handle, so their forward calls are serialized by a lock.
 
+Models placed by a device map (Accelerate's `dispatch_model`, `from_pretrained(device_map=...)`)
+carry Accelerate hooks: the module's `forward` in its `__dict__` is a wrapper that moves the
+inputs to the module's device (and loads offloaded weights), then calls `module._old_forward`.
+mom's wrapper replaces `_old_forward` on such a module, not `forward`, so it runs inside the
+hook: inputs are on the layer's device before mom's own paths (fused prefill, trimmed last
+layer, attention in pieces) run, which call the submodules directly rather than the layer's
+original forward. Restore puts `_old_forward` back like any other patch.
+
 Copies: a patched module carries closures over the handle, so `copy.deepcopy`, `pickle` and
 `torch.save` of a patched model (or of any patched submodule) are refused with a message that
 says to restore first; after `restore()` they work as on any model.
@@ -123,12 +131,26 @@ class Handle:
         self.restore()
 
     def _bind(self, module: nn.Module, name: str, fn: Callable) -> None:
+        if name == "forward":
+            name = _forward_slot(module)
         if not any(p.module is module for p in self._patches):
             for guard in ("__deepcopy__", "__reduce_ex__"):
                 self._patches.append(_Patch(module, guard, module.__dict__.get(guard, _MISSING)))
                 module.__dict__[guard] = _refuse_copy
         self._patches.append(_Patch(module, name, module.__dict__.get(name, _MISSING)))
         module.__dict__[name] = fn
+
+
+def _forward_slot(module: nn.Module) -> str:
+    """Where a module's forward is patched: `_old_forward` under an Accelerate hook (module
+    docstring), else `forward`."""
+    hooked = "_hf_hook" in module.__dict__ and "_old_forward" in module.__dict__
+    return "_old_forward" if hooked else "forward"
+
+
+def _inner_forward(module: nn.Module) -> Callable:
+    """The forward mom wraps: the one an Accelerate hook calls, or the module's own."""
+    return getattr(module, _forward_slot(module))
 
 
 def _refuse_copy(*_args) -> None:
@@ -184,25 +206,26 @@ def _install(handle: Handle) -> None:
 
         handle.offload = OffloadRuntime(model, config.offload, config.kv_gpu_budget, config.uses_mini_sequences)
         handle.decode = _decode_graphs(handle)
-    handle._bind(model, "forward", _causal_lm_forward(handle, model.forward))
+    handle._bind(model, "forward", _causal_lm_forward(handle, _inner_forward(model)))
     layers = families.decoder_layers(model)
     family = handle.family
     for index, layer in enumerate(layers):
         is_last = index == len(layers) - 1
         if config.uses_mini_sequences:
             mlp = getattr(layer, family.mlp)
-            handle._bind(mlp, "forward", _mini_sequence_forward(handle, index, mlp.forward))
+            handle._bind(mlp, "forward", _mini_sequence_forward(handle, index, _inner_forward(mlp)))
             for name in (family.input_norm, family.post_attention_norm):
                 norm = getattr(layer, name)
-                handle._bind(norm, "forward", _token_wise_forward(handle, norm.forward))
+                handle._bind(norm, "forward", _token_wise_forward(handle, _inner_forward(norm)))
         if config.uses_mini_sequences or (is_last and config.trims_last_layer):
             attention = getattr(layer, family.attention)
-            handle._bind(attention, "forward", _attention_forward(handle, attention, is_last, attention.forward))
+            handle._bind(attention, "forward",
+                         _attention_forward(handle, attention, is_last, _inner_forward(attention)))
         if config.uses_mini_sequences:
-            handle._bind(layer, "forward", _fused_prefill_layer_forward(handle, layer, layer.forward))
+            handle._bind(layer, "forward", _fused_prefill_layer_forward(handle, layer, _inner_forward(layer)))
     if config.trims_last_layer:
         last = layers[-1]
-        handle._bind(last, "forward", _last_layer_forward(handle, last, last.forward))
+        handle._bind(last, "forward", _last_layer_forward(handle, last, _inner_forward(last)))
 
 
 def _decode_graphs(handle: Handle):

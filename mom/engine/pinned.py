@@ -83,10 +83,14 @@ class HostPool:
         pin: page-lock the blocks (CUDA hosts).
         synchronize: waits for the side stream that copies to and from the blocks; called
             before anything is unpinned.
+        device: the CUDA device whose copies use the blocks; they are pinned in its context
+            (one pool per device of a model spread over several, engine/lanes.py).
     """
 
-    def __init__(self, pin: bool, synchronize: Callable[[], None] | None = None):
+    def __init__(self, pin: bool, synchronize: Callable[[], None] | None = None,
+                 device: torch.device | None = None):
         self.pin = pin
+        self.device = device if device is not None and device.type == "cuda" else None
         self._synchronize = synchronize or (lambda: None)
         self.free: list[_Free] = []
         self._lent: dict[int, tuple[torch.Tensor, int]] = {}  # view data_ptr -> (block, owner)
@@ -98,7 +102,8 @@ class HostPool:
         with host_tier():
             block = torch.empty(nbytes, dtype=torch.uint8)
         if self.pin:
-            _register(block)
+            with torch.cuda.device(self.device) if self.device is not None else contextlib.nullcontext():
+                _register(block)
         return block
 
     def reserve(self, sizes: list[int]) -> None:

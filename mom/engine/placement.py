@@ -9,6 +9,10 @@ layers placed on the host. "prefill" (the paper) and "stream" place every layer 
 After prefill (decode tiers): "prefill" brings every host layer back to the GPU; "stream"
 streams every layer; "auto" brings back as many more host layers as now fit (prefill's
 transients are gone) and streams the rest.
+
+Per device: on a model spread over several devices (a `device_map`), both steps run for each
+device's layers against that device's own budget, so a full card streams while an emptier one
+keeps its layers resident.
 """
 
 from __future__ import annotations
@@ -48,23 +52,39 @@ def place_before_prefill(cache, batch: int, seq_len: int, fused: bool = False) -
     """Place the first layers that fit the GPU budget on the device ("auto"); returns how many.
 
     `fused`: prefill runs the fused layer (mini-sequences), whose transients are smaller.
+
+    On a model spread over several devices, each device places its own first layers by its
+    own budget: `kv_gpu_budget` applies to each device, and without one each device's budget
+    comes from that device's free memory (every device holds prefill's transients while its
+    layers run).
     """
-    layers = cache.mom_layers()
-    if cache.mode != "auto" or not layers:
+    cache.placed_bytes_by_device = {}
+    if cache.mode != "auto" or not cache.mom_layers():
         return 0
     per_layer = layer_kv_bytes(cache, batch, seq_len)
-    budget = cache.kv_gpu_budget
-    if budget is None:
-        budget = _free_for_kv_before_prefill(cache, batch, seq_len, fused)
-    resident = _allocate_resident(cache, layers, min(len(layers), budget // max(per_layer, 1)), batch, seq_len)
-    for position, layer in enumerate(layers):
-        layer.placement = "device" if position < resident else "host"
-    cache.placed_bytes = resident * per_layer
-    logger.info("mom cache: %d layers placed on the GPU before prefill, %d on the host", resident, len(layers) - resident)
-    return resident
+    placed = 0
+    for lane, layers in cache.layers_by_lane().items():
+        budget = cache.kv_gpu_budget
+        if budget is None:
+            budget = _free_for_kv_before_prefill(cache, lane.copier, batch, seq_len, fused)
+        resident = _allocate_resident(cache, lane.device, layers, layers_that_fit(len(layers), per_layer, budget),
+                                      batch, seq_len)
+        for position, layer in enumerate(layers):
+            layer.placement = "device" if position < resident else "host"
+        cache.placed_bytes_by_device[lane.device] = resident * per_layer
+        placed += resident
+        logger.info("mom cache: %s: %d layers placed on the device before prefill, %d on the host",
+                    lane.device, resident, len(layers) - resident)
+    cache.placed_bytes = sum(cache.placed_bytes_by_device.values())
+    return placed
 
 
-def _allocate_resident(cache, layers, resident: int, batch: int, seq_len: int) -> int:
+def layers_that_fit(count: int, per_layer: int, budget: int) -> int:
+    """How many of `count` layers of `per_layer` bytes each a budget of `budget` bytes holds."""
+    return min(count, max(budget, 0) // max(per_layer, 1))
+
+
+def _allocate_resident(cache, device, layers, resident: int, batch: int, seq_len: int) -> int:
     """Allocate the resident layers' K/V buffers now, before prefill's transients: allocated
     between them instead, each layer's buffers split the blocks a freed Q or attention output
     left, and the next full-length tensor finds no block big enough (predicted OOM at 704k on
@@ -76,7 +96,7 @@ def _allocate_resident(cache, layers, resident: int, batch: int, seq_len: int) -
     like = torch.empty((batch, kv_heads, 0, head_dim), dtype=cache.dtype, device="meta")
     for position, layer in enumerate(layers[:resident]):
         try:
-            layer.device_kv = kv_layer.device_buffers(like, seq_len, cache.device)
+            layer.device_kv = kv_layer.device_buffers(like, seq_len, device)
         except torch.OutOfMemoryError:
             for dropped in layers[position:resident]:
                 dropped.device_kv = None
@@ -99,36 +119,44 @@ DECODE_WORKING_SET = 1 << 30  # logits and activations of one decode step, besid
 BUDGET_SHARE = 0.92  # of what is free: the allocator rounds and fragments
 
 
-def _free_for_kv_before_prefill(cache, batch: int, seq_len: int, fused: bool) -> int:
-    free = cache.copier.free_device_bytes()
+def _free_for_kv_before_prefill(cache, copier, batch: int, seq_len: int, fused: bool) -> int:
+    free = copier.free_device_bytes()
     if free is None:
         return 1 << 62  # nothing to bound on CPU: keep everything resident
-    transients = prefill_transient_bytes(cache.model_config, cache.dtype, batch, seq_len, fused)
-    return max(0, int((free - transients - DECODE_WORKING_SET) * BUDGET_SHARE))
+    return kv_budget(free, prefill_transient_bytes(cache.model_config, cache.dtype, batch, seq_len, fused))
+
+
+def kv_budget(free: int, reserved: int) -> int:
+    """Bytes of K/V a device may take: its share of what is free once `reserved` bytes (prefill's
+    transients or two stream slots) and decode's working set are set aside."""
+    return max(0, int((free - reserved - DECODE_WORKING_SET) * BUDGET_SHARE))
 
 
 def plan_decode_tiers(cache) -> None:
-    """Mark each host-tier MomLayer of `cache` "reload" or "stream"."""
-    layers = [layer for layer in cache.mom_layers() if layer.tier == "host"]
-    keep = len(layers) if cache.mode == "prefill" else 0
-    if cache.mode == "auto" and layers:
-        per_layer = max(sum(t.nbytes for t in layer.host_kv) for layer in layers)
-        budget = gpu_kv_budget(cache, per_layer)
-        if cache.kv_gpu_budget is not None:
-            budget -= cache.placed_bytes  # what prefill already put on the GPU
-        keep = min(len(layers), max(budget, 0) // max(per_layer, 1))
-    for position, layer in enumerate(layers):
-        layer.tier = "reload" if position < keep else "stream"
-    logger.info("mom cache: %d layers back on the GPU, %d streamed", keep, len(layers) - keep)
+    """Mark each host-tier MomLayer of `cache` "reload" or "stream", device by device."""
+    for lane, lane_layers in cache.layers_by_lane().items():
+        layers = [layer for layer in lane_layers if layer.tier == "host"]
+        keep = len(layers) if cache.mode == "prefill" else 0
+        if cache.mode == "auto" and layers:
+            per_layer = max(sum(t.nbytes for t in layer.host_kv) for layer in layers)
+            budget = gpu_kv_budget(cache, per_layer, lane.copier)
+            if cache.kv_gpu_budget is not None:
+                budget -= getattr(cache, "placed_bytes_by_device", {}).get(lane.device, 0)  # placed by prefill
+            keep = layers_that_fit(len(layers), per_layer, budget)
+        for position, layer in enumerate(layers):
+            layer.tier = "reload" if position < keep else "stream"
+        if layers:
+            logger.info("mom cache: %s: %d layers back on the device, %d streamed", lane.device, keep, len(layers) - keep)
 
 
-def gpu_kv_budget(cache, per_layer: int) -> int:
-    """Bytes of K/V the GPU can take back: the configured budget, or what is truly free."""
+def gpu_kv_budget(cache, per_layer: int, copier=None) -> int:
+    """Bytes of K/V a device can take back: the configured budget, or what is truly free on the
+    device of `copier` (default: the first device's)."""
     if cache.kv_gpu_budget is not None:
         return cache.kv_gpu_budget
     # Cached blocks freed by prefill are fragmented: 6.8 GiB of them could not hold one
     # 1.7 GiB buffer at 852k tokens (benchmarks/NOTES.md). Give them back, count true free.
-    free = cache.copier.free_device_bytes()
+    free = (copier or cache.copier).free_device_bytes()
     if free is None:
         return 1 << 62
-    return max(0, int((free - 2 * per_layer - DECODE_WORKING_SET) * BUDGET_SHARE))
+    return kv_budget(free, 2 * per_layer)

@@ -49,6 +49,8 @@ class MemoryEvent:
         bytes_after is the device bytes in use when the allocation was asked for and
         requested_bytes its size (None when the error did not say), so `attempted_bytes`
         is the bar that hit the limit.
+    device: on a model spread over several devices (a device map), the device the call ran on
+        and whose counters the byte fields are ("cuda:1"); None on a single-device model.
     """
 
     phase: str
@@ -68,6 +70,7 @@ class MemoryEvent:
     piece: int | None = None
     kind: str = "call"
     requested_bytes: int | None = None
+    device: str | None = None  # the device whose counters these are, on a model spread over several
 
     @property
     def attempted_bytes(self) -> int:

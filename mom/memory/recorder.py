@@ -27,6 +27,10 @@ Decisions:
 - The piece hook is attached at every forward to whatever mom Handle the model has then, so
   `mom.enable` before or inside the recording both give "mlp_piece" events.
 - Each `with recorder:` is one run: events and peaks start afresh.
+- Per device: on a model spread over several devices (a device map), each hooked call is
+  measured with the probe of the device it runs on (its layer's device; the embedding's and
+  the LM head's own), events carry that `device`, and `peaks_by_device` holds each device's
+  high-water mark of the run; `peak_bytes` is the largest of them.
 - An allocation that fails is drawn, not lost: the first hooked module that sees a device
   out-of-memory error pass through it (the innermost open one: a piece, an attention, an MLP)
   emits one event of kind "oom" with the bytes in use and the request's size (oom.py), read
@@ -68,6 +72,7 @@ class _Frame:
     watch: Watch
     before: int
     start: float
+    device: str | None = None
 
 
 class MemoryRecorder:
@@ -79,16 +84,21 @@ class MemoryRecorder:
             active TensorTracker if one is, else a new TensorTracker (CPU).
         timing: synchronize the device around each hooked call for exact durations.
         tags: extra key/values written on every JSONL line (e.g. a config label).
+        device_probes: {device: probe} for a model spread over several devices; default: the
+            shared CudaProbe of each CUDA device the model's modules run on (one device: none).
 
     Raises:
         UnsupportedModelError: not a causal LM of a supported family.
     """
 
     def __init__(self, model: nn.Module, probe: Probe | None = None, timing: bool = False,
-                 tags: dict[str, Any] | None = None):
+                 tags: dict[str, Any] | None = None, device_probes: dict | None = None):
         self.family = families.family_of(model)
         self.model = model
-        self.probe = probe or active_tracker(model) or default_probe(model)
+        self.device_probes = _device_probes(model, probe, device_probes)
+        self.probe = probe or (next(iter(self.device_probes.values())) if self.device_probes else None) \
+            or active_tracker(model) or default_probe(model)
+        self._module_devices: dict[int, str] = {}  # id(module) -> device key, for device_probes
         self.timing = timing
         self.tags = dict(tags or {})
         self.events: list[MemoryEvent] = []
@@ -101,7 +111,9 @@ class MemoryRecorder:
         self._handles: list = []
         self._frames: list[_Frame] = []
         self._run_watch: Watch | None = None
+        self._device_watches: dict[str, Watch] = {}
         self._final_peak = 0
+        self._final_device_peaks: dict[str, int] = {}
         self._piece_handle = None
         self._cache_ref: Callable[[], Any] = lambda: None
         self._kv = (0, 0)
@@ -146,8 +158,18 @@ class MemoryRecorder:
 
     @property
     def peak_bytes(self) -> int:
-        """Device high-water mark of the run (live while recording), weights included."""
+        """Device high-water mark of the run (live while recording), weights included; on a
+        model spread over several devices, the largest device's."""
+        if self._device_watches:
+            return max(self.peaks_by_device.values())
         return self._run_watch.peak if self._run_watch is not None else self._final_peak
+
+    @property
+    def peaks_by_device(self) -> dict[str, int]:
+        """Each device's high-water mark of the run ({} on a single-device model)."""
+        if self._device_watches:
+            return {device: watch.peak for device, watch in self._device_watches.items()}
+        return dict(self._final_device_peaks)
 
     def __enter__(self) -> MemoryRecorder:
         if self.recording:
@@ -175,6 +197,7 @@ class MemoryRecorder:
         self._t0 = time.perf_counter()
         self._run_watch = self.probe.watch()
         self.start_bytes = self._run_watch.start_bytes
+        self._device_watches = {device: probe.watch() for device, probe in self.device_probes.items()}
         self._open_sink()
         self._attach()
 
@@ -189,6 +212,9 @@ class MemoryRecorder:
         if self._run_watch is not None:
             self._final_peak = self._run_watch.close()
             self._run_watch = None
+        if self._device_watches:
+            self._final_device_peaks = {device: watch.close() for device, watch in self._device_watches.items()}
+            self._device_watches = {}
         self._cache_ref = lambda: None
         self._kv_layers = []
         self._close_sink()
@@ -196,6 +222,7 @@ class MemoryRecorder:
 
     def _attach(self) -> None:
         model, family = self.model, self.family
+        self._note_module_devices()
         self._hook(model, None, None, top=True)
         self._hook(families.embedding(model), "embedding", None)
         for index, layer in enumerate(families.decoder_layers(model)):
@@ -214,7 +241,7 @@ class MemoryRecorder:
             def pre(mod, args, kwargs, name=name, layer=layer):
                 if layer_kwargs:
                     self._note_cache(kwargs)
-                self._open(name, layer, None)
+                self._open(name, layer, None, self._module_devices.get(id(mod)))
 
             def post(mod, args, output, name=name, layer=layer):
                 self._close(name, layer, None, failed=output is None)
@@ -241,15 +268,16 @@ class MemoryRecorder:
     def _on_piece(self, layer: int, piece: int, count: int, stage: str, block: str = "mlp") -> None:
         # `block` lets the engine report attention pieces too (module "attention_piece")
         if stage == "start":
-            self._open(f"{block}_piece", layer, piece)
+            self._open(f"{block}_piece", layer, piece, self._layer_device(layer))
         else:
             self._close(f"{block}_piece", layer, piece, failed=False)
 
-    def _open(self, module: str, layer: int | None, piece: int | None) -> None:
+    def _open(self, module: str, layer: int | None, piece: int | None, device: str | None = None) -> None:
+        probe = self.device_probes.get(device, self.probe)
         if self.timing:
-            self.probe.synchronize()
-        watch = self.probe.watch()
-        self._frames.append(_Frame(module, layer, piece, watch, watch.start_bytes, time.perf_counter()))
+            probe.synchronize()
+        watch = probe.watch()
+        self._frames.append(_Frame(module, layer, piece, watch, watch.start_bytes, time.perf_counter(), device))
 
     def _close(self, module: str, layer: int | None, piece: int | None, failed: bool) -> None:
         if failed:
@@ -261,7 +289,7 @@ class MemoryRecorder:
             frame.watch.close()
             return
         if self.timing:
-            self.probe.synchronize()
+            frame.watch._probe.synchronize()
         now = time.perf_counter()
         watch = frame.watch
         peak = watch.close()
@@ -273,7 +301,7 @@ class MemoryRecorder:
             bytes_before=frame.before, bytes_after=watch.end_bytes, peak_bytes=peak,
             reserved_bytes=watch.end_reserved, kv_gpu_bytes=self._kv[0], kv_host_bytes=self._kv[1],
             elapsed_s=now - self._t0, duration_s=now - frame.start, piece=piece,
-            kv_layer_gpu_bytes=own[0], kv_layer_host_bytes=own[1],
+            kv_layer_gpu_bytes=own[0], kv_layer_host_bytes=own[1], device=frame.device,
         )
         self._emit(event)
 
@@ -285,15 +313,16 @@ class MemoryRecorder:
         self._failure_seen = id(error)
         frame, now = self._frames[-1], time.perf_counter()
         in_use = allocated_at_failure(error)
-        in_use = self.probe.allocated() if in_use is None else in_use
+        probe = self.device_probes.get(frame.device, self.probe)
+        in_use = probe.allocated() if in_use is None else in_use
         own = self._kv_layers[frame.layer] if frame.layer is not None and frame.layer < len(self._kv_layers) else (None, None)
         self._emit(MemoryEvent(
             phase=self._phase, step=self._step, layer=frame.layer, module=frame.module,
             bytes_before=frame.before, bytes_after=in_use, peak_bytes=max(frame.watch.peak, in_use),
-            reserved_bytes=self.probe.reserved(), kv_gpu_bytes=self._kv[0], kv_host_bytes=self._kv[1],
+            reserved_bytes=probe.reserved(), kv_gpu_bytes=self._kv[0], kv_host_bytes=self._kv[1],
             elapsed_s=now - self._t0, duration_s=now - frame.start, piece=frame.piece,
             kv_layer_gpu_bytes=own[0], kv_layer_host_bytes=own[1],
-            kind="oom", requested_bytes=requested_bytes(error),
+            kind="oom", requested_bytes=requested_bytes(error), device=frame.device,
         ))
 
     def _pop(self, module: str, layer: int | None, piece: int | None) -> _Frame | None:
@@ -314,6 +343,26 @@ class MemoryRecorder:
             self._write(event)
         for listener in self._listeners:
             listener(event)
+
+    # -- devices --
+    def _note_module_devices(self) -> None:
+        """Which device each hooked module runs on, when the recorder measures several."""
+        self._module_devices = {}
+        if not self.device_probes:
+            return
+        from ..engine import devices
+
+        for index, layer in enumerate(families.decoder_layers(self.model)):
+            device = str(devices.layer_devices(self.model)[index])
+            for module in (layer, getattr(layer, self.family.attention), getattr(layer, self.family.mlp)):
+                self._module_devices[id(module)] = device
+        for module in (families.embedding(self.model), families.final_norm(self.model), families.lm_head(self.model)):
+            self._module_devices[id(module)] = str(devices.module_device(module) or self.probe.device)
+
+    def _layer_device(self, layer: int) -> str | None:
+        if not self._module_devices:
+            return None
+        return self._module_devices.get(id(families.decoder_layers(self.model)[layer]))
 
     # -- KV cache, pieces, host --
     def _note_cache(self, kwargs: dict) -> None:
@@ -379,6 +428,22 @@ class MemoryRecorder:
 
     def _write(self, event: MemoryEvent) -> None:
         write_line(self._sink, {"run": self.run_index, **self.tags, **event.to_dict()})
+
+
+def _device_probes(model: nn.Module, probe: Probe | None, given: dict | None) -> dict:
+    """{device: probe} to measure a model spread over several devices; {} for one device."""
+    if given is not None:
+        return {str(device): p for device, p in given.items()}
+    if probe is not None:
+        return {}
+    from ..engine import devices
+
+    used = {d for d in devices.layer_devices(model) if d.type == "cuda"}
+    if len(used) < 2:
+        return {}
+    from .probes import cuda_probe
+
+    return {str(d): cuda_probe(d) for d in sorted(used, key=str)}
 
 
 def _sequence_length(args: tuple, kwargs: dict) -> int:

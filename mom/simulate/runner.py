@@ -234,7 +234,8 @@ class _FakeHostPool:
 def _use_fake_host_pool(handle, probe: AllocatorProbe, host_bytes: int | None) -> None:
     offload = getattr(handle, "offload", None)
     if offload is not None:
-        offload.pool = _FakeHostPool(probe, host_bytes)
+        for lane in offload.lanes:  # one pool per device (engine/lanes.py); a fake model has one
+            lane.pool = _FakeHostPool(probe, host_bytes)
 
 
 def _answer_free_memory(handle, probe: AllocatorProbe) -> None:
@@ -242,7 +243,8 @@ def _answer_free_memory(handle, probe: AllocatorProbe) -> None:
     here the allocator model answers, as CUDA would after empty_cache()."""
     offload = getattr(handle, "offload", None)
     if offload is not None:
-        offload.copier.free_device_bytes = lambda: _free_after_emptying(probe)
+        for lane in offload.lanes:
+            lane.copier.free_device_bytes = lambda: _free_after_emptying(probe)
 
 
 def _free_after_emptying(probe: AllocatorProbe) -> int:
