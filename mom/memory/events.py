@@ -118,6 +118,7 @@ class Profile:
     seed: int = 0
     start_bytes: int = 0  # device bytes allocated when the run began (weights and anything else)
     layer_weight_bytes: list[int] = field(default_factory=list)
+    decode_path: str | None = None  # which decode path ran (engine/graph_decode.py), e.g. "eager (hooks ...)"
 
     @property
     def label(self) -> str:

@@ -127,10 +127,10 @@ def _record_oom(result: Profile, error: BaseException, probe: Probe, listeners) 
 
 def _measured_run(model, config, result: Profile, probe: Probe, watch, record, listeners, timing, jsonl) -> None:
     timer = TokenTimer(probe, watch)
-    recorder = None
+    recorder = handle = None
     with contextlib.ExitStack() as stack:
         if config is not None:
-            stack.enter_context(enable(model, config))
+            handle = stack.enter_context(enable(model, config))
         if record:
             tags = {"label": result.label, "context": result.context}
             recorder = MemoryRecorder(model, probe=probe, timing=timing, tags=tags)
@@ -143,9 +143,21 @@ def _measured_run(model, config, result: Profile, probe: Probe, watch, record, l
         _generate(model, result, timer, probe)
     if recorder is not None:
         result.events = recorder.events
+    result.decode_path = decode_path(handle)
     result.prefill_peak_bytes = timer.prefill_peak
     result.ttft_s = timer.ttft
     result.decode_tokens_per_s = timer.decode_rate(result.new_tokens, result.batch)
+
+
+def decode_path(handle) -> str:
+    """Which decode path a run took: the CUDA-graph replay (engine/graph_decode.py), or eager and why."""
+    stats = getattr(handle, "decode_stats", None)
+    if not stats:
+        return "eager"
+    if stats["graph_steps"]:
+        return (f"graph: {stats['graph_steps']} of {stats['graph_steps'] + stats['eager_steps']} steps replayed, "
+                f"{stats['captures']} capture(s) in {stats['capture_seconds']:.2f} s")
+    return f"eager ({stats['last_eager_reason']})" if stats["last_eager_reason"] else "eager"
 
 
 def _generate(model: nn.Module, result: Profile, timer: TokenTimer, probe: Probe) -> None:

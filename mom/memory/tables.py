@@ -101,6 +101,9 @@ def metric_rows(profile: Profile, baseline: Profile | None = None, timings: bool
             ok = compare and attr != "peak_host_bytes"
             row["vs baseline"] = _ratio(getattr(profile, attr), getattr(baseline, attr)) if ok else "-"
         rows.append(row)
+    if any(r.decode_path for r in runs):
+        path = {"metric": "decode path", **{n: r.decode_path or "-" for n, r in zip(names, runs, strict=True)}}
+        rows.append({**path, "vs baseline": ""} if baseline is not None else path)
     last = {"metric": "outcome", **{n: outcome(r) for n, r in zip(names, runs, strict=True)}}
     rows.append({**last, "vs baseline": ""} if baseline is not None else last)
     return rows

@@ -145,3 +145,10 @@ def test_transformers_output_capturing_hooks_do_not_block_the_graph_path(tiny_mo
     with mom.enable(model, GRAPH) as handle:
         _generate(model, prompt(length=30), 5, do_sample=False)
         assert handle.decode.path_counts["graph"] == 3, handle.decode.last_eager_reason
+
+
+def test_a_recorded_profile_says_decode_ran_eagerly_for_its_hooks(tiny_models):
+    profile = mom.profile(tiny_models["tiny-llama"], GRAPH, context=40, new_tokens=5)
+    assert profile.decode_path.startswith("eager (module hooks"), profile.decode_path
+    rows = mom.memory.tables.metric_rows(profile)
+    assert any(row["metric"] == "decode path" for row in rows)
