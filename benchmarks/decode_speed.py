@@ -4,7 +4,7 @@ Variants, each through `model.generate()` with the streamer clock of generate_cl
   hf          Hugging Face eager decode (GPU DynamicCache)
   hf-static-compile   `cache_implementation="static"`, which generate() compiles (torch.compile,
               mode reduce-overhead); the first call per context is the compile, timed apart
-  mom         mini-sequences of 4096, trim, offload="auto", decode_graph on (the default on CUDA)
+  mom         mini-sequences of 4096, trim, offload="auto", decode_graph=True
   mom-eager   the same with decode_graph=False
   mom-stream  offload="stream": every layer's K/V crosses the host link each step
 
@@ -41,7 +41,7 @@ GiB = 2**30
 VARIANTS = {
     "hf": None,
     "hf-static-compile": None,
-    "mom": mom.MomConfig(mini_sequence_size=4096, offload="auto"),
+    "mom": mom.MomConfig(mini_sequence_size=4096, offload="auto", decode_graph=True),
     "mom-eager": mom.MomConfig(mini_sequence_size=4096, offload="auto", decode_graph=False),
     "mom-stream": mom.MomConfig(mini_sequence_size=4096, offload="stream"),
 }

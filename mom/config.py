@@ -12,8 +12,9 @@ Every other setting computes the same function as the baseline with less memory:
 - `offload`: where the KV cache lives ("none", "prefill", "stream", "auto"; see engine/cache.py).
 - `kv_gpu_budget`: bytes of KV cache kept on the GPU in "auto" mode; None = what fits.
 - `decode_graph`: replay each decode step as a CUDA graph when every layer's K/V is resident on
-  the GPU (engine/graph_decode.py). `None` (the default) means on with a mom cache on CUDA;
-  `True` on CPU runs the same static step uncaptured (for tests); `False` keeps eager decode.
+  the GPU (engine/graph_decode.py); needs a mom cache (`offload` other than "none"). Off by
+  default until its speed and exactness are measured on a GPU (benchmarks/decode_speed.py,
+  tests/engine/test_gpu.py); on CPU, True runs the same static step uncaptured (for tests).
 
 A misspelled field (`MomConfig(mini_sequence=4)`) is a TypeError naming the closest field.
 `check_config` is the one type check of a config argument (a dict or a string where a MomConfig
@@ -48,7 +49,7 @@ class MomConfig:
     trim_last_layer: bool | None = None
     offload: str = "none"
     kv_gpu_budget: int | None = None
-    decode_graph: bool | None = None
+    decode_graph: bool = False
 
     def __post_init__(self) -> None:
         if self.mini_sequences is not None and self.mini_sequence_size is not None:
@@ -69,8 +70,8 @@ class MomConfig:
             if isinstance(self.kv_gpu_budget, bool) or not isinstance(self.kv_gpu_budget, int) or self.kv_gpu_budget < 0:
                 raise MomConfigError(f"kv_gpu_budget must be a non-negative number of bytes, got {self.kv_gpu_budget!r}")
 
-        if self.decode_graph not in (None, True, False):
-            raise MomConfigError(f"decode_graph must be True, False or None, got {self.decode_graph!r}")
+        if self.decode_graph not in (True, False):
+            raise MomConfigError(f"decode_graph must be True or False, got {self.decode_graph!r}")
         if self.decode_graph and self.offload == "none":
             raise MomConfigError(
                 'decode_graph=True needs a mom cache with fixed K/V buffers: set offload="auto" (layers that '
@@ -118,6 +119,8 @@ class MomConfig:
             parts.append("trim")
         if self.offload != "none":
             parts.append(f"offload={self.offload}")
+        if self.decode_graph:
+            parts.append("graph decode")
         return ", ".join(parts)
 
 

@@ -232,15 +232,13 @@ def _decode_graphs(handle: Handle):
     """The graph decode path where the config and the model's device allow it (else None)."""
     from .graph_decode import DecodeGraphs
 
-    if handle.config.decode_graph is False:
+    if not handle.config.decode_graph:
         return None
     devices = {p.device for p in handle.model.parameters()}
     device = devices.pop() if len(devices) == 1 else None
-    if device is not None and device.type == "cuda":
-        return DecodeGraphs(handle.model, handle.family, capture=True)
-    if device is not None and device.type == "cpu" and handle.config.decode_graph:
-        return DecodeGraphs(handle.model, handle.family, capture=False)
-    return None
+    if device is None or device.type not in ("cuda", "cpu"):  # several devices, or meta (mom.predict)
+        return None
+    return DecodeGraphs(handle.model, handle.family, capture=device.type == "cuda")
 
 
 def _causal_lm_forward(handle: Handle, original: Callable) -> Callable:

@@ -200,7 +200,7 @@ def test_graph_decode_is_taken_and_exact_on_gpu(record_property, monkeypatch):
     low, high = _pair("llama-3.2-1b")
     ids = _ids(1, 4096, 128000)
     mask = torch.ones_like(ids)
-    config = mom.MomConfig(mini_sequence_size=1024, offload="auto")
+    config = mom.MomConfig(mini_sequence_size=1024, offload="auto", decode_graph=True)
     continuation = greedy_continuation(high, ids, 40, mask)
     reference = teacher_forced_logits(high, ids, continuation, mask)
     baseline = teacher_forced_logits(low, ids, continuation, mask)

@@ -114,10 +114,10 @@ def test_decode_graph_needs_a_mom_cache():
     with pytest.raises(mom.MomConfigError, match="offload"):
         mom.MomConfig(decode_graph=True)
     with pytest.raises(mom.MomConfigError, match="decode_graph"):
-        mom.MomConfig(offload="auto", decode_graph="yes")
+        mom.MomConfig(offload="auto", decode_graph=None)
 
 
-def test_on_cpu_the_default_leaves_decode_eager(tiny_models):
+def test_the_default_leaves_decode_eager(tiny_models):
     model = tiny_models["tiny-llama"]
     with mom.enable(model, mom.MomConfig(offload="auto")) as handle:
         assert handle.decode is None
