@@ -16,7 +16,7 @@ EXPECTED = {
     "01_quickstart.ipynb": (4, 1),  # baseline and mom side by side; the explorer's three figures
     "02_where_memory_goes.ipynb": (4, 0),  # the 8B's predicted layers too
     "03_long_context_on_gpu.ipynb": (8, 2),  # two sweeps; three figures each of the measure and simulate explorers
-    "04_paper_reproduction.ipynb": (3, 0),
+    "04_paper_reproduction.ipynb": (1, 0),  # the maximum-context chart; the tables are HTML
 }
 
 pytestmark = pytest.mark.browser
