@@ -9,6 +9,13 @@ random prompt with 32 greedy tokens, peak = max_memory_allocated over prefill an
 out-of-memory is a result. Each prediction is `mom.predict` of the same run on this GPU's row
 of the table (H100-80GB, H200-141GB, ...) with the exact memory torch reports. The JSON is rewritten after every run, so a cut-off run
 keeps what it measured; the commit comes from $MOM_COMMIT (the device copy has no .git).
+
+Decode is checked apart (`decode` in the JSON), on the clock the speed model is calibrated on
+(benchmarks/results/2026-11-28_h100_decode_repeats.json): generate() with a streamer, variants
+interleaved over `--decode-rounds` rounds at `--decode-contexts`; per variant and context the
+median over rounds of each round's median step against the predicted step, its range and its
+path (graph or eager: the first GPU timing of the graph path, which speed.py has uncalibrated).
+The main sweep also records which decode path each measured and predicted run took.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import sys
 import time
 import traceback
@@ -24,8 +32,11 @@ from pathlib import Path
 
 import torch
 
-import mom
-from mom.simulate import GPUS
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generate_clock import measure_generate  # noqa: E402
+
+import mom  # noqa: E402
+from mom.simulate import GPUS  # noqa: E402
 
 GiB = 2**30
 VARIANTS = {
@@ -44,6 +55,8 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--device", default="cuda", help="cpu only to smoke-test this script on a tiny preset")
+    parser.add_argument("--decode-contexts", default="4096,131072", help="'' to skip the decode check")
+    parser.add_argument("--decode-rounds", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=540, help="start no run after this many seconds")
     parser.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "predict_accuracy.json"))
     args = parser.parse_args(argv)
@@ -63,6 +76,9 @@ def main(argv=None) -> int:
             report["runs"].append(_compare(model, args.model, name, context, args.new_tokens, card))
             _write(report, args.out)
             print(_line(report["runs"][-1]), flush=True)
+    if args.decode_contexts and cuda:
+        report["decode"] = _decode_check(model, args, card, started)
+        _write(report, args.out)
     report["wall_s"] = time.perf_counter() - started
     _write(report, args.out)
     return 0
@@ -88,7 +104,39 @@ def _compare(model, model_name: str, variant: str, context: int, new_tokens: int
 def _figures(p) -> dict:
     decode = 1 / p.decode_tokens_per_s if p.decode_tokens_per_s else None
     return dict(oom=p.oom, error=p.error and p.error[:300], peak_gib=p.peak_gpu_bytes / GiB,
-                prefill_peak_gib=p.prefill_peak_bytes / GiB, ttft_s=p.ttft_s, decode_s_per_token=decode)
+                prefill_peak_gib=p.prefill_peak_bytes / GiB, ttft_s=p.ttft_s, decode_s_per_token=decode,
+                decode_path=p.decode_path)
+
+
+def _decode_check(model, args, card, started: float) -> list[dict]:
+    """Rounds of generate() per (context, variant), interleaved; then each against its prediction."""
+    cases = [(int(c), v) for c in args.decode_contexts.split(",") for v in args.variants.split(",")]
+    rounds: dict = {case: [] for case in cases}
+    for _ in range(args.decode_rounds):
+        for context, variant in cases:
+            if time.perf_counter() - started < args.budget_s:
+                config = VARIANTS[variant] if variant != "hf" else None
+                run = measure_generate(model, variant, config, context, args.new_tokens)
+                if not run["oom"] and run.get("decode_median_s_per_token"):
+                    rounds[(context, variant)].append(run["decode_median_s_per_token"])
+    return [_decode_record(args.model, variant, context, args.new_tokens, card, rounds[(context, variant)])
+            for context, variant in cases]
+
+
+def _decode_record(model_name: str, variant: str, context: int, new_tokens: int, card, medians: list) -> dict:
+    predicted = mom.predict(model_name, VARIANTS[variant], context=context, new_tokens=new_tokens, gpu=card)
+    step = 1 / predicted.decode_tokens_per_s if predicted.decode_tokens_per_s else None
+    record = dict(variant=variant, context=context, clock="generate+streamer", round_medians_s=medians,
+                  predicted_s=step, predicted_range_s=predicted.decode_s_per_token_range,
+                  predicted_path=predicted.decode_path, calibration=predicted.calibration.get("decode_host"))
+    if medians and step:
+        measured = statistics.median(medians)
+        low, high = predicted.decode_s_per_token_range
+        record.update(measured_median_s=measured, error_pct=100 * (step - measured) / measured,
+                      within_15_pct=abs(step / measured - 1) <= 0.15, in_range=low <= measured <= high)
+    print(f"decode {context:>7} {variant:<10} measured {record.get('measured_median_s')} predicted {step} "
+          f"({predicted.decode_path}) error {record.get('error_pct')}", flush=True)
+    return record
 
 
 def _errors(measured: dict, predicted: dict) -> dict:

@@ -1,4 +1,4 @@
-"""What fake tensors cannot see, calibrated once from committed H100 measurements.
+"""What fake tensors cannot see, and the host's cost of eager decode, calibrated once from committed H100 measurements.
 
 Fake tensors show every tensor an op returns, not what a kernel allocates for itself. Seen from
 `max_memory_allocated`, that is one block held for the whole run: cuBLAS's workspace (taken
@@ -15,10 +15,18 @@ still applies). Every prediction lists it in its `calibration`.
 
 The "auto" offload budgets are not written out here: the engine's placement asks its copier for
 free device memory, and the prediction answers from the allocator model (runner.py).
+
+The second calibration, the host's seconds per decoder layer of an eager decode step, is below
+(`host_cost`, with its rule); speed.py uses it and lists it in every prediction's `calibration`.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import statistics
+from dataclasses import asdict, dataclass
+from importlib import resources
 from typing import Any
 
 from .allocator import Block
@@ -39,3 +47,90 @@ def hold_unseen(probe: AllocatorProbe) -> Block:
 def describe() -> dict[str, Any]:
     """The calibrated figures a prediction used, with their sources."""
     return {"unseen_bytes": UNSEEN_BYTES, "source": UNSEEN_SOURCE}
+
+
+# -- decode: the host's cost per decoder layer of an eager step ---------------------------------
+#
+# Eager decode through generate() is bound by the host: Python launches about a thousand small
+# kernels per step of an 8B model, ~0.8 ms per decoder layer, while reading the weights and the
+# K/V takes 5-11 ms on an H100. The cost per layer depends on the Python that runs per layer:
+# transformers' own decoder layer and DynamicCache ("hf"), or mom's patched forward and MomCache
+# ("mom"). It is read off the committed H100 decode repeats (packaged in data/decode_h100.json,
+# extracted from the results file by `decode_reference`, kept equal to it by a test):
+#   per-layer cost = median over the runs (every round of every variant) of one path at the
+#                    file's shortest context, of (that run's median step) / (decoder layers).
+# At the shortest context the HBM roofline is well under a third of the measured step, so the
+# step is the host's; the longer context is kept out of the fit and checks it (speed.py).
+# The median, not a least-squares mean: one round in three ran 2-3x slower on that host
+# (benchmarks/NOTES.md, 2026-11-28) and a mean would follow it. min/max of the same values give
+# the range.
+
+DECODE_FILE = "decode_h100.json"
+DECODE_SCHEMA = "mom.decode_host/1"
+DECODE_SOURCE = "benchmarks/results/2026-11-28_h100_decode_repeats.json"
+
+
+@dataclass(frozen=True)
+class HostCost:
+    """The host's seconds per decoder layer of one eager decode path, and where they come from."""
+
+    path: str  # "hf" or "mom"
+    seconds_per_layer: float  # the median (module comment)
+    low_per_layer: float  # the fastest run's
+    high_per_layer: float  # the slowest run's
+    runs: int
+    context: int
+    card: str
+    source: str
+    commit: str
+
+    def describe(self) -> dict[str, Any]:
+        """The figures and their source, for a Prediction's `calibration`."""
+        return {**asdict(self), "rule": "median over runs of (median decode step) / layers at the shortest context"}
+
+
+def eager_path(variant: str) -> str | None:
+    """Which eager decode path a benchmark variant ran: "hf", "mom", or None (another code path)."""
+    return "hf" if variant == "hf" else "mom" if variant.startswith("mom") else None
+
+
+def decode_reference(results: dict[str, Any], source: str = DECODE_SOURCE) -> dict[str, Any]:
+    """The packaged decode file's content from a decode_repeats results file (benchmarks/decode_repeats.py):
+    the median step of every generate() run that passed, with the card, commit and layer count."""
+    from .fake import model_config
+
+    hf_config, _ = model_config(results["model"])
+    runs = [dict(variant=r["variant"], context=r["context"], round=r["round"],
+                 median_s_per_token=r["decode_median_s_per_token"])
+            for r in results["runs"] if r.get("clock") == "generate+streamer" and not r.get("oom")]
+    return dict(schema=DECODE_SCHEMA, source=source, card=results["provenance"]["device"],
+                commit=results["provenance"]["commit"], model=results["model"],
+                layers=hf_config.num_hidden_layers, runs=runs)
+
+
+@functools.cache
+def _packaged_decode() -> dict[str, Any]:
+    data = json.loads((resources.files(__package__) / "data" / DECODE_FILE).read_text())
+    if data.get("schema") != DECODE_SCHEMA:
+        raise ValueError(f"{DECODE_FILE} is not a {DECODE_SCHEMA} file")
+    return data
+
+
+def host_cost(path: str, data: dict[str, Any] | None = None) -> HostCost:
+    """The calibrated host cost per layer of eager decode on `path` ("hf" or "mom").
+
+    Args:
+        path: the eager decode path (`eager_path` of a variant).
+        data: a decode reference (`decode_reference`); None: the packaged one.
+
+    Raises:
+        ValueError: no run of that path in the data.
+    """
+    data = data or _packaged_decode()
+    shortest = min(r["context"] for r in data["runs"])
+    per_layer = [r["median_s_per_token"] / data["layers"] for r in data["runs"]
+                 if r["context"] == shortest and eager_path(r["variant"]) == path]
+    if not per_layer:
+        raise ValueError(f"no {path!r} decode runs in {data['source']}")
+    return HostCost(path, statistics.median(per_layer), min(per_layer), max(per_layer), len(per_layer), shortest,
+                    data["card"], data["source"], data["commit"])

@@ -8,26 +8,41 @@ the fit predicts 279 s against 290 s measured (-4%). Other cards keep the shares
 nothing while the device-to-host copy of a layer's K/V (on a side stream) is shorter than the
 layer's compute, and is the bound otherwise.
 
-Decode is memory- and host-bound. Per token: the weights are read once (at 80% of HBM
-bandwidth), the device-resident K/V once at an attention share of HBM bandwidth (calibrated
-on `auto` at 128k: 0.0198 s/token once the first step's reload is taken out), transformers'
-DynamicCache also copies its whole cache each step (torch.cat: read + write; 2.7 cache reads
-worth, fitted on `hf` at 128k: 0.060 s/token), streamed K/V
-cross the host link at the card's pinned bandwidth (`stream` at 128k: 1.04x of that bound),
-and the first step's reload of the offloaded cache is spread over the tokens. A step never
-runs faster than the host launches its kernels: about 0.6 ms per decoder layer on the H100
-host (an 8B model decodes at ~0.02 s/token however short the context); that floor is the
-host's, not the card's, and the range says so.
+Decode takes one of two paths (`decode_path`: the engine's own rule, read off the prediction):
 
-Ranges: +-15% around the central value for prefill; -15% / +110% for decode, because the H100
-host's decode timings of one config varied 2.08x between runs of the same session (0.0324 and
-0.0675 s/token, benchmarks/NOTES.md): the host, not the card, sets the upper end.
+- eager (transformers' cache, or any layer streamed): Python launches about a thousand kernels
+  per step and the host sets the pace. step = max(device, link, host): the GPU runs each kernel
+  while the host launches later ones, so a step costs the slower of the two, not their sum.
+  The H100 data say max: mom-auto's median step at 128k is within its own rounds' spread of the
+  one at 4k although it reads 32x the K/V (a sum with the device term below would predict 42 ms
+  against 31 ms measured, +36%), while hf at 128k takes 2.6x its 4k step: device-bound by its cache copies.
+  host = the calibrated seconds per decoder layer of that path ("hf" or "mom";
+  calibration.host_cost: median of the 4k runs of benchmarks/results/2026-11-28_h100_decode_repeats.json)
+  x layers. The 128k runs are not in the fit; tests/simulate/test_decode_speed.py checks them.
+- graph (a mom cache with every layer resident; engine/graph_decode.py): one graph launch per
+  step, so step = device + GRAPH_STEP_S for generate()'s own Python per step (inputs, logits
+  processing, stopping criteria). GRAPH_STEP_S is uncalibrated: no GPU timing of the graph
+  path is committed yet (benchmarks/predict_accuracy.py records the next one).
+
+The device term: the weights read once (at 80% of HBM bandwidth), the device-resident K/V once
+at an attention share of HBM bandwidth (calibrated on `auto` at 128k: 0.0198 s/token once the
+first step's reload is taken out), and transformers' DynamicCache also copies its whole cache
+each step (torch.cat: read + write; 2.7 cache reads worth, fitted on `hf` at 128k: 0.060
+s/token; benchmarks/results/history/2026-11-26_h100_offload_128k_final.json). Streamed K/V
+cross the host link at the card's pinned bandwidth (`stream` at 128k: 1.04x of that bound), and
+the first step's reload of an offloaded cache is spread over the steps.
+
+Ranges: +-15% around the central value for prefill. Eager decode: the calibration runs' own
+spread (the fastest and slowest run's cost per layer over the median: one H100 round in three
+ran 2-3x slower) applied to the step, never narrower than -15% / +15%. Graph decode: -15% up to
+the eager step (replaying the kernels should not be slower than launching them one by one).
 """
 
 from __future__ import annotations
 
 from ..config import MomConfig
 from ..engine import families
+from . import calibration
 from .gpus import GPU
 
 MATMUL_SHARE = 0.61
@@ -35,9 +50,9 @@ ATTENTION_SHARE = 0.525
 WEIGHTS_HBM_SHARE = 0.80
 KV_HBM_SHARE = 0.35
 CAT_TRAFFIC = 2.7  # DynamicCache's torch.cat per token, in units of one read of the cache (hf at 128k)
-HOST_FLOOR_S_PER_LAYER = 0.6e-3
+GRAPH_STEP_S = 1.5e-3  # uncalibrated: generate()'s Python per step around one graph launch
 PREFILL_SPREAD = 0.15
-DECODE_LOW, DECODE_HIGH = 0.15, 1.10
+DEVICE_SPREAD = 0.15
 
 
 def matmul_params(config) -> int:
@@ -58,38 +73,89 @@ def prefill_seconds(config, context: int, batch: int, card: GPU) -> tuple[float,
     return seconds, f"compute-bound: {(linear + attention) / 1e15:.1f} PFLOP at {card.bf16_flops / 1e12:.0f} TFLOP/s peak"
 
 
-def decode_seconds(weights: int, kv_device: int, kv_streamed: int, kv_reloaded: int, copies_cache: bool,
-                   layers: int, steps: int, card: GPU) -> tuple[float, str]:
-    """(mean seconds per decode token, what bounds it)."""
-    device = weights / (card.hbm_bytes_per_s * WEIGHTS_HBM_SHARE)
-    device += kv_device * (1 + (CAT_TRAFFIC if copies_cache else 0)) / (card.hbm_bytes_per_s * KV_HBM_SHARE)
-    link = kv_streamed / card.host_link_bytes_per_s
-    floor = HOST_FLOOR_S_PER_LAYER * layers
-    step = max(device, link, floor)
-    reload = kv_reloaded / card.host_link_bytes_per_s / max(steps, 1)
-    bound = {device: "HBM-bound", link: "host-link-bound (streamed K/V)", floor: "host-bound (kernel launches)"}[step]
-    return step + reload, bound + (f", plus the first step's reload over {steps} steps" if kv_reloaded else "")
+def device_seconds(weights: int, kv_device: int, copies_cache: bool, card: GPU) -> float:
+    """Seconds the GPU needs per decode step: the weights and the resident K/V read from HBM,
+    plus DynamicCache's per-step copy of its whole cache when `copies_cache`."""
+    seconds = weights / (card.hbm_bytes_per_s * WEIGHTS_HBM_SHARE)
+    return seconds + kv_device * (1 + (CAT_TRAFFIC if copies_cache else 0)) / (card.hbm_bytes_per_s * KV_HBM_SHARE)
+
+
+def decode_path(mom_config: MomConfig, config, kv_host: int) -> tuple[str, str]:
+    """("graph" or "eager", why): graph_decode's rule on the prediction's own cache state.
+    A prediction's prompt is never padded, so that condition always holds."""
+    if mom_config.offload == "none":
+        return "eager", "no mom cache (offload='none' keeps transformers' own cache)"
+    if mom_config.decode_graph is False:
+        return "eager", "decode_graph=False"
+    if kv_host:
+        return "eager", "some layers are not resident on the GPU (streamed)"
+    if len(families.offloadable_layers(config)) != config.num_hidden_layers:
+        return "eager", "sliding-window layers"
+    if any(kind in _rope_type(config) for kind in ("dynamic", "longrope")):
+        return "eager", "RoPE rescaled on the host as the context grows"
+    return "graph", "every layer's K/V resident on the GPU"
+
+
+def eager_host(mom_config: MomConfig) -> str:
+    """Which calibrated eager path runs: "hf" when the config patches nothing, else "mom"."""
+    patches = mom_config.uses_mini_sequences or mom_config.trims_last_layer or mom_config.offload != "none"
+    return "mom" if patches else "hf"
+
+
+def eager_step(device: float, link: float, cost: calibration.HostCost, layers: int) -> tuple[float, tuple, str]:
+    """(seconds, (low, high), what bounds it) of an eager step: max(device, link, host)."""
+    host = cost.seconds_per_layer * layers
+    step = max(device, link, host)
+    low = step * min(1 - DEVICE_SPREAD, cost.low_per_layer / cost.seconds_per_layer)
+    high = step * max(1 + DEVICE_SPREAD, cost.high_per_layer / cost.seconds_per_layer)
+    launches = (f"host-bound: {cost.seconds_per_layer * 1e3:.2f} ms/layer x {layers} layers ({cost.path}'s eager "
+                f"decode, median of {cost.runs} runs at {cost.context:,} tokens on {cost.card}, "
+                f"{cost.source} @ {cost.commit[:7]})")
+    bound = {device: "HBM-bound", link: "host-link-bound (streamed K/V)", host: launches}[step]
+    return step, (low, high), bound
+
+
+def graph_step(device: float, eager: tuple[float, tuple, str]) -> tuple[float, tuple, str]:
+    """(seconds, (low, high), what bounds it) of a replayed step: device + GRAPH_STEP_S, at worst eager."""
+    step = device + GRAPH_STEP_S
+    high = max(step, eager[1][1])
+    return step, (step * (1 - DEVICE_SPREAD), high), f"HBM-bound, one CUDA graph per step (+{GRAPH_STEP_S * 1e3:.1f} ms, uncalibrated)"
 
 
 def fill(result, config, mom_config: MomConfig, card: GPU, batch: int) -> None:
-    """Set TTFT, decode rate, their ranges and notes on a Prediction from its memory events."""
+    """Set TTFT, decode rate, their ranges, the decode path and notes on a Prediction from its memory events."""
     if result.oom:
         return
     ttft, why = prefill_seconds(config, result.context, batch, card)
     result.ttft_s = ttft
     result.ttft_range_s = (ttft * (1 - PREFILL_SPREAD), ttft * (1 + PREFILL_SPREAD))
     result.speed_notes = [f"prefill {why}"]
+    if result.new_tokens > 1:
+        _fill_decode(result, config, mom_config, card, batch)
+
+
+def _fill_decode(result, config, mom_config: MomConfig, card: GPU, batch: int) -> None:
     steps = result.new_tokens - 1
-    if steps < 1:
-        return
     kv_device, kv_host, reloaded = _decode_kv(result)
-    streamed = kv_host if mom_config.offload in ("stream", "auto") else 0
-    layers = config.num_hidden_layers
-    seconds, bound = decode_seconds(result.weights_bytes, kv_device, streamed, reloaded,
-                                    mom_config.offload == "none", layers, steps, card)
-    result.decode_tokens_per_s = batch / seconds
-    result.decode_s_per_token_range = (seconds * (1 - DECODE_LOW), seconds * (1 + DECODE_HIGH))
-    result.speed_notes.append(f"decode {bound}")
+    reloaded = reloaded if mom_config.offload != "none" else 0  # transformers' cache only grows
+    link = (kv_host if mom_config.offload in ("stream", "auto") else 0) / card.host_link_bytes_per_s
+    device = device_seconds(result.weights_bytes, kv_device, mom_config.offload == "none", card)
+    cost = calibration.host_cost(eager_host(mom_config))
+    eager = eager_step(device, link, cost, config.num_hidden_layers)
+    path, why = decode_path(mom_config, config, kv_host)
+    step, (low, high), bound = graph_step(device, eager) if path == "graph" else eager
+    reload = reloaded / card.host_link_bytes_per_s / steps  # the first step's, spread over the steps
+    result.decode_tokens_per_s = batch / (step + reload)
+    result.decode_s_per_token_range = (low + reload, high + reload)
+    result.decode_path = f"{path} (predicted: {why})"
+    result.calibration = {**result.calibration, "decode_host": cost.describe()}
+    result.speed_notes.append(f"decode {path}, {bound}" + (f", plus the first step's reload over {steps} steps"
+                                                            if reloaded else ""))
+
+
+def _rope_type(config) -> str:
+    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    return str(params.get("rope_type", params.get("type", "default")))
 
 
 def _decode_kv(result) -> tuple[int, int, int]:
