@@ -104,9 +104,9 @@ def test_the_calibration_is_shown_where_it_is_used(predicted):
 
 
 def test_graph_path_when_every_layer_is_resident(predicted):
-    """Default auto on an H100 at 128k keeps all K/V resident: one graph per step, HBM-bound,
+    """auto with decode_graph on an H100 at 128k keeps all K/V resident: one graph per step, HBM-bound,
     at worst as slow as the eager step (its range's upper end)."""
-    graph = predicted("mom-auto", 131072, dataclasses.replace(AS_MEASURED["mom-auto"], decode_graph=None))
+    graph = predicted("mom-auto", 131072, dataclasses.replace(AS_MEASURED["mom-auto"], decode_graph=True))
     eager = predicted("mom-auto", 131072)
     assert graph.decode_path.startswith("graph")
     assert 1 / graph.decode_tokens_per_s < 1 / eager.decode_tokens_per_s
@@ -116,8 +116,8 @@ def test_graph_path_when_every_layer_is_resident(predicted):
 
 @pytest.mark.parametrize("config,why", [
     (mom.MomConfig(), "no mom cache"),
-    (mom.MomConfig(offload="auto", decode_graph=False), "decode_graph=False"),
-    (mom.MomConfig(offload="stream"), "not resident"),
+    (mom.MomConfig(offload="auto"), "decode_graph off"),
+    (mom.MomConfig(offload="stream", decode_graph=True), "not resident"),
 ])
 def test_decode_path_is_eager_and_says_why(config, why, predicted):
     prediction = predicted(config.describe(), 4096, config)
