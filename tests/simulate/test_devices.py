@@ -97,3 +97,34 @@ def test_even_split_gives_the_remainder_to_the_first_cards():
 def test_bad_gpu_counts_and_device_maps_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         mom.predict("llama-3.2-1b", context=1024, new_tokens=2, **kwargs)
+
+
+def test_plan_lists_configurations_per_gpu_count():
+    plan = mom.plan("llama-3.1-70b", gpu="H100-80GB", host_bytes=256 * GiB, context=65536, gpus=(1, 2),
+                    mini_sequences=8, max_contexts=False)
+    assert plan.gpus == [1, 2] and {row.gpus for row in plan.rows} == {2}  # nothing fits one card
+    assert {row.gpus for row in plan.rejected} == {1, 2} and len(plan.rows) + len(plan.rejected) == 10
+    assert all(len(row.peak_by_device) == 2 and max(row.peak_by_device.values()) <= H100 for row in plan.rows)
+    table = plan.table()
+    assert "1 or 2x H100-80GB" in table and "GPUs" in table and " / " in table
+
+
+def test_two_cards_reach_further_than_one():
+    one, two = (mom.simulate.max_context("llama-3.2-1b", mom.MomConfig(), "custom-8GiB", resolution=16384, gpus=n)
+                for n in (1, 2))
+    assert two > one > 0
+
+
+def test_cli_plan_takes_gpu_counts(tmp_path, capsys):
+    import json
+
+    from mom.cli import main
+
+    out = tmp_path / "plan.json"
+    code = main(["plan", "--model", "llama-3.2-1b", "--gpu", "custom-8GiB", "--gpus", "1", "2", "--context", "8192", "-M", "4",
+                 "--no-max-context", "--json", str(out)])
+    assert code == 0 and "1 or 2x custom-8GiB" in capsys.readouterr().out
+    assert json.loads(out.read_text())["gpus"] == [1, 2]
+    with pytest.raises(SystemExit):
+        main(["plan", "--gpus", "0", "--no-max-context"])
+    assert "--gpus: must be a positive number" in capsys.readouterr().err
