@@ -84,6 +84,7 @@ SIMULATE_DEFAULTS = dict(GPU_DEFAULTS, contexts=(4096, 4 << 20))
 MODES = ("simulate", "measure")
 SIMULATE_REDRAW_S, MEASURE_REDRAW_S = 1.0, 0.25  # least time between two live redraws
 SIMULATED_MODEL = "llama-3.1-8b"
+MAX_GPUS = 8  # cards of one host a simulated device map spreads over (an HGX box)
 HOST_GIB = 128  # host RAM of the simulated machine, a setting (a two-socket server's smallest usual size)
 # M stops about x1.5 apart: one drag step is a small change, and the track stays readable
 M_OPTIONS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
@@ -123,16 +124,18 @@ class Explorer:
             model is a loaded one or a tiny preset, else measure.
         gpu: the simulated card: a name of `mom.simulate.GPUS` (default H100-80GB).
         host_gib: host RAM of the simulated machine, GiB (bounds the offloaded cache).
+        gpus: how many simulated cards the model is spread over (1 to 8; mom.predict's even
+            split): each layer's bars in its card's colour, one timeline per card.
 
     Raises:
         TypeError: `model` is neither a torch module nor a preset name.
-        ValueError: an unknown preset, mode or GPU, a limit of 0 or below, or a context outside
-            the slider.
+        ValueError: an unknown preset, mode or GPU, a limit of 0 or below, a context outside
+            the slider, or gpus outside 1 to 8.
 
     Attributes:
         controls: the setting widgets by name (mode, model, context (the slider), context_tokens
             (the same context, typed), mini_sequences, offload, budget_fits, budget, new_tokens,
-            limit_on, limit, gpu, gpu_gib (the custom size), host_gib, beside_predicted).
+            limit_on, limit, gpu, gpu_gib (the custom size), gpus, host_gib, beside_predicted).
         buttons: run, compare, max_context, stop.
         live: the LiveFigures (per-layer and timeline FigureWidgets).
         sweep: the peak-memory-against-context FigureWidget.
@@ -142,13 +145,16 @@ class Explorer:
 
     def __init__(self, model: nn.Module | str | None = None, device: str | torch.device | None = None,
                  limit_bytes: int | None = None, context: int | None = None, mode: str | None = None,
-                 gpu: str = simulated.DEFAULT_GPU, host_gib: float = HOST_GIB):
+                 gpu: str = simulated.DEFAULT_GPU, host_gib: float = HOST_GIB, gpus: int = 1):
         preset = _check_model(model)
         limit_bytes = checks.check_limit(limit_bytes)
         self.device = checks.check_device(device) or _default_device(model if preset is None else None)
         self.cuda = self.device.type == "cuda"
         mode = _check_mode(mode, model, preset, self.cuda)
         simulated.card_of(gpu, 1.0)  # an unknown card is refused here, not at the first run
+        if isinstance(gpus, bool) or not isinstance(gpus, int) or not 1 <= gpus <= MAX_GPUS:
+            raise ValueError(f"gpus must be a whole number from 1 to {MAX_GPUS}, got {gpus!r}")
+        self._gpus_arg = gpus
         self._limit_arg = limit_bytes
         self.defaults = self._defaults_for(mode)
         self.unit = GiB if self.defaults["unit"] == "GiB" else MiB
@@ -252,6 +258,11 @@ class Explorer:
             ValueError: a custom size of 0 GiB or below.
         """
         return simulated.card_of(self.controls["gpu"].value, self.controls["gpu_gib"].value)
+
+    @property
+    def gpus(self) -> int:
+        """How many simulated cards the model is spread over (mom.predict's even split); 1 when measuring."""
+        return self.controls["gpus"].value if self.simulating else 1
 
     @property
     def host_bytes(self) -> int:
@@ -386,7 +397,8 @@ class Explorer:
         card = card or self.card
         return predict(self._source(), config, context or self.context, self.new_tokens, gpu=card,
                        host_bytes=self.host_bytes if self.simulating else None, dtype=self._dtype(),
-                       listeners=[self.live] if listeners is None else listeners)
+                       listeners=[self.live] if listeners is None else listeners,
+                       gpus=self.gpus if self.gpus > 1 else None)
 
     def _show_predicted_beside(self, measured: Profile, config: MomConfig, title: str, label: str) -> None:
         """The same run predicted for this card, its bars left of the measured ones on one scale."""
@@ -396,7 +408,7 @@ class Explorer:
                        label=f"{label}: measured", beside={f"{label}: {simulated.predicted(card)}": prediction.events})
 
     def _key(self, config: MomConfig, context: int) -> tuple:
-        where = (self.card, self.host_bytes) if self.simulating else self.limit_bytes
+        where = (self.card, self.gpus, self.host_bytes) if self.simulating else self.limit_bytes
         return (self.mode, self._model_name_now(), config, context, self.new_tokens, where)
 
     def _search(self) -> MaxContextResult:
@@ -421,7 +433,8 @@ class Explorer:
 
         if self.simulating:
             result = predicted_max_context(self._source(), config, self.card, self.host_bytes, self.new_tokens,
-                                           resolution=resolution, high=high, on_try=on_try)
+                                           resolution=resolution, high=high, on_try=on_try,
+                                           gpus=self.gpus if self.gpus > 1 else None)
         else:
             result = find_max_context(self._load(), config, new_tokens=self.new_tokens, resolution=resolution,
                                       high=high, limit_bytes=self.limit_bytes, progress=False, record=False,
@@ -447,7 +460,7 @@ class Explorer:
     def _mark_maximum(self, result: MaxContextResult, label: str) -> None:
         if result.maximum is None or not result.limit_reached or result.cancelled:
             return
-        kind = simulated.predicted(self.card) if self.simulating else "measured"
+        kind = simulated.predicted(self.card, self.gpus) if self.simulating else "measured"
         self._marks[label] = (f"{label}: {kind} maximum {result.maximum:,} tokens", result.maximum,
                               plots.config_color(label))
         self._draw_sweep()
@@ -455,8 +468,8 @@ class Explorer:
     def _limit_card_and_host(self):
         """(card, host bytes) of the physical limit: the simulated ones, or this GPU and this host's
         RAM; (None, 0) on CPU, whose pretend limit has no host side."""
-        if self.simulating:
-            return self.card, self.host_bytes
+        if self.simulating:  # one card's formula: not drawn for several (it has no per-card form yet)
+            return (self.card, self.host_bytes) if self.gpus == 1 else (None, 0)
         if self.cuda:
             import psutil
 
@@ -472,7 +485,7 @@ class Explorer:
         base = beside if beside is not None else self._runs.get(self._key(MomConfig(), result.context))
         base = base if base is not result else None
         self.summary = plots.summary_table(result, base)
-        caption = f"{simulated.predicted(self.card)} (mom.predict)" if self.simulating else ""
+        caption = f"{simulated.predicted(self.card, self.gpus)} (mom.predict)" if self.simulating else ""
         self.summary_html.value = tables.html_table(tables.metric_rows(result, base), caption=caption)
         self._draw_sweep()
         on = self._predicted_on()
@@ -521,7 +534,7 @@ class Explorer:
         return simulated.card_of_limit(self.limit_bytes) if self.limit_bytes else self.card
 
     def _predicted_on(self) -> str | None:
-        return simulated.predicted(self.card) if self.simulating else None
+        return simulated.predicted(self.card, self.gpus) if self.simulating else None
 
     def _source(self):
         """What mom.predict is given: the loaded model (its config) or the preset name."""
@@ -544,12 +557,12 @@ class Explorer:
         return self.controls["model"].value
 
     def _title(self, label: str, context: int) -> str:
-        where = f", {simulated.predicted(self.card)}" if self.simulating else ""
+        where = f", {simulated.predicted(self.card, self.gpus)}" if self.simulating else ""
         return f"{self._display_name()}, {label}, {_short(context)} tokens{where}"
 
     def _sweep_title(self) -> str:
         if self.simulating:
-            return f"Peak memory against context, {simulated.predicted(self.card)}: {self._display_name()}"
+            return f"Peak memory against context, {simulated.predicted(self.card, self.gpus)}: {self._display_name()}"
         return f"Peak memory against context: {self._display_name()}"
 
     def _load(self) -> nn.Module:
@@ -643,6 +656,8 @@ class Explorer:
             "gpu_gib": widgets.BoundedFloatText(value=simulated.card_of(gpu, 1.0).total_bytes / GiB if custom
                                                 else 24.0, min=1.0, max=1e4, description="custom (GiB)", style=style,
                                                 layout=widgets.Layout(width="160px")),
+            "gpus": widgets.BoundedIntText(value=self._gpus_arg, min=1, max=MAX_GPUS, description="GPUs", style=style,
+                                           layout=widgets.Layout(width="110px")),
             "host_gib": widgets.BoundedFloatText(value=host_gib, min=0.0, max=1e5, description="host RAM (GiB)",
                                                  style=style, layout=widgets.Layout(width="180px")),
             "beside_predicted": widgets.Checkbox(value=self.cuda, description="predicted beside", style=style,
@@ -656,7 +671,7 @@ class Explorer:
         controls["budget_fits"].observe(self._on_budget_change, "value")
         controls["limit_on"].observe(self._on_limit_change, "value")
         controls["gpu"].observe(self._on_gpu_change, "value")
-        for name in ("model", "gpu", "gpu_gib", "host_gib"):
+        for name in ("model", "gpu", "gpu_gib", "gpus", "host_gib"):
             controls[name].observe(self._on_setup_change, "value")
         self._on_budget_change()
         self._on_limit_change()
@@ -705,7 +720,7 @@ class Explorer:
         simulate = mode == "simulate"
         for name in ("limit_on", "limit"):
             _show(c[name], not simulate and not self.cuda)
-        for name in ("gpu", "gpu_gib", "host_gib"):
+        for name in ("gpu", "gpu_gib", "gpus", "host_gib"):
             _show(c[name], simulate)
         _show(c["beside_predicted"], not simulate)
 
@@ -773,7 +788,7 @@ class Explorer:
         c, b = self.controls, self.buttons
         wrap = widgets.Layout(flex_flow="row wrap", align_items="center")
         rows = [
-            widgets.HBox([c["mode"], c["gpu"], c["gpu_gib"], c["host_gib"], c["limit_on"], c["limit"],
+            widgets.HBox([c["mode"], c["gpu"], c["gpu_gib"], c["gpus"], c["host_gib"], c["limit_on"], c["limit"],
                           c["beside_predicted"]], layout=wrap),
             widgets.HBox([c["model"], c["context"], c["context_tokens"], c["new_tokens"]], layout=wrap),
             widgets.HBox([c["mini_sequences"], c["offload"], c["budget_fits"], c["budget"]], layout=wrap),

@@ -13,6 +13,8 @@ Reading the events (memory/events.py):
   head it includes the logits it returns, which is exactly the term MOM's trim removes.
 - The y axis uses one binary unit (KiB, MiB or GiB) picked from the largest value, so a tiny
   CPU model and an 8B model both read well.
+- A run on several cards (events with a `device`) adds each card's colour (per_device.py);
+  on one device the figures are unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from plotly.subplots import make_subplots
 from ..memory import events as memory_events
 from ..memory import tables
 from ..memory.events import GiB, KiB, MemoryEvent, MiB, Profile, format_bytes
+from . import per_device
 
 COLORS = {
     "weights": "#9e9e9e",
@@ -224,9 +227,12 @@ def layer_figure(events, weights_by_layer: Mapping[str, int] | None = None, laye
     failed = failed_allocation(events)
     unit = unit or pick_unit(max(_layer_max(breakdown), _failed_top(breakdown, failed)))
     fig = go.Figure(layout=_layout(title, "position", f"memory ({unit[0]})"))
-    _add_layer_bars(fig, breakdown, failed, unit, legend=True)
+    where = _devices_where(events)
+    _add_layer_bars(fig, breakdown, failed, unit, legend=True, where=where)
     fig.update_layout(barmode="group", xaxis=dict(type="category", categoryorder="array",
                                                   categoryarray=list(breakdown.index)))
+    if where:
+        per_device.add_device_bands(fig, list(breakdown.index), where)
     _note_empty(fig, shown=not any(e for e in _event_list(events)))
     return fig
 
@@ -248,7 +254,8 @@ def compare_layer_figure(runs: Mapping[str, object], weights_by_layer: Mapping[s
                         subplot_titles=[html_escape(label) for label in runs])
     fig.update_layout(_layout(title, "", ""))
     for column, (label, breakdown) in enumerate(breakdowns.items(), start=1):
-        _add_layer_bars(fig, breakdown, failed[label], unit, legend=column == 1, col=column)
+        _add_layer_bars(fig, breakdown, failed[label], unit, legend=column == 1, col=column,
+                        where=_devices_where(runs[label]))
         fig.update_xaxes(type="category", categoryorder="array", categoryarray=list(breakdown.index),
                          title_text="position", row=1, col=column)
     fig.update_yaxes(title_text=f"memory ({unit[0]})", range=[0, 1.05 * top / unit[1]] if top else None, row=1, col=1)
@@ -261,12 +268,14 @@ def html_escape(text: str) -> str:
 
 
 def _add_layer_bars(fig: go.Figure, breakdown: pd.DataFrame, failed: MemoryEvent | None, unit: tuple[str, int],
-                    legend: bool, col: int | None = None) -> None:
-    where = dict(row=1, col=col) if col is not None else {}
+                    legend: bool, col: int | None = None, where: dict[str, str] | None = None) -> None:
+    cell = dict(row=1, col=col) if col is not None else {}
     for trace in layer_traces(breakdown, unit):
+        marker = dict(color=COLORS[trace["key"]], **per_device.outline(trace["x"], where or {}))
         fig.add_bar(name=trace["name"], x=trace["x"], y=trace["y"], base=trace["base"], legendgroup=trace["key"],
-                    offsetgroup=trace["offsetgroup"], marker_color=COLORS[trace["key"]], showlegend=legend,
-                    hovertemplate=f"%{{x}}: %{{y:.3f}} {unit[0]}<extra>{trace['name']}</extra>", **where)
+                    offsetgroup=trace["offsetgroup"], marker=marker, showlegend=legend,
+                    hovertemplate=f"%{{x}}{_on_card(where)}: %{{y:.3f}} {unit[0]}<extra>{trace['name']}</extra>",
+                    customdata=[(where or {}).get(x, "") for x in trace["x"]] if where else None, **cell)
     if failed is not None:
         position = _position_of(failed.layer, failed.module)
         base = _device_top(breakdown, position)
@@ -274,7 +283,22 @@ def _add_layer_bars(fig: go.Figure, breakdown: pd.DataFrame, failed: MemoryEvent
         fig.add_bar(name=FAILED, x=[position], y=[(held + (failed.requested_bytes or 0)) / unit[1]],
                     base=[base / unit[1]], offsetgroup="device", legendgroup="failed", showlegend=legend,
                     marker=dict(color="rgba(214,39,40,0.35)", line=dict(color=COLORS["limit"], width=2)),
-                    hovertemplate=f"%{{x}}: {_failed_text(failed)}<extra>{FAILED}</extra>", **where)
+                    hovertemplate=f"%{{x}}: {_failed_text(failed)}<extra>{FAILED}</extra>", **cell)
+
+
+def _devices_where(events) -> dict[str, str]:
+    """{position: card} of a run on several cards; {} at once when no event names a device."""
+    if isinstance(events, pd.DataFrame):
+        return per_device.position_devices(events, _position_of)
+    listed = _event_list(events)
+    if not any(getattr(e, "device", None) for e in listed):
+        return {}
+    frame = events_frame(listed)
+    return per_device.position_devices(frame[frame["kind"] == "call"], _position_of)
+
+
+def _on_card(where: dict[str, str] | None) -> str:
+    return " on %{customdata}" if where else ""
 
 
 def _device_top(breakdown: pd.DataFrame, position: str) -> int:
@@ -361,6 +385,10 @@ def timeline_figure(events, device_limit_bytes: int | None = None, unit: tuple[s
     if others:
         for name, run in runs.items():
             _add_allocated(fig, run, frames[name], unit, name, config_color(name))
+    elif per_device.devices_of(frames[label or "allocated"]):
+        calls = frames[label or "allocated"]
+        per_device.add_device_timelines(fig, calls[calls["kind"] == "call"], unit)
+        _add_failed(fig, events, int((calls["kind"] == "call").sum()), unit, label)
     else:
         _add_detail(fig, events, frames[label or "allocated"], unit, label)
     frame = frames[label or "allocated"]
@@ -369,7 +397,7 @@ def timeline_figure(events, device_limit_bytes: int | None = None, unit: tuple[s
         fig.add_vrect(x0=-0.5, x1=float(prefill.max()) + 0.5, fillcolor="#eeeeee", opacity=0.5, line_width=0,
                       annotation_text="prefill", annotation_position="top left")
     if device_limit_bytes:
-        _add_limit(fig, device_limit_bytes, unit)
+        _add_limit(fig, device_limit_bytes, unit, each=bool(per_device.devices_of(frame)))
     _note_empty(fig, shown=frame.empty)
     if frame.empty:
         fig.update_yaxes(range=[0, 1.1 * (device_limit_bytes or unit[1]) / unit[1]])
@@ -448,7 +476,7 @@ def sweep_figure(profiles: Iterable[Profile], device_limit_bytes: int | None = N
         fig.update_xaxes(type="log", tickvals=ticks, ticktext=[_tokens(c) for c in ticks])
         fig.update_layout(showlegend=True)  # explicit: a live widget may come from the bars' layout
     if limit:
-        _add_limit(fig, limit, unit)
+        _add_limit(fig, limit, unit, each=per_device.several(profiles))
     _note_empty(fig, shown=not profiles)
     return fig
 
@@ -462,10 +490,13 @@ def _add_sweep_line(fig: go.Figure, label: str, group: list[Profile], limit: int
     ok = [p for p in group if not p.oom]
     oom = [p for p in group if p.oom]
     color = config_color(label)
-    fig.add_scatter(name=label, legendgroup=label, x=[p.context for p in ok],
-                    y=[p.peak_gpu_bytes / unit[1] for p in ok], mode="lines+markers",
-                    line=dict(color=color), marker=dict(color=color),
-                    hovertemplate=f"%{{x}} tokens: %{{y:.3f}} {unit[0]}<extra>{label}</extra>")
+    if per_device.several(group):  # one line per card, each against the card's limit
+        per_device.add_device_sweep_lines(fig, label, color, group, unit)
+    else:
+        fig.add_scatter(name=label, legendgroup=label, x=[p.context for p in ok],
+                        y=[p.peak_gpu_bytes / unit[1] for p in ok], mode="lines+markers",
+                        line=dict(color=color), marker=dict(color=color),
+                        hovertemplate=f"%{{x}} tokens: %{{y:.3f}} {unit[0]}<extra>{label}</extra>")
     # always present (empty until a run fails): a live sweep then only ever appends traces
     y = [(limit or p.peak_gpu_bytes) / unit[1] for p in oom]
     fig.add_scatter(name=f"{label}: OOM", legendgroup=label, x=[p.context for p in oom], y=y,
@@ -539,9 +570,10 @@ def _tokens(n: int) -> str:
     return f"{n // 1024}k" if n >= 1024 and n % 1024 == 0 else str(n)
 
 
-def _add_limit(fig: go.Figure, limit: int, unit: tuple[str, int]) -> None:
+def _add_limit(fig: go.Figure, limit: int, unit: tuple[str, int], each: bool = False) -> None:
+    text = f"{'each card' if each else 'device'} limit {format_bytes(limit)}"  # a prediction's cards are alike
     fig.add_hline(y=limit / unit[1], line=dict(color=COLORS["limit"], dash="dash"),
-                  annotation_text=f"device limit {format_bytes(limit)}", annotation_position="top right")
+                  annotation_text=text, annotation_position="top right")
 
 
 def _layout(title: str, x_title: str, y_title: str) -> go.Layout:

@@ -57,9 +57,9 @@ def card_of_limit(limit_bytes: int) -> GPU:
     return resolve_gpu(limit_bytes + CONTEXT_BYTES)
 
 
-def predicted(card: GPU | str) -> str:
-    """'predicted on H100-80GB': how every prediction is labelled."""
-    return f"predicted on {card.name if isinstance(card, GPU) else card}"
+def predicted(card: GPU | str, gpus: int = 1) -> str:
+    """'predicted on H100-80GB' ('predicted on 2x H100-80GB' on several): how every prediction is labelled."""
+    return f"predicted on {f'{gpus}x ' if gpus > 1 else ''}{card.name if isinstance(card, GPU) else card}"
 
 
 def prediction_lines(result: Any) -> list[str]:

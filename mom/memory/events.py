@@ -119,6 +119,8 @@ class Profile:
     start_bytes: int = 0  # device bytes allocated when the run began (weights and anything else)
     layer_weight_bytes: list[int] = field(default_factory=list)
     decode_path: str | None = None  # which decode path ran (engine/graph_decode.py), e.g. "eager (hooks ...)"
+    peak_by_device: dict[str, int] = field(default_factory=dict)  # each device's peak ("cuda:1"); {} on one device
+    layer_devices: list[str] = field(default_factory=list)  # each decoder layer's device; [] on one device
 
     @property
     def label(self) -> str:

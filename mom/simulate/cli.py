@@ -1,6 +1,6 @@
 """`mom plan`: mom.plan from the terminal (a table, or JSON).
 
-    mom plan --model llama-3.1-70b --gpu H100-80GB --host-gib 256 --context 262144 [--json plan.json]
+    mom plan --model llama-3.1-70b --gpu H100-80GB --gpus 2 4 --host-gib 256 --context 262144 [--json plan.json]
 
 Registered by mom/cli.py with `add_plan_command`; everything else about the command lives here.
 """
@@ -37,6 +37,9 @@ def add_plan_command(sub) -> None:
                         help="a preset (`mom presets`), a local config or model folder, or a hub id (default: llama-3.1-8b)")
     parser.add_argument("--gpu", default="H100-80GB", metavar="CARD",
                         help=f"one of {', '.join(GPUS)}, or a size such as custom-24GiB (default: H100-80GB)")
+    parser.add_argument("--gpus", type=_positive(int), nargs="+", default=[1], metavar="N",
+                        help="spread the model over N cards of --gpu (an even split of its layers); several "
+                             "counts compare them (default: 1)")
     parser.add_argument("--host-gib", type=_positive(float), default=None, metavar="GIB",
                         help="host RAM for an offloaded KV cache, in GiB (default: unlimited)")
     parser.add_argument("--context", type=_positive(int), default=131072, metavar="N", help="prompt tokens (default: 131072)")
@@ -62,7 +65,7 @@ def run_plan(args) -> int:
     host = int(args.host_gib * GiB) if args.host_gib is not None else None
     result = plan(args.model, gpu=args.gpu, host_bytes=host, context=args.context, new_tokens=args.new_tokens,
                   mini_sequences=args.mini_sequences, max_contexts=not args.no_max_context,
-                  resolution=args.resolution)
+                  resolution=args.resolution, gpus=args.gpus)
     print(result.table())
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

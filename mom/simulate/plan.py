@@ -12,11 +12,16 @@ runs: grow from one resolution step, aim at the context where predicted peak mem
 the context through the two longest passing tries) meets the card, at most twice in a row, then
 bisect; the answer is a predicted pass whose neighbour one step up is a predicted failure (or the
 host-RAM wall of offloaded modes, which is arithmetic). The search stops at `high`.
+
+Several GPUs (`gpus=2` or `gpus=(1, 2, 4)`): every candidate is predicted on each count of cards
+(devices.py's even split), rows are grouped by count (fewest cards first, fastest first within),
+and a row fits when every card's peak does. With one count, `max_context` is keyed by the mode;
+with several, by "<mode> on <N> GPUs" ("on 1 GPU").
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -45,6 +50,8 @@ class PlanRow:
     total_s: float | None
     wall: str | None = None  # the Profile's oom_kind: "device" or "host"
     error: str | None = None
+    gpus: int = 1
+    peak_by_device: dict[str, int] = field(default_factory=dict)  # each card's peak, on several
 
 
 @dataclass
@@ -61,29 +68,33 @@ class Plan:
     rejected: list[PlanRow] = field(default_factory=list)
     max_context: dict[str, int | None] = field(default_factory=dict)
     resolution: int = 8192
+    gpus: list[int] = field(default_factory=lambda: [1])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def table(self) -> str:
         """A plain-text table for a terminal."""
-        header = ("config", "fits", "peak GPU", "peak host", "TTFT s", "decode s/tok", "max context")
+        several = self.gpus != [1]
+        header = ("config", *(("GPUs",) if several else ()), "fits", "peak GPU" + (" (each)" if several else ""),
+                  "peak host", "TTFT s", "decode s/tok", "max context")
         lines = [header]
         for row in self.rows + self.rejected:
             mode = row.config.get("offload", "none") if row.label != "baseline" else "baseline"
-            reach = self.max_context.get(mode)
-            lines.append((row.label, "yes" if row.fits else f"no ({row.wall})", format_bytes(row.peak_gpu_bytes),
-                          format_bytes(row.peak_host_bytes), _fmt(row.ttft_s, 2), _fmt(row.decode_s_per_token, 3),
-                          "-" if reach is None else f"{reach:,}"))
+            reach = self.max_context.get(reach_key(mode, row.gpus, self.gpus))
+            lines.append((row.label, *((str(row.gpus),) if several else ()), "yes" if row.fits else f"no ({row.wall})",
+                          _peaks(row), format_bytes(row.peak_host_bytes), _fmt(row.ttft_s, 2),
+                          _fmt(row.decode_s_per_token, 3), "-" if reach is None else f"{reach:,}"))
         widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
         text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in lines]
         text.insert(1, "  ".join("-" * w for w in widths))
-        title = (f"{self.model} on {self.gpu} ({format_bytes(self.usable_bytes)} usable), host "
+        title = (f"{self.model} on {_cards(self.gpus, self.gpu)} ({format_bytes(self.usable_bytes)} usable each), host "
                  f"{format_bytes(self.host_bytes) if self.host_bytes else 'unlimited'}, context {self.context:,} "
                  f"+ {self.new_tokens} tokens (predicted)")
         if not self.rows and all((row.error or "").startswith("the weights do not fit") for row in self.rejected):
             text.append(f"the weights alone ({format_bytes(self.rejected[0].peak_gpu_bytes)}) do not fit this card: "
-                        "no configuration can run; a larger card, or a quantized or sharded model, is needed")
+                        "no configuration can run; a larger card, more cards (gpus=N), or a quantized model "
+                        "is needed")
         return "\n".join([title, *text])
 
 
@@ -108,6 +119,7 @@ def plan(
     max_contexts: bool = True,
     resolution: int = 8192,
     high: int = DEFAULT_HIGH,
+    gpus: int | Sequence[int] = 1,
 ) -> Plan:
     """Rank the configurations that fit, and find each offload mode's maximum context.
 
@@ -120,23 +132,45 @@ def plan(
         kv_gpu_budget: bytes of K/V the "auto" candidate keeps on the GPU (None: what fits).
         max_contexts: also search each mode's maximum context.
         resolution, high: step and cap of that search.
+        gpus: how many cards of `gpu` the model is spread over (an even split of its layers), or
+            several counts to compare (rows per count).
 
     Returns:
         A Plan; `plan.table()` prints it, `plan.to_dict()` is its JSON.
+
+    Raises:
+        ValueError: a GPU count below 1 (or none).
     """
     card = resolve_gpu(gpu)
+    counts = gpu_counts(gpus)
     config, name = model_config(model)
     result = Plan(model=name, gpu=card.name, usable_bytes=card.usable_bytes, host_bytes=host_bytes,
-                  context=context, new_tokens=new_tokens, resolution=resolution)
-    for cfg in candidates(mini_sequences, kv_gpu_budget):
-        row = _row(predict(config, cfg, context, new_tokens, batch, card, host_bytes), cfg)
-        (result.rows if row.fits else result.rejected).append(row)
-    result.rows.sort(key=lambda r: r.total_s if r.total_s is not None else float("inf"))
-    if max_contexts:
+                  context=context, new_tokens=new_tokens, resolution=resolution, gpus=counts)
+    for count in counts:
         for cfg in candidates(mini_sequences, kv_gpu_budget):
-            mode = "baseline" if cfg.is_baseline else cfg.offload
-            result.max_context[mode] = max_context(config, cfg, card, host_bytes, new_tokens, batch, resolution, high)
+            row = _row(predict(config, cfg, context, new_tokens, batch, card, host_bytes, gpus=count), cfg)
+            (result.rows if row.fits else result.rejected).append(row)
+    result.rows.sort(key=lambda r: (r.gpus, r.total_s if r.total_s is not None else float("inf")))
+    if max_contexts:
+        for count in counts:
+            for cfg in candidates(mini_sequences, kv_gpu_budget):
+                mode = "baseline" if cfg.is_baseline else cfg.offload
+                result.max_context[reach_key(mode, count, counts)] = max_context(
+                    config, cfg, card, host_bytes, new_tokens, batch, resolution, high, gpus=count)
     return result
+
+
+def gpu_counts(gpus: int | Sequence[int]) -> list[int]:
+    """The GPU counts to plan for, in order, each checked."""
+    counts = [gpus] if isinstance(gpus, int) else list(gpus)
+    if not counts or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in counts):
+        raise ValueError(f"gpus must be a count of GPUs >= 1, or several such counts, got {gpus!r}")
+    return sorted(set(counts))
+
+
+def reach_key(mode: str, count: int, counts: list[int]) -> str:
+    """The key of a mode's maximum context in `Plan.max_context` (the module docstring's rule)."""
+    return mode if len(counts) == 1 else f"{mode} on {count} GPU{'s' if count > 1 else ''}"
 
 
 def _row(p: Prediction, cfg: MomConfig) -> PlanRow:
@@ -144,18 +178,33 @@ def _row(p: Prediction, cfg: MomConfig) -> PlanRow:
     total = None if p.oom or p.ttft_s is None else p.ttft_s + (decode or 0) * max(p.new_tokens - 1, 0)
     return PlanRow(label=cfg.describe(), config=asdict(cfg), fits=not p.oom, peak_gpu_bytes=p.peak_gpu_bytes,
                    peak_host_bytes=p.peak_host_bytes, ttft_s=p.ttft_s, decode_s_per_token=decode, total_s=total,
-                   wall=p.oom_kind, error=p.error)
+                   wall=p.oom_kind, error=p.error, gpus=p.gpus, peak_by_device=dict(p.peak_by_device))
+
+
+def _peaks(row: PlanRow) -> str:
+    """One card's peak, or each card's ("66.2 / 65.8 GiB")."""
+    if not row.peak_by_device:
+        return format_bytes(row.peak_gpu_bytes)
+    return " / ".join(f"{peak / (1 << 30):.1f}" for peak in row.peak_by_device.values()) + " GiB"
+
+
+def _cards(counts: list[int], name: str) -> str:
+    if counts == [1]:
+        return name
+    return f"{' or '.join(map(str, counts))}x {name}"
 
 
 def max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100-80GB", host_bytes: int | None = None,
-                new_tokens: int = 32, batch: int = 1, resolution: int = 8192, high: int = DEFAULT_HIGH) -> int | None:
+                new_tokens: int = 32, batch: int = 1, resolution: int = 8192, high: int = DEFAULT_HIGH,
+                gpus: int | None = None) -> int | None:
     """The largest multiple of `resolution` up to `high` predicted to run; None if one step does not."""
-    return find_max_context(model, config, gpu, host_bytes, new_tokens, batch, resolution, high).maximum
+    return find_max_context(model, config, gpu, host_bytes, new_tokens, batch, resolution, high, gpus=gpus).maximum
 
 
 def find_max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100-80GB", host_bytes: int | None = None,
                      new_tokens: int = 32, batch: int = 1, resolution: int = 8192, high: int = DEFAULT_HIGH,
-                     on_try: Callable[[Prediction], None] | None = None) -> MaxContextResult:
+                     on_try: Callable[[Prediction], None] | None = None, gpus: int | None = None,
+                     device_map: str | dict | None = None) -> MaxContextResult:
     """`mom.find_max_context` over predictions: the same MaxContextResult, its tries Predictions.
 
     Args:
@@ -163,6 +212,7 @@ def find_max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100
         resolution, high: the step of the answer and the largest context tried (lowered to the
             host-RAM wall of an offloaded cache, which is arithmetic).
         on_try: called with each Prediction as it is made (the Explorer's progress).
+        gpus, device_map: several cards, as for `mom.predict` (a try passes when every card's does).
     """
     card = resolve_gpu(gpu)
     hf_config, _ = model_config(model)
@@ -172,7 +222,8 @@ def find_max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100
         return result
 
     def passes(context: int) -> bool:
-        prediction = predict(hf_config, config, context, new_tokens, batch, card, host_bytes)
+        prediction = predict(hf_config, config, context, new_tokens, batch, card, host_bytes, gpus=gpus,
+                             device_map=device_map)
         result.tries.append(prediction)
         if on_try is not None:
             on_try(prediction)

@@ -117,6 +117,19 @@ class AllocatorProbe(Probe):
         return self.allocator.allocated - before
 
     # -- accounting --
+    def _on_op(self, kwargs: dict, out) -> None:
+        """Count an op's new outputs; a probe of several devices (simulate/devices.py) routes them."""
+        self._on_output(out)
+
+    def owns(self, storage_key: int) -> bool:
+        """Whether a live storage (by `_cdata`) is counted here."""
+        return storage_key in self._live
+
+    def is_host(self, storage_key: int) -> bool:
+        """Whether a storage counted here is a host-tier one."""
+        entry = self._live.get(storage_key)
+        return entry is not None and entry[1] is None
+
     def _on_output(self, out) -> None:
         for tensor in _tensors(out):
             storage = tensor.untyped_storage()
@@ -171,7 +184,7 @@ class _Mode(TorchDispatchMode):
         if out is None:
             out = func(*args, **kwargs)
         if not _aliases(func):
-            self.probe._on_output(out)
+            self.probe._on_op(kwargs, out)
         return out
 
 

@@ -22,10 +22,18 @@ checks it, with the blocks it counts (_FakeHostPool.reserve).
 
 What shape-only tensors cannot see (kernels' workspaces) is added from calibration.py and listed
 in the Prediction.
+
+Several GPUs (`gpus=N`, `device_map=...`): the same run on imitated devices (devices.py), one
+allocator model per card, each counting the allocations of the modules placed on it; the
+engine's free-memory question is answered per lane from that lane's card. The Prediction keeps
+each card's peak (`peak_by_device`, "cuda:0", ...), each layer's card (`layer_devices`), and an
+out-of-memory names the card that ran out. The speed model is the single card's: under a device
+map the layers run one card after another, the same work in the same order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -40,6 +48,7 @@ from ..engine.patch import enable
 from ..memory.events import MemoryEvent, Profile, format_bytes
 from ..memory.recorder import MemoryRecorder
 from . import calibration, speed
+from .devices import ImitatedDevices, resolve_device_map
 from .fake import fake_model, model_config, run_context
 from .gpus import GPU, resolve_gpu
 from .probe import AllocatorProbe
@@ -57,7 +66,9 @@ class Prediction(Profile):
     calibration: bytes and speeds added from committed measurements, with their sources;
     ttft_range_s / decode_s_per_token_range: (low, high) of the speed model;
     speed_notes: what bounds each phase (compute, HBM, host link, host launch overhead);
-    oom_event: the call that would fail (oom_kind says which wall: "device" or "host").
+    oom_event: the call that would fail (oom_kind says which wall: "device" or "host"; its
+        `device` names the card on several GPUs);
+    gpus, device_map: how many cards, and which module runs on which (several GPUs only).
     """
 
     gpu: str = ""
@@ -67,6 +78,8 @@ class Prediction(Profile):
     decode_s_per_token_range: tuple[float, float] | None = None
     speed_notes: list[str] = field(default_factory=list)
     oom_event: MemoryEvent | None = None
+    gpus: int = 1
+    device_map: dict[str, Any] | None = None
 
 
 def predict(
@@ -79,6 +92,8 @@ def predict(
     host_bytes: int | None = None,
     dtype: torch.dtype = torch.bfloat16,
     listeners: tuple = (),
+    gpus: int | None = None,
+    device_map: str | dict | None = None,
 ) -> Prediction:
     """Predict the memory and speed of a prefill of `context` tokens and `new_tokens` greedy tokens.
 
@@ -91,20 +106,44 @@ def predict(
         host_bytes: host RAM available for an offloaded cache; None: unlimited.
         dtype: weights and activations dtype (bf16, as on a GPU).
         listeners: called with each MemoryEvent as it is predicted.
+        gpus: spread the model over this many cards of `gpu` (devices.py's even split, as
+            device_map="auto"); None: one card, or as many as `device_map` names.
+        device_map: "auto", or {module name: GPU index or "cuda:N"} (a model's `hf_device_map`).
 
     Returns:
         A Prediction (a Profile): oom=True with `oom_kind` and `oom_event` when it would not fit.
+
+    Raises:
+        ValueError: gpus below 1; a device map naming an unknown module, a non-GPU device or a
+            GPU beyond `gpus`, or leaving a module out.
     """
     config = config or MomConfig()
     card = resolve_gpu(gpu)
     hf_config, name = model_config(model)
     fake = fake_model(hf_config, name, dtype)
+    devices = _imitated_devices(fake.model, card, gpus, device_map)
     result = _new_prediction(fake.model, name, config, context, new_tokens, batch, card)
-    probe = AllocatorProbe(card.usable_bytes, f"{card.name} (predicted)")
-    with run_context():
-        _run(fake.model, config, result, probe, host_bytes, listeners)
+    probe = devices.main if devices else AllocatorProbe(card.usable_bytes, f"{card.name} (predicted)")
+    if devices:
+        _describe_devices(result, devices)
+    with run_context(), (devices.marked(fake.model) if devices else contextlib.nullcontext()):
+        _run(fake.model, config, result, probe, host_bytes, listeners, devices)
     speed.fill(result, fake.model.config, config, card, batch)
     return result
+
+
+def _imitated_devices(model: nn.Module, card: GPU, gpus, device_map) -> ImitatedDevices | None:
+    """The imitated cards of a several-GPU prediction; None for one card (the plain run)."""
+    if gpus is None and device_map is None:
+        return None
+    resolved = resolve_device_map(model, device_map, gpus)
+    return ImitatedDevices(card, resolved) if resolved.count > 1 else None
+
+
+def _describe_devices(result: Prediction, devices: ImitatedDevices) -> None:
+    result.gpus, result.device_map = devices.map.count, devices.map.to_dict()
+    result.layer_devices = devices.layer_devices()
+    result.device_name = f"{devices.map.count}x {devices.card.name} (predicted)"
 
 
 def _new_prediction(model: nn.Module, name: str, config: MomConfig, context: int, new_tokens: int,
@@ -124,41 +163,45 @@ def _bytes(module: nn.Module) -> int:
 
 
 def _run(model: nn.Module, config: MomConfig, result: Prediction, probe: AllocatorProbe, host_bytes: int | None,
-         listeners) -> None:
+         listeners, devices: ImitatedDevices | None = None) -> None:
     where = _Where(model)
     try:
-        result.start_bytes = probe.track(*model.parameters(), *model.buffers())
-        workspace = calibration.hold_unseen(probe)  # noqa: F841  (held for the whole run, like cuBLAS's)
+        result.start_bytes = _track_weights(model, probe, devices)
+        workspace = [calibration.hold_unseen(p) for p in _probes(probe, devices)]  # noqa: F841  (held like cuBLAS's)
     except torch.OutOfMemoryError as error:  # the weights alone do not fit
-        result.oom, result.oom_kind, result.error = True, "device", f"the weights do not fit: {error}"
-        result.oom_event = _failure_event("prefill", 0, None, "weights", probe)
-        result.events = [result.oom_event]
-        result.peak_gpu_bytes = result.weights_bytes
+        _weights_do_not_fit(result, error, probe, devices)
         return
-    recorder = MemoryRecorder(model, probe=probe, tags={"label": result.label, "context": result.context})
+    recorder = MemoryRecorder(model, probe=probe, tags={"label": result.label, "context": result.context},
+                              device_probes=devices.probes if devices else None)
+    if devices:
+        recorder.add_listener(lambda event: _name_device(event, devices))  # first: later listeners see "cuda:i"
     for listener in listeners:
         recorder.add_listener(listener)
     try:
-        with enable(model, config) as handle, where, recorder:
+        with enable(model, config) as handle, where, recorder, _transfers(model, devices):
             _use_fake_host_pool(handle, probe, host_bytes)
-            _answer_free_memory(handle, probe)
-            _prefill_and_decode(model, result, probe, where, recorder)
+            _answer_free_memory(handle, probe, devices)
+            _prefill_and_decode(model, result, probe, where, recorder, devices)
     except HostMemoryError as error:  # the engine's host-RAM guard, against host_bytes
         result.oom, result.oom_kind, result.error = True, "host", str(error)
     except torch.OutOfMemoryError as error:
         result.oom, result.oom_kind, result.error = True, "device", str(error)
         failed = [e for e in recorder.events if getattr(e, "kind", "call") == "oom"]  # the recorder's own
-        result.oom_event = failed[-1] if failed else where.event(probe)
+        result.oom_event = failed[-1] if failed else where.event(probe, devices)
         if not failed:
             recorder.events.append(result.oom_event)
+        if devices:
+            result.error = f"{_card_of(result.oom_event.device, devices)} ran out: {error}"
     result.events = recorder.events
-    result.peak_gpu_bytes = max(result.peak_gpu_bytes, recorder.peak_bytes)
-    result.peak_reserved_bytes = probe.allocator.peak_reserved
+    _peaks_by_device(result, recorder, devices)
+    result.peak_gpu_bytes = max(result.peak_gpu_bytes, recorder.peak_bytes, *result.peak_by_device.values())
+    result.peak_reserved_bytes = max(p.allocator.peak_reserved for p in _probes(probe, devices))
     result.peak_host_bytes = max(probe.host_peak(), max((e.kv_host_bytes for e in result.events), default=0))
     result.calibration = calibration.describe()
 
 
-def _prefill_and_decode(model, result: Prediction, probe: AllocatorProbe, where, recorder) -> None:
+def _prefill_and_decode(model, result: Prediction, probe: AllocatorProbe, where, recorder,
+                        devices: ImitatedDevices | None = None) -> None:
     cache_name = families.cache_in_call(model, {})[0]
     ids = torch.zeros(result.batch, result.context, dtype=torch.long, device="meta")
     out = model(input_ids=ids, logits_to_keep=1, use_cache=True)
@@ -166,34 +209,84 @@ def _prefill_and_decode(model, result: Prediction, probe: AllocatorProbe, where,
     cache, token = _cache_of(out), out.logits[:, -1:].argmax(-1)
     del out, ids
     steps = max(0, result.new_tokens - 1)
-    decode = probe.watch()
+    watches = {d: p.watch() for d, p in devices.probes.items()} if devices else {None: probe.watch()}
     for step in range(1, min(steps, RUN_DECODE_STEPS) + 1):
         where.phase, where.step = "decode", step
         out = model(input_ids=token, logits_to_keep=1, use_cache=True, **{cache_name: cache})
         token = out.logits[:, -1:].argmax(-1)
         del out
-    decode_peak = decode.close() + _later_steps_growth(cache, steps)
-    result.peak_gpu_bytes = max(recorder.peak_bytes, decode_peak)
+    growth = _later_steps_growth(cache, steps)
+    layer_device = devices.map.layers if devices else None
+    for device, watch in watches.items():
+        mine = [g for i, g in enumerate(growth) if layer_device is None or devices.devices[layer_device[i]] == device]
+        decode_peak = watch.close() + sum(mine)
+        if devices:
+            name = devices.name(device)
+            result.peak_by_device[name] = max(result.peak_by_device.get(name, 0), decode_peak)
+        result.peak_gpu_bytes = max(recorder.peak_bytes, result.peak_gpu_bytes, decode_peak)
 
 
 def _cache_of(output):
     return output["cache"] if "cache" in output else output.past_key_values
 
 
-def _later_steps_growth(cache, steps: int) -> int:
-    """Peak growth of the decode steps not run: one more token of device-resident K/V each."""
+def _later_steps_growth(cache, steps: int) -> list[int]:
+    """Each layer's peak growth over the decode steps not run: one more token of its
+    device-resident K/V each (index i: the cache's layer i, decoder layer i)."""
     skipped = steps - RUN_DECODE_STEPS
     if skipped <= 0 or cache is None:
-        return 0
-    per_token = 0
+        return []
+    growth = []
     for layer in getattr(cache, "layers", []):
         keys = getattr(layer, "keys", None)
         device_kv = getattr(layer, "device_kv", "plain")
-        if keys is None or device_kv is None:
-            continue
-        if device_kv == "plain":  # a transformers layer grows by torch.cat: one token more each step
-            per_token += 2 * keys[..., :1, :].numel() * keys.element_size()
-    return skipped * per_token
+        plain = keys is not None and device_kv == "plain"  # a transformers layer grows by torch.cat
+        growth.append(skipped * 2 * keys[..., :1, :].numel() * keys.element_size() if plain else 0)
+    return growth
+
+
+def _probes(probe: AllocatorProbe, devices: ImitatedDevices | None) -> list[AllocatorProbe]:
+    return list(devices.probes.values()) if devices else [probe]
+
+
+def _transfers(model: nn.Module, devices: ImitatedDevices | None):
+    return devices.transfers(model) if devices else contextlib.nullcontext()
+
+
+def _track_weights(model: nn.Module, probe: AllocatorProbe, devices: ImitatedDevices | None) -> int:
+    if devices is None:
+        return probe.track(*model.parameters(), *model.buffers())
+    return sum(devices.track_weights(model).values())
+
+
+def _weights_do_not_fit(result: Prediction, error, probe: AllocatorProbe, devices: ImitatedDevices | None) -> None:
+    failing = getattr(error, "device", None)  # set by ImitatedDevices.track_weights
+    where = f" on {_card_of(failing, devices)}" if devices and failing else ""
+    result.oom, result.oom_kind, result.error = True, "device", f"the weights do not fit{where}: {error}"
+    result.oom_event = _failure_event("prefill", 0, None, "weights", devices.probe_of(failing) if where else probe)
+    result.oom_event.device = failing if where else None
+    result.events = [result.oom_event]
+    result.peak_gpu_bytes = result.weights_bytes
+
+
+def _name_device(event: MemoryEvent, devices: ImitatedDevices) -> None:
+    if event.device is not None and event.device.startswith("meta"):
+        event.device = devices.name(event.device)
+
+
+def _card_of(device: str | None, devices: ImitatedDevices) -> str:
+    """"cuda:1 (H100-80GB #1)": the card an out-of-memory happened on."""
+    if device is None:
+        return f"a {devices.card.name}"
+    return f"{device} ({devices.card.name} #{torch.device(device).index})"
+
+
+def _peaks_by_device(result: Prediction, recorder: MemoryRecorder, devices: ImitatedDevices | None) -> None:
+    if devices is None:
+        return
+    for device, peak in recorder.peaks_by_device.items():
+        name = devices.name(device)
+        result.peak_by_device[name] = max(result.peak_by_device.get(name, 0), peak)
 
 
 class _FakeHostPool:
@@ -238,13 +331,14 @@ def _use_fake_host_pool(handle, probe: AllocatorProbe, host_bytes: int | None) -
             lane.pool = _FakeHostPool(probe, host_bytes)
 
 
-def _answer_free_memory(handle, probe: AllocatorProbe) -> None:
+def _answer_free_memory(handle, probe: AllocatorProbe, devices: ImitatedDevices | None = None) -> None:
     """The engine's placement asks its copier for free device memory (engine/placement.py);
-    here the allocator model answers, as CUDA would after empty_cache()."""
+    here the allocator model answers, as CUDA would after empty_cache(): each lane its own card's."""
     offload = getattr(handle, "offload", None)
     if offload is not None:
         for lane in offload.lanes:
-            lane.copier.free_device_bytes = lambda: _free_after_emptying(probe)
+            mine = devices.probe_of(lane.device) if devices else probe
+            lane.copier.free_device_bytes = lambda p=mine: _free_after_emptying(p)
 
 
 def _free_after_emptying(probe: AllocatorProbe) -> int:
@@ -285,9 +379,14 @@ class _Where:
             handle.remove()
         self._handles = []
 
-    def event(self, probe: AllocatorProbe) -> MemoryEvent:
+    def event(self, probe: AllocatorProbe, devices: ImitatedDevices | None = None) -> MemoryEvent:
         module, layer = self.stack[-1] if self.stack else ("model", None)
-        return _failure_event(self.phase, self.step, layer, module, probe)
+        if devices is None:
+            return _failure_event(self.phase, self.step, layer, module, probe)
+        device = devices.devices[devices.map.layers[layer]] if layer is not None else devices.current()
+        event = _failure_event(self.phase, self.step, layer, module, devices.probe_of(device))
+        event.device = devices.name(device)
+        return event
 
 
 def _failure_event(phase: str, step: int, layer: int | None, module: str, probe: AllocatorProbe) -> MemoryEvent:
