@@ -42,7 +42,7 @@ GiB = 2**30
 VARIANTS = {
     "hf": mom.MomConfig(),
     "mom-none": mom.MomConfig(mini_sequence_size=4096),
-    "mom-auto": mom.MomConfig(mini_sequence_size=4096, offload="auto"),
+    "mom-auto": mom.MomConfig(mini_sequence_size=4096, offload="auto", decode_graph=True),
     "mom-stream": mom.MomConfig(mini_sequence_size=4096, offload="stream"),
     "mom-paper": mom.MomConfig.paper(),
 }
