@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +31,6 @@ import runfile  # noqa: E402
 import tables  # noqa: E402
 from generate_clock import PAPER_CHUNK, PAPER_PIECE, generate_options, measure_generate, mom_configs  # noqa: E402
 
-import mom  # noqa: E402
 from mom.engine.host_guard import HostMemoryError, check_model_fits_host  # noqa: E402
 from mom.memory.search import bracket_search  # noqa: E402
 
@@ -178,13 +176,11 @@ def _simulated_tries(args, guess: int) -> list[int]:
 def main(argv: list[str] | None = None) -> dict | None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
-    if runfile.control(args, [__file__, *argv], lambda: estimate_lines(args)):
+    started = runfile.start(args, argv, __file__, KIND, lambda: estimate_lines(args))
+    if started is None:
         return None
-    start = time.perf_counter()
-    model = mom.load(args.model, device=args.device)
-    report = runfile.open_report(args, KIND, str(model.device))
+    model, report = started
     report.setdefault("searches", {})
-    report["load_s"] = time.perf_counter() - start
     searcher = Searcher(args, model, report)
     for variant in args.variants.split(","):
         if args.contexts:

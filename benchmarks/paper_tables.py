@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -24,8 +23,6 @@ import estimate  # noqa: E402
 import runfile  # noqa: E402
 import tables  # noqa: E402
 from generate_clock import PAPER_CHUNK, PAPER_PIECE, generate_options, measure_generate, mom_configs  # noqa: E402
-
-import mom  # noqa: E402
 
 KIND = "paper_tables"
 CONTEXTS = "48000,80000,112000,144000"
@@ -78,12 +75,10 @@ def run(args, model, report: dict) -> None:
 def main(argv: list[str] | None = None) -> dict | None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
-    if runfile.control(args, [__file__, *argv], lambda: estimate_lines(args)):
+    started = runfile.start(args, argv, __file__, KIND, lambda: estimate_lines(args))
+    if started is None:
         return None
-    start = time.perf_counter()
-    model = mom.load(args.model, device=args.device)
-    report = runfile.open_report(args, KIND, str(model.device))
-    report["load_s"] = time.perf_counter() - start
+    model, report = started
     runfile.save(args.out, report)
     run(args, model, report)
     report["finished"] = True

@@ -26,8 +26,6 @@ import runfile  # noqa: E402
 import tables  # noqa: E402
 from generate_clock import PAPER_PIECE, generate_options, measure_generate, mom_configs  # noqa: E402
 
-import mom  # noqa: E402
-
 KIND = "peers"
 VARIANTS = "hf,hf-offload,hf-static,hf-static-compile,mom"
 COMPILE_S = 45.0  # measured at 4k on an H100 (quoted in issue 12), for the estimate only
@@ -99,12 +97,10 @@ def estimate_lines(args) -> list[str]:
 def main(argv: list[str] | None = None) -> dict | None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
-    if runfile.control(args, [__file__, *argv], lambda: estimate_lines(args)):
+    started = runfile.start(args, argv, __file__, KIND, lambda: estimate_lines(args))
+    if started is None:
         return None
-    start = time.perf_counter()
-    model = mom.load(args.model, device=args.device)
-    report = runfile.open_report(args, KIND, str(model.device))
-    report["load_s"] = time.perf_counter() - start
+    model, report = started
     for variant in args.variants.split(","):  # warm every path once, compile excepted (timed per context)
         if variant != "hf-static-compile":
             measure_generate(model, variant, mom_configs(args.piece).get(variant), args.warmup, 4,

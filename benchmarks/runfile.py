@@ -161,3 +161,18 @@ def _round(value):
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def start(args, argv: list[str], script: str, kind: str, estimate_lines):
+    """The opening every issue-12 script shares: handle --detach/--poll/--estimate (None when
+    that was all), else load the model and open (or resume) the report: (model, report)."""
+    import mom
+
+    if control(args, [script, *argv], estimate_lines):
+        return None
+    begun = time.perf_counter()
+    model = mom.load(args.model, device=args.device)
+    report = open_report(args, kind, str(model.device))
+    report["load_s"] = time.perf_counter() - begun
+    return model, report
+

@@ -152,9 +152,9 @@ class DecodeGraphs:
         if not cache.decode_planned or any(layer.tier != "device" for layer in layers):
             return "some layers are not resident on the GPU (streamed or not yet placed)"
         lengths = {layer.length for layer in layers}
-        if len(lengths) != 1 or any(l.device_kv[0].shape[-2] <= l.length for l in layers):
+        if len(lengths) != 1 or any(layer.device_kv[0].shape[-2] <= layer.length for layer in layers):
             return "a K/V buffer is full (the eager step grows it)"
-        if any(l.device_kv[0].shape[0] != input_ids.shape[0] for l in layers):
+        if any(layer.device_kv[0].shape[0] != input_ids.shape[0] for layer in layers):
             return "batch size differs from the cache's"
         mask = call.get("attention_mask")
         if mask is not None and (mask.dim() != 2 or not bool(mask.all())):
