@@ -60,7 +60,7 @@ def main(argv=None) -> None:
     model = mom.load(args.model, device="cuda")
     report = dict(provenance=provenance("cuda"), environment=harness.environment(), model=args.model,
                   started=time.strftime("%Y-%m-%dT%H:%M:%S"), args=vars(args), runs=[],
-                  hbm=hbm_bandwidth(), host_link=harness.pinned_bandwidth(gib=2.0), kernels=[])
+                  hbm=harness.hbm_bandwidth(), host_link=harness.pinned_bandwidth(gib=2.0), kernels=[])
     save = lambda: Path(args.out).write_text(json.dumps(report, indent=1))  # noqa: E731
     save()
     variants = args.variants.split(",")
@@ -84,47 +84,16 @@ def main(argv=None) -> None:
                 report["runs"].append(record)
                 save()
                 print(json.dumps({k: record.get(k) for k in ("variant", "context", "round", "ttft_s",
-                      "decode_s_per_token", "decode_median_s_per_token", "graph", "peak_gib", "error")}), flush=True)
+                      "decode_s_per_token", "decode_median_s_per_token", "decode", "peak_gib", "error")}), flush=True)
     report["summary"] = summarize(report)
     save()
     print("\n".join(report["summary"]))
 
 
 def _run(model, variant: str, context: int, new_tokens: int) -> dict:
-    """measure_generate, plus which decode path mom took and its capture time."""
-    seen = {}
-    original = mom.enable
-
-    def enable_and_watch(m, config):
-        handle = original(m, config)
-        seen["handle"] = handle
-        return handle
-
-    mom.enable = enable_and_watch
-    try:
-        record = measure_generate(model, variant, VARIANTS.get(variant), context, new_tokens)
-    finally:
-        mom.enable = original
-    record["graph"] = seen["handle"].decode_stats if "handle" in seen else None
+    record = measure_generate(model, variant, VARIANTS.get(variant), context, new_tokens)
     assert handle_of(model) is None
     return record
-
-
-def hbm_bandwidth(gib: float = 4.0, repeats: int = 10) -> dict:
-    """Device-to-device copy rate, bytes read plus written per second (GB/s, 10^9)."""
-    n = int(gib * GiB)
-    src, dst = torch.empty(n, dtype=torch.uint8, device="cuda"), torch.empty(n, dtype=torch.uint8, device="cuda")
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        dst.copy_(src)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1000)
-    del src, dst
-    torch.cuda.empty_cache()
-    return dict(copy_gb_per_s=2 * n / statistics.median(times) / 1e9, bytes=2 * n)
 
 
 def step_bytes(model, context: int) -> dict:

@@ -204,10 +204,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     report = runfile.open_report(args, KIND, device)
     for name in args.model.split(","):
         run_model(args, name, report)
-    report["finished"] = True
-    runfile.save(args.out, report)
-    print("\n".join(tables.families_markdown(report)))
-    return report
+    return runfile.finish(args, report, tables.families_markdown)
 
 
 if __name__ == "__main__":

@@ -147,6 +147,7 @@ def measure_generate(model, variant: str, config, context: int, new_tokens: int 
     finally:
         if handle is not None:
             handle.restore()
+            record["decode"] = handle.decode_stats  # which decode path ran (None: no graph path)
         free_memory(settle_s)
     return record
 

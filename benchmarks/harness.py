@@ -127,25 +127,39 @@ def measure(model, variant: str, context: int, new_tokens: int = 32, seed: int =
     return record
 
 
+def copy_seconds(dst: torch.Tensor, src: torch.Tensor, repeats: int) -> float:
+    """Median seconds of dst.copy_(src) on the current stream, timed by CUDA events."""
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src, non_blocking=True)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return sorted(times)[len(times) // 2]
+
+
 def pinned_bandwidth(gib: float = 2.0, repeats: int = 5) -> dict:
     """Pinned host<->device copy bandwidth in GB/s (10^9), median of `repeats`."""
     n = int(gib * GiB)
     host = torch.empty(n, dtype=torch.uint8).pin_memory()
     device = torch.empty(n, dtype=torch.uint8, device="cuda")
-    results = {}
-    for name, (dst, src) in {"h2d": (device, host), "d2h": (host, device)}.items():
-        times = []
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            dst.copy_(src, non_blocking=True)
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1000)
-        results[f"{name}_gb_per_s"] = n / sorted(times)[len(times) // 2] / 1e9
+    results = {f"{name}_gb_per_s": n / copy_seconds(dst, src, repeats) / 1e9
+               for name, (dst, src) in {"h2d": (device, host), "d2h": (host, device)}.items()}
     del host, device
     free_memory()
     return results
+
+
+def hbm_bandwidth(gib: float = 4.0, repeats: int = 10) -> dict:
+    """Device-to-device copy rate, bytes read plus written per second (GB/s, 10^9)."""
+    n = int(gib * GiB)
+    src, dst = (torch.empty(n, dtype=torch.uint8, device="cuda") for _ in range(2))
+    seconds = copy_seconds(dst, src, repeats)
+    del src, dst
+    free_memory()
+    return dict(copy_gb_per_s=2 * n / seconds / 1e9, bytes=2 * n)
 
 
 def environment() -> dict:

@@ -189,10 +189,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         elif not report["searches"].get(variant, {}).get("done"):
             report["searches"][variant] = search(searcher, variant)
             runfile.save(args.out, report)
-    report["finished"] = True
-    runfile.save(args.out, report)
-    print("\n".join(tables.max_context_markdown(report)))
-    return report
+    return runfile.finish(args, report, tables.max_context_markdown)
 
 
 if __name__ == "__main__":

@@ -31,13 +31,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
-from decode_speed import hbm_bandwidth  # noqa: E402
 from generate_clock import StampingStreamer  # noqa: E402
 
 import mom  # noqa: E402
 from mom.engine import families, placement  # noqa: E402
-from mom.engine.cache import HostMemoryError, MomCache  # noqa: E402
-from mom.engine.host_guard import check_host_memory  # noqa: E402
+from mom.engine.cache import HostMemoryError  # noqa: E402
 from mom.memory.provenance import provenance  # noqa: E402
 
 GiB = 2**30
@@ -62,7 +60,7 @@ def main(argv=None) -> None:
     save = lambda: _write(args.out, report)  # noqa: E731
     save()
     model = mom.load(args.model, device="cuda")
-    report["bandwidth"] = dict(hbm=hbm_bandwidth(), host_link=harness.pinned_bandwidth(gib=2.0))
+    report["bandwidth"] = dict(hbm=harness.hbm_bandwidth(), host_link=harness.pinned_bandwidth(gib=2.0))
     report["phase"] = "limits"
     save()
     report["limits"] = limit_terms(model, args.context)
@@ -99,19 +97,17 @@ def limit_terms(model, context: int, step: int = 16384, steps: int = 24) -> dict
                host_available=psutil.virtual_memory().available, host_total=psutil.virtual_memory().total,
                guard=[])
     with mom.enable(model, CONFIG) as handle:
-        lanes = handle.offload.lanes
         for length in range(context, context + steps * step, step):
-            cache = MomCache(model, "auto", None, lanes)
-            resident = placement.place_before_prefill(cache, 1, length, fused=True)
-            host = sum(sum(sizes) for sizes in cache.host_block_sizes_by_lane(1, length).values())
             try:
-                check_host_memory(host, 1, length, lanes.free_bytes)
-                verdict = "admitted"
+                cache, sizes = handle.offload.placed_cache(1, length)
+                resident = sum(layer.placement == "device" for layer in cache.mom_layers())
+                entry = dict(resident_layers=resident, host_bytes=sum(sum(s) for s in sizes.values()),
+                             verdict="admitted")
+                del cache
             except HostMemoryError as error:
-                verdict = f"refused: {str(error).splitlines()[0]}"
-            out["guard"].append(dict(context=length, resident_layers=resident, host_bytes=host, verdict=verdict))
-            del cache
-            if verdict != "admitted":
+                entry = dict(verdict=f"refused: {str(error).splitlines()[0]}")
+            out["guard"].append(dict(context=length, **entry))
+            if entry["verdict"] != "admitted":
                 break
     return out
 

@@ -81,10 +81,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     model, report = started
     runfile.save(args.out, report)
     run(args, model, report)
-    report["finished"] = True
-    runfile.save(args.out, report)
-    print("\n".join(tables.paper_markdown(report)))
-    return report
+    return runfile.finish(args, report, tables.paper_markdown)
 
 
 if __name__ == "__main__":

@@ -106,10 +106,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             measure_generate(model, variant, mom_configs(args.piece).get(variant), args.warmup, 4,
                              options=generate_options(variant), settle_s=0)
     run(args, model, report)
-    report["finished"] = True
-    runfile.save(args.out, report)
-    print("\n".join(tables.peers_markdown(report)))
-    return report
+    return runfile.finish(args, report, tables.peers_markdown)
 
 
 if __name__ == "__main__":

@@ -176,3 +176,11 @@ def start(args, argv: list[str], script: str, kind: str, estimate_lines):
     report["load_s"] = time.perf_counter() - begun
     return model, report
 
+
+def finish(args, report: dict, markdown) -> dict:
+    """Mark the report finished, save it, print its table (`markdown(report)` lines); returns it."""
+    report["finished"] = True
+    save(args.out, report)
+    print("\n".join(markdown(report)))
+    return report
+

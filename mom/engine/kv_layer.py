@@ -117,12 +117,11 @@ class MomLayer(DynamicLayer):
             self._grow_device(self.length + new, like=key_states)
         for buffer, states in zip(self.device_kv, (key_states, value_states)):
             buffer[..., self.length : self.length + new, :] = states
-        self.length += new
-        self.keys, self.values = (b[..., : self.length, :] for b in self.device_kv)
+        self.advance_in_place(new)
         return self.keys, self.values
 
     def advance_in_place(self, new: int) -> None:
-        """Count `new` tokens that a captured decode step wrote into the device buffers."""
+        """Count `new` tokens written into the device buffers (here, or by a captured decode step)."""
         self.length += new
         self.keys, self.values = (b[..., : self.length, :] for b in self.device_kv)
 

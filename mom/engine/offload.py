@@ -41,15 +41,25 @@ class OffloadRuntime:
         ids = call.get("input_ids") if call.get("input_ids") is not None else call.get("inputs_embeds")
         if ids is None or ids.shape[1] == 0:
             return None
-        cache = MomCache(self.model, self.mode, self.kv_gpu_budget, self.lanes)
-        place_before_prefill(cache, ids.shape[0], ids.shape[1], fused=self.fused_prefill)
-        sizes = cache.host_block_sizes_by_lane(ids.shape[0], ids.shape[1])
-        needed = sum(sum(lane_sizes) for lane_sizes in sizes.values())
-        host_guard.check_host_memory(needed, ids.shape[0], ids.shape[1], self.lanes.free_bytes)
+        cache, sizes = self.placed_cache(ids.shape[0], ids.shape[1])
         for lane, lane_sizes in sizes.items():
             lane.pool.reserve(lane_sizes)
         self.caches.add(cache)
         return cache
+
+    def placed_cache(self, batch: int, seq_len: int) -> tuple[MomCache, dict]:
+        """A MomCache placed for a batch x seq_len prompt and its host blocks by lane, checked
+        against host RAM; nothing pinned yet (benchmarks/million.py asks it at each length).
+
+        Raises:
+            HostMemoryError: the prompt's K/V would not fit in host RAM.
+        """
+        cache = MomCache(self.model, self.mode, self.kv_gpu_budget, self.lanes)
+        place_before_prefill(cache, batch, seq_len, fused=self.fused_prefill)
+        sizes = cache.host_block_sizes_by_lane(batch, seq_len)
+        needed = sum(sum(lane_sizes) for lane_sizes in sizes.values())
+        host_guard.check_host_memory(needed, batch, seq_len, self.lanes.free_bytes)
+        return cache, sizes
 
     @property
     def copier(self):
