@@ -54,7 +54,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     if args.gpu_gib:
-        torch.cuda.set_per_process_memory_fraction(args.gpu_gib * GiB / torch.cuda.mem_get_info()[1])
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.gpu_gib * GiB / torch.cuda.mem_get_info()[1]))
     report = dict(provenance=provenance("cuda"), environment=harness.environment(), args=vars(args),
                   config=CONFIG.describe(), phase="loading", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
     save = lambda: _write(args.out, report)  # noqa: E731
