@@ -57,6 +57,49 @@ def decode_table(path: Path, report: dict) -> list[str]:
     return lines
 
 
+def decode_speed_table(path: Path, report: dict) -> list[str]:
+    """Issue 15: decode per variant against the HBM bound measured in the same process."""
+    import statistics
+
+    prov, bandwidth = report["provenance"], report["hbm"]["copy_gb_per_s"] * 1e9
+    lines = [f"Decode through `model.generate()` with a streamer clock against the HBM bound (bytes one step "
+             f"reads / device-copy bandwidth {bandwidth / 1e9:.0f} GB/s, measured in the same process), "
+             f"`{report['model']}` bf16, {report['args']['new_tokens']} greedy tokens, median of each run's median "
+             f"step over the rounds [min-max]. {prov['device']}, host {prov['host_ram_bytes'] / 2**30:.0f} GiB, "
+             f"torch {prov['torch']}, transformers {prov['transformers']}, commit `{prov['commit'][:12]}`; "
+             f"`{shown(path)}`.", "",
+             "| context | variant | n | decode ms/token | x HBM bound | speed-up over `hf` | TTFT s | decode path |",
+             "|---|---|---|---|---|---|---|---|"]
+    for context, nbytes in report.get("bytes_per_step", {}).items():
+        bound = nbytes["total"] / bandwidth
+        groups: dict[str, list] = {}
+        for run in report["runs"]:
+            if str(run["context"]) == context and isinstance(run.get("round"), int) and run.get("decode_median_s_per_token"):
+                groups.setdefault(run["variant"], []).append(run)
+        medians = {v: statistics.median(r["decode_median_s_per_token"] for r in rs) for v, rs in groups.items()}
+        lines.append(f"| {int(context) // 1024}k | HBM bound | | {bound * 1e3:.2f} | 1.00 | | | |")
+        for variant, runs in groups.items():
+            steps = [r["decode_median_s_per_token"] * 1e3 for r in runs]
+            speedup = f"{medians['hf'] / medians[variant]:.2f}x" if "hf" in medians else ""
+            lines.append(f"| {int(context) // 1024}k | `{variant}` | {len(runs)} | {medians[variant] * 1e3:.2f} "
+                         f"[{min(steps):.2f}-{max(steps):.2f}] | {medians[variant] / bound:.2f} | {speedup} | "
+                         f"{statistics.median(r['ttft_s'] for r in runs):.2f} | {_decode_path(runs[-1])} |")
+    compiles = [r for r in report["runs"] if r.get("round") == "compile" and r.get("ttft_s")]
+    captures = [r["decode"]["capture_seconds"] for r in report["runs"] if (r.get("decode") or {}).get("captures")]
+    if compiles or captures:
+        lines += ["", "First-call costs, apart from the table: " + "; ".join(
+            [f"`hf-static-compile` first call at {r['context'] // 1024}k (compile): TTFT {r['ttft_s']:.1f} s" for r in compiles]
+            + ([f"mom graph capture {min(captures):.2f}-{max(captures):.2f} s per run"] if captures else [])) + "."]
+    return lines
+
+
+def _decode_path(run: dict) -> str:
+    stats = run.get("decode")
+    if not stats:
+        return "eager"
+    return f"graph {stats['graph_steps']}, eager {stats['eager_steps']}"
+
+
 def predict_table(path: Path, report: dict) -> list[str]:
     env = report["environment"]
     lines = [f"`mom.predict` (run on fake tensors, on a CPU) against the measured run (`mom.profile`, "
@@ -91,7 +134,7 @@ def _rendered(function_name: str):
     return render
 
 
-TABLES = {"decode_repeats": decode_table, "predict_accuracy": predict_table, "paper_tables": paper_tables_table,
+TABLES = {"decode_repeats": decode_table, "decode_speed": decode_speed_table, "predict_accuracy": predict_table, "paper_tables": paper_tables_table,
           "max_context": _rendered("max_context_markdown"), "families": _rendered("families_markdown"),
           "peers": _rendered("peers_markdown")}
 

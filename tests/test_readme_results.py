@@ -86,3 +86,20 @@ def test_max_context_families_and_peers_tables(tmp_path):
     assert "pass (worst ratio 1.10); mom-fp32 reference vs unpatched fp32: relative error 2.0e-06" in text
     assert "differ from token 11 of 32" in text
     assert "| 4k | `hf-static-compile` | 1 | 200 | 16.00 | 0.20 | 0.0125 | 45.2 |" in text
+
+
+def test_decode_speed_table_names_the_bound_the_speedup_and_the_path(tmp_path):
+    def run(variant, context, step, round_, **extra):
+        return dict(variant=variant, context=context, round=round_, ttft_s=1.0, decode_median_s_per_token=step,
+                    decode=extra.get("decode"))
+    graph = dict(graph_steps=31, eager_steps=0, captures=2, capture_seconds=0.4, last_eager_reason=None)
+    runs = [run("hf", 4096, 0.050, r) for r in range(3)] + [run("mom", 4096, 0.010, r, decode=graph) for r in range(3)]
+    runs += [dict(variant="hf-static-compile", context=4096, round="compile", ttft_s=45.0)]
+    report = dict(model="llama-3.1-8b", provenance=PROV, args=dict(new_tokens=32), hbm=dict(copy_gb_per_s=2000.0),
+                  bytes_per_step={"4096": dict(total=10e9)}, runs=runs)
+    _write(tmp_path, "2026-12-07_h100_decode_speed.json", report)
+    text = readme_tables.section(tmp_path)
+    assert "| 4k | HBM bound | | 5.00 | 1.00 |" in text
+    assert "| 4k | `mom` | 3 | 10.00 [10.00-10.00] | 2.00 | 5.00x | 1.00 | graph 31, eager 0 |" in text
+    assert "| 4k | `hf` | 3 | 50.00 [50.00-50.00] | 10.00 | 1.00x | 1.00 | eager |" in text
+    assert "compile): TTFT 45.0 s" in text and "capture 0.40-0.40 s" in text
