@@ -11,8 +11,10 @@ import families
 import max_context
 import paper_tables
 import peers
+import placement_exact
 import pytest
 import runfile
+import torch
 
 SMALL = ["--device", "cpu", "--settle", "0", "--piece", "32"]
 
@@ -75,6 +77,46 @@ def test_peers_script_on_cpu(tmp_path, capsys):
     assert [r["kind"] for r in report["runs"]].count("compile") == 1
     assert all(r["error"] is None for r in report["runs"]), [r["error"] for r in report["runs"]]
     assert "| 64 | `hf-static-compile` |" in capsys.readouterr().out
+
+
+def test_placement_exact_script_on_cpu(tmp_path, capsys, monkeypatch):
+    argv = ["--model", "tiny-llama", "--context", "96", "--exact-tokens", "3", *SMALL]
+    report = placement_exact.main([*argv, "--out", str(tmp_path / "exact.json")])
+    [run] = report["runs"]
+    assert run["error"] is None and run["passed"] and run["tokens_identical"], run
+    assert run["placement"] == ["device", "host", "host"] and run["tiers"] == ["device", "stream", "stream"]
+    assert "| 96 | True |" in capsys.readouterr().out
+    again = placement_exact.main([*argv, "--out", str(tmp_path / "exact.json")])
+    assert again["resumed"] and len(again["runs"]) == 1  # nothing ran twice
+
+    candidate = placement_exact.candidate  # the verdict sees the candidate: a perturbed one fails
+
+    def perturbed(*args):
+        logits, layers = candidate(*args)
+        logits[1, 0, 7] += 0.05 * logits.abs().max()
+        return logits, layers
+
+    monkeypatch.setattr(placement_exact, "candidate", perturbed)
+    [run] = placement_exact.main([*argv, "--out", str(tmp_path / "perturbed.json")])["runs"]
+    assert not run["passed"] and run["failing_steps"] == [1]
+
+
+def test_placement_exact_steps_down_after_an_oom(tmp_path, monkeypatch, capsys):
+    reference = placement_exact.reference
+
+    def tight(model, ids, *args):
+        if ids.shape[1] > 64:
+            raise torch.OutOfMemoryError("CUDA out of memory (pretend)")
+        return reference(model, ids, *args)
+
+    monkeypatch.setattr(placement_exact, "reference", tight)
+    monkeypatch.setattr(placement_exact, "STEP", 32)
+    report = placement_exact.main(["--model", "tiny-llama", "--context", "128", "--exact-tokens", "2",
+                                   "--out", str(tmp_path / "exact.json"), *SMALL])
+    assert [(r["context"], r["oom"], r["stage"]) for r in report["runs"]] == [
+        (128, True, "reference"), (96, True, "reference"), (64, False, "done")]
+    assert placement_exact.main(["--estimate", "--context", "131072", "--out", "unused.json"]) is None
+    assert "estimated GPU wall time of placement_exact (llama-3.1-8b, 131,072 tokens)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("script", [paper_tables, max_context, peers, families])
