@@ -14,7 +14,7 @@ Decode is checked apart (`decode` in the JSON), on the clock the speed model is 
 (benchmarks/results/2026-11-28_h100_decode_repeats.json): generate() with a streamer, variants
 interleaved over `--decode-rounds` rounds at `--decode-contexts`; per variant and context the
 median over rounds of each round's median step against the predicted step, its range and its
-path (graph or eager: the first GPU timing of the graph path, which speed.py has uncalibrated).
+path (graph or eager; the graph path is calibrated on benchmarks/results/2026-12-07_h100_decode_speed.json).
 The main sweep also records which decode path each measured and predicted run took.
 """
 

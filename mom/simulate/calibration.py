@@ -134,3 +134,82 @@ def host_cost(path: str, data: dict[str, Any] | None = None) -> HostCost:
         raise ValueError(f"no {path!r} decode runs in {data['source']}")
     return HostCost(path, statistics.median(per_layer), min(per_layer), max(per_layer), len(per_layer), shortest,
                     data["card"], data["source"], data["commit"])
+
+
+# -- decode: the graph path's step ----------------------------------------------------------
+#
+# A replayed step (engine/graph_decode.py) is the GPU's reads plus what generate() and mom's
+# forward do in Python around one graph launch; generate() waits for each token, so the two add.
+# Read off the committed H100 decode_speed run (packaged in data/decode_graph_h100.json,
+# extracted by `graph_reference`, kept equal to the results file by a test):
+#   weights read at the device-copy bandwidth measured in that run; K/V read at the rate the
+#   prefix flash kernel measured there at the longest context (both as shares of the card's
+#   table bandwidth, so another card scales by its own);
+#   per-step overhead = median over the runs at the shortest context of (median step - reads).
+# The longer context is kept out of the fit and checks the K/V term (tests/simulate).
+
+GRAPH_FILE = "decode_graph_h100.json"
+GRAPH_SCHEMA = "mom.decode_graph/1"
+GRAPH_SOURCE = "benchmarks/results/2026-12-07_h100_decode_speed.json"
+
+
+@dataclass(frozen=True)
+class GraphCost:
+    """The graph path's step: read shares of the card's HBM bandwidth and the per-step overhead."""
+
+    weights_share: float  # device-copy bandwidth / the card's table bandwidth
+    kv_share: float  # the prefix kernel's K/V read rate / the card's table bandwidth
+    overhead_s: float  # the median (module comment)
+    low_s: float
+    high_s: float
+    runs: int
+    context: int
+    card: str
+    source: str
+    commit: str
+
+    def step_seconds(self, weights: int, kv_device: int, hbm_bytes_per_s: float) -> float:
+        """A replayed step on a card of `hbm_bytes_per_s` (its table bandwidth)."""
+        return (weights / (hbm_bytes_per_s * self.weights_share) + kv_device / (hbm_bytes_per_s * self.kv_share)
+                + self.overhead_s)
+
+    def describe(self) -> dict[str, Any]:
+        return {**asdict(self), "rule": "reads at the measured copy and prefix-kernel rates, plus the median "
+                                        "overhead of the runs at the shortest context"}
+
+
+def graph_reference(results: dict[str, Any], table_hbm_bytes_per_s: float,
+                    source: str = GRAPH_SOURCE) -> dict[str, Any]:
+    """The packaged graph-decode file's content from a decode_speed results file
+    (benchmarks/decode_speed.py): the `mom` runs that took the graph path, with bytes per step."""
+    longest = max(results["kernels"], key=lambda k: k["context"])
+    runs = [dict(context=r["context"], round=r["round"], median_s_per_token=r["decode_median_s_per_token"],
+                 **{k: results["bytes_per_step"][str(r["context"])][k] for k in ("weights", "kv")})
+            for r in results["runs"] if r["variant"] == "mom" and isinstance(r.get("round"), int)
+            and (r.get("decode") or {}).get("graph_steps")]
+    return dict(schema=GRAPH_SCHEMA, source=source, card=results["provenance"]["device"],
+                commit=results["provenance"]["commit"], model=results["model"],
+                table_hbm_bytes_per_s=table_hbm_bytes_per_s,
+                copy_bytes_per_s=results["hbm"]["copy_gb_per_s"] * 1e9,
+                kv_kernel_bytes_per_s=longest["mom_prefix_flash"]["gb_per_s"] * 1e9, runs=runs)
+
+
+@functools.cache
+def _packaged_graph() -> dict[str, Any]:
+    data = json.loads((resources.files(__package__) / "data" / GRAPH_FILE).read_text())
+    if data.get("schema") != GRAPH_SCHEMA:
+        raise ValueError(f"{GRAPH_FILE} is not a {GRAPH_SCHEMA} file")
+    return data
+
+
+def graph_cost(data: dict[str, Any] | None = None) -> GraphCost:
+    """The calibrated graph-path step (module comment); `data`: a `graph_reference`, None: the packaged one."""
+    data = data or _packaged_graph()
+    weights_share = data["copy_bytes_per_s"] / data["table_hbm_bytes_per_s"]
+    kv_share = data["kv_kernel_bytes_per_s"] / data["table_hbm_bytes_per_s"]
+    shortest = min(r["context"] for r in data["runs"])
+    reads = GraphCost(weights_share, kv_share, 0.0, 0.0, 0.0, 0, shortest, "", "", "")
+    overheads = [r["median_s_per_token"] - reads.step_seconds(r["weights"], r["kv"], data["table_hbm_bytes_per_s"])
+                 for r in data["runs"] if r["context"] == shortest]
+    return GraphCost(weights_share, kv_share, statistics.median(overheads), min(overheads), max(overheads),
+                     len(overheads), shortest, data["card"], data["source"], data["commit"])

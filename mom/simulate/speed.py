@@ -20,9 +20,10 @@ Decode takes one of two paths (`decode_path`: the engine's own rule, read off th
   calibration.host_cost: median of the 4k runs of benchmarks/results/2026-11-28_h100_decode_repeats.json)
   x layers. The 128k runs are not in the fit; tests/simulate/test_decode_speed.py checks them.
 - graph (a mom cache with every layer resident; engine/graph_decode.py): one graph launch per
-  step, so step = device + GRAPH_STEP_S for generate()'s own Python per step (inputs, logits
-  processing, stopping criteria). GRAPH_STEP_S is uncalibrated: no GPU timing of the graph
-  path is committed yet (benchmarks/predict_accuracy.py records the next one).
+  step, so step = weights and K/V read at the rates measured in the H100 decode_speed run, plus
+  the Python around the launch (generate()'s inputs, logits processing, stopping criteria, and
+  mom's checks), which adds because generate() waits for each token: calibration.graph_cost,
+  fitted at 4k (7.4 ms on that host), checked at 128k (+3-5%, tests/simulate/test_decode_speed.py).
 
 The device term: the weights read once (at 80% of HBM bandwidth), the device-resident K/V once
 at an attention share of HBM bandwidth (calibrated on `auto` at 128k: 0.0198 s/token once the
@@ -50,7 +51,6 @@ ATTENTION_SHARE = 0.525
 WEIGHTS_HBM_SHARE = 0.80
 KV_HBM_SHARE = 0.35
 CAT_TRAFFIC = 2.7  # DynamicCache's torch.cat per token, in units of one read of the cache (hf at 128k)
-GRAPH_STEP_S = 1.5e-3  # uncalibrated: generate()'s Python per step around one graph launch
 PREFILL_SPREAD = 0.15
 DEVICE_SPREAD = 0.15
 
@@ -115,11 +115,16 @@ def eager_step(device: float, link: float, cost: calibration.HostCost, layers: i
     return step, (low, high), bound
 
 
-def graph_step(device: float, eager: tuple[float, tuple, str]) -> tuple[float, tuple, str]:
-    """(seconds, (low, high), what bounds it) of a replayed step: device + GRAPH_STEP_S, at worst eager."""
-    step = device + GRAPH_STEP_S
-    high = max(step, eager[1][1])
-    return step, (step * (1 - DEVICE_SPREAD), high), f"HBM-bound, one CUDA graph per step (+{GRAPH_STEP_S * 1e3:.1f} ms, uncalibrated)"
+def graph_step(weights: int, kv_device: int, card: GPU, eager: tuple[float, tuple, str]) -> tuple[float, tuple, str]:
+    """(seconds, (low, high), what bounds it) of a replayed step: the calibrated graph step
+    (calibration.graph_cost: reads at measured rates plus the per-step overhead), at worst eager."""
+    cost = calibration.graph_cost()
+    step = cost.step_seconds(weights, kv_device, card.hbm_bytes_per_s)
+    low = step - cost.overhead_s + cost.low_s
+    high = max(step - cost.overhead_s + cost.high_s, step * (1 + DEVICE_SPREAD))
+    bound = (f"HBM-bound, one CUDA graph per step (+{cost.overhead_s * 1e3:.1f} ms per step around the launch; "
+             f"median of {cost.runs} runs at {cost.context:,} tokens on {cost.card}, {cost.source} @ {cost.commit[:7]})")
+    return step, (low, max(high, eager[1][1])), bound  # at worst as slow as the eager step
 
 
 def fill(result, config, mom_config: MomConfig, card: GPU, batch: int) -> None:
@@ -143,12 +148,14 @@ def _fill_decode(result, config, mom_config: MomConfig, card: GPU, batch: int) -
     cost = calibration.host_cost(eager_host(mom_config))
     eager = eager_step(device, link, cost, config.num_hidden_layers)
     path, why = decode_path(mom_config, config, kv_host)
-    step, (low, high), bound = graph_step(device, eager) if path == "graph" else eager
+    step, (low, high), bound = graph_step(result.weights_bytes, kv_device, card, eager) if path == "graph" else eager
     reload = reloaded / card.host_link_bytes_per_s / steps  # the first step's, spread over the steps
     result.decode_tokens_per_s = batch / (step + reload)
     result.decode_s_per_token_range = (low + reload, high + reload)
     result.decode_path = f"{path} (predicted: {why})"
     result.calibration = {**result.calibration, "decode_host": cost.describe()}
+    if path == "graph":
+        result.calibration["decode_graph"] = calibration.graph_cost().describe()
     result.speed_notes.append(f"decode {path}, {bound}" + (f", plus the first step's reload over {steps} steps"
                                                             if reloaded else ""))
 

@@ -111,7 +111,40 @@ def test_graph_path_when_every_layer_is_resident(predicted):
     assert graph.decode_path.startswith("graph")
     assert 1 / graph.decode_tokens_per_s < 1 / eager.decode_tokens_per_s
     assert graph.decode_s_per_token_range[1] == pytest.approx(eager.decode_s_per_token_range[1])
-    assert "uncalibrated" in graph.speed_notes[-1]
+    assert "2026-12-07_h100_decode_speed.json" in graph.speed_notes[-1]
+    assert graph.calibration["decode_graph"]["commit"].startswith("a171da6")
+
+
+GRAPH_RUNS = RESULTS / "2026-12-07_h100_decode_speed.json"
+GRAPH_CONFIG = mom.MomConfig(mini_sequence_size=4096, offload="auto", decode_graph=True)  # decode_speed.py's `mom`
+
+
+def test_packaged_graph_data_is_what_the_results_file_gives():
+    from mom.simulate.gpus import resolve_gpu
+
+    expected = calibration.graph_reference(json.loads(GRAPH_RUNS.read_text()), resolve_gpu("H100-80GB").hbm_bytes_per_s)
+    assert calibration._packaged_graph() == expected  # else rerun the extraction
+
+
+@pytest.mark.parametrize("context", [4096, 131072])
+def test_graph_decode_within_15_percent_of_the_h100_medians(context, predicted):
+    """4k is the fit (checks the rule and the packaging); 128k is not in it and checks the reads."""
+    runs = [r for r in json.loads(GRAPH_RUNS.read_text())["runs"]
+            if r["variant"] == "mom" and r["context"] == context and isinstance(r["round"], int)]
+    assert len(runs) >= 3 and all(r["decode"]["graph_steps"] for r in runs)
+    measured = statistics.median(r["decode_median_s_per_token"] for r in runs)
+    prediction = predicted("mom-graph", context, GRAPH_CONFIG)
+    assert prediction.decode_path.startswith("graph")
+    error = (1 / prediction.decode_tokens_per_s) / measured - 1
+    assert abs(error) <= 0.15, f"graph decode at {context}: predicted {1 / prediction.decode_tokens_per_s:.4f} s vs {measured:.4f}"
+
+
+def test_graph_overhead_is_the_median_at_the_shortest_context():
+    data = {**calibration._packaged_graph(), "runs": [
+        dict(context=4096, round=i, median_s_per_token=s, weights=0, kv=0) for i, s in enumerate((0.010, 0.030, 0.012))
+    ] + [dict(context=131072, round=0, median_s_per_token=1.0, weights=0, kv=0)]}
+    cost = calibration.graph_cost(data)
+    assert (cost.overhead_s, cost.low_s, cost.high_s, cost.runs) == (0.012, 0.010, 0.030, 3)
 
 
 @pytest.mark.parametrize("config,why", [
