@@ -19,6 +19,13 @@ buffers do. The shapes are made fixed by splitting attention over two spans of e
 After W steps, or when a buffer moves, the step is captured again with the longer prefix.
 Capture time is kept apart (`DecodeGraphs.capture_seconds`).
 
+Memory: a step refers to the K/V buffers it was captured on only weakly, so a finished
+generate()'s cache is freed while the handle stays enabled (a graph whose buffers died is never
+replayed: `covers` fails and the next step captures anew). Warm-up and capture run on one side
+stream per device for the whole process: cuBLAS keeps a workspace (32 MiB on an H100) for each
+stream it ever ran on, so a fresh stream per capture left one workspace behind per capture
+(450 MiB after the GPU test's 14 captures, 2026-12-07).
+
 The step is written from the family table (engine/families.py): the same modules, called in
 the same order as the family's decoder layer (norm, q/k/v, RoPE, K/V written at the position,
 attention, o_proj, residual add, norm, MLP, residual add; final norm, LM head). Only the
@@ -36,6 +43,7 @@ uncaptured: that is how its exactness is tested on any machine.
 from __future__ import annotations
 
 import time
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 
@@ -45,6 +53,14 @@ from torch import nn
 from . import families
 
 WINDOW = 256  # decode slots attended outside the captured prefix, per capture
+_CAPTURE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}  # one per device, for the process (docstring)
+
+
+def capture_stream(device: torch.device) -> torch.cuda.Stream:
+    """The side stream every capture on `device` warms up and captures on."""
+    if device not in _CAPTURE_STREAMS:
+        _CAPTURE_STREAMS[device] = torch.cuda.Stream(device=device)
+    return _CAPTURE_STREAMS[device]
 
 
 @dataclass
@@ -54,7 +70,7 @@ class _Step:
     batch: int
     prefix: int  # tokens in the prefix span (fixed for this step's life)
     window: int  # slots in the window span
-    buffers: tuple  # each layer's device_kv tuple: a moved buffer invalidates the step
+    buffers: tuple  # weak references to each layer's K and V buffers: a moved or freed one invalidates the step
     input_ids: torch.Tensor  # [B, 1]
     positions: torch.Tensor  # [B, 1] RoPE positions
     slot: torch.Tensor  # [1] buffer index the new token's K/V go to
@@ -64,8 +80,10 @@ class _Step:
     logits: torch.Tensor | None = None
 
     def covers(self, batch: int, length: int, buffers: tuple) -> bool:
+        live = tuple(ref() for ref in self.buffers)
         return (batch == self.batch and self.prefix <= length < self.prefix + self.window
-                and all(a is b for a, b in zip(buffers, self.buffers)))
+                and len(live) == sum(len(kv) for kv in buffers)
+                and all(a is b for a, b in zip((t for kv in buffers for t in kv), live)))
 
 
 class DecodeGraphs:
@@ -171,7 +189,7 @@ class DecodeGraphs:
         for buffer in (b for kv in buffers for b in kv):  # unfilled slots: zeros, never stale NaNs
             buffer[..., length : length + window, :].zero_()  # (a masked score times NaN is NaN)
         long = dict(dtype=torch.long, device=device)
-        return _Step(batch, length, window, buffers,
+        return _Step(batch, length, window, tuple(weakref.ref(b) for kv in buffers for b in kv),
                      input_ids=torch.zeros(batch, 1, **long), positions=torch.zeros(batch, 1, **long),
                      slot=torch.zeros(1, **long), window_index=torch.arange(window, **long),
                      filled=torch.zeros((), **long))
@@ -189,13 +207,13 @@ class DecodeGraphs:
     def _capture(self, step: _Step, layers) -> None:
         """Warm up on a side stream, capture, replay: the replay computes this step."""
         start = time.perf_counter()
-        side = torch.cuda.Stream(device=step.input_ids.device)
+        side = capture_stream(step.input_ids.device)
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # the warm-up writes this step's K/V, as the replay will
             self._forward(step, layers)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, stream=side):
             step.logits = self._forward(step, layers)
         step.graph = graph
         graph.replay()

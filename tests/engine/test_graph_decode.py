@@ -152,3 +152,25 @@ def test_a_recorded_profile_says_decode_ran_eagerly_for_its_hooks(tiny_models):
     assert profile.decode_path.startswith("eager (module hooks"), profile.decode_path
     rows = mom.memory.tables.metric_rows(profile)
     assert any(row["metric"] == "decode path" for row in rows)
+
+
+@torch.no_grad()
+def test_a_finished_generate_frees_its_cache_while_the_handle_stays_enabled(tiny_models):
+    """The step refers to its K/V buffers weakly: once generate() returns, its cache goes, so
+    the next call's placement sees that memory free; the next call recaptures and stays exact."""
+    import gc
+    import weakref
+
+    model = tiny_models["tiny-llama"]
+    ids = prompt(length=40)
+    expected = _generate(model, ids, 6, do_sample=False).sequences
+    with mom.enable(model, GRAPH) as handle:
+        out = _generate(model, ids, 6, do_sample=False)
+        first, cache = out.sequences, out.past_key_values
+        refs = [weakref.ref(t) for layer in cache.mom_layers() for t in layer.device_kv]
+        del out, cache
+        gc.collect()
+        assert refs and all(ref() is None for ref in refs), "a finished generate()'s K/V is still held"
+        second = _generate(model, ids, 6, do_sample=False).sequences
+        assert handle.decode.path_counts["graph"] == 8
+    assert torch.equal(first, expected) and torch.equal(second, expected)
