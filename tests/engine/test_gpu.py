@@ -215,6 +215,7 @@ def test_graph_decode_is_taken_and_exact_on_gpu(record_property, monkeypatch):
         _free()
         kept = torch.cuda.memory_allocated() - before
         record_property(f"graph decode {name}: bytes kept after restore", kept)
+        print(f"graph decode {name}: {stats}; {kept / 2**20:.1f} MiB kept after restore")
         # one cuBLAS workspace for the process-wide capture stream at most (32 MiB on an H100),
         # not one per capture: 7 captures once kept 450 MiB (graph_decode's docstring)
         assert kept <= 64 * 2**20, f"{kept / 2**20:.0f} MiB still allocated after restore ({stats['captures']} captures)"
@@ -226,6 +227,7 @@ def test_graph_decode_is_taken_and_exact_on_gpu(record_property, monkeypatch):
         else:
             verdict = bf16_verdict(reference, baseline, actual)
             record_property("graph decode bf16", verdict.summary())
+            print(f"graph decode bf16: {verdict.summary()}")
             assert verdict.passed, verdict.summary()
     del low, high
     _free()
