@@ -174,12 +174,10 @@ def _simulated_tries(args, guess: int) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse(argv)
-    started = runfile.start(args, argv, __file__, KIND, lambda: estimate_lines(args))
+    started = runfile.start(argv, parse, __file__, KIND, estimate_lines)
     if started is None:
         return None
-    model, report = started
+    args, model, report = started
     report.setdefault("searches", {})
     searcher = Searcher(args, model, report)
     for variant in args.variants.split(","):

@@ -73,12 +73,10 @@ def run(args, model, report: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse(argv)
-    started = runfile.start(args, argv, __file__, KIND, lambda: estimate_lines(args))
+    started = runfile.start(argv, parse, __file__, KIND, estimate_lines)
     if started is None:
         return None
-    model, report = started
+    args, model, report = started
     runfile.save(args.out, report)
     run(args, model, report)
     return runfile.finish(args, report, tables.paper_markdown)

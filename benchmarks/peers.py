@@ -95,12 +95,10 @@ def estimate_lines(args) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse(argv)
-    started = runfile.start(args, argv, __file__, KIND, lambda: estimate_lines(args))
+    started = runfile.start(argv, parse, __file__, KIND, estimate_lines)
     if started is None:
         return None
-    model, report = started
+    args, model, report = started
     for variant in args.variants.split(","):  # warm every path once, compile excepted (timed per context)
         if variant != "hf-static-compile":
             measure_generate(model, variant, mom_configs(args.piece).get(variant), args.warmup, 4,

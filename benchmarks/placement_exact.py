@@ -172,12 +172,10 @@ def markdown(report: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse(argv)
-    started = runfile.start(args, argv, __file__, KIND, lambda: estimate_lines(args))
+    started = runfile.start(argv, parse, __file__, KIND, estimate_lines)
     if started is None:
         return None
-    model, report = started
+    args, model, report = started
     for step in range(STEPS_DOWN + 1):
         context = target_context(args) - step * STEP
         if context <= 0:

@@ -163,18 +163,21 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def start(args, argv: list[str], script: str, kind: str, estimate_lines):
-    """The opening every issue-12 script shares: handle --detach/--poll/--estimate (None when
-    that was all), else load the model and open (or resume) the report: (model, report)."""
+def start(argv: list[str] | None, parse, script: str, kind: str, estimate_lines):
+    """The opening every long-run script shares: parse `argv` (None: the command line), handle
+    --detach/--poll/--estimate (None when that was all), else load the model and open (or
+    resume) the report: (args, model, report). `estimate_lines(args)` gives the estimate."""
     import mom
 
-    if control(args, [script, *argv], estimate_lines):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    if control(args, [script, *argv], lambda: estimate_lines(args)):
         return None
     begun = time.perf_counter()
     model = mom.load(args.model, device=args.device)
     report = open_report(args, kind, str(model.device))
     report["load_s"] = time.perf_counter() - begun
-    return model, report
+    return args, model, report
 
 
 def finish(args, report: dict, markdown) -> dict:
