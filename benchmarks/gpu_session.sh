@@ -7,6 +7,8 @@
 #   decode_speed  issue 15: hf, hf static+compile, mom (graph), mom-eager, mom-stream (~7 min)
 #   paper144k     issue 12: Tables 1-4 at 144k for hf and mom, 3 repeats (~5 min)
 #   million       issue 14: 1,081,344 tokens with 32 decoded (~13 min)
+#   predict       issue 13: predict_accuracy.py, predicted vs measured peak/TTFT/decode (~9 min)
+#   max_mom       issues 12-14: mom's maximum context, bracketed (detached; ~15 min)
 #   placement_exact  issue 14: K/V placed on GPU and host vs offload none, 376,832 tokens (~6 min)
 # Each stage writes its log (and JSON) in DIR as it goes; `poll` waits for the stages and
 # copies DIR's files to a folder ($OUT).
@@ -37,6 +39,8 @@ if [ "$mode" = run ]; then
             --out "$dir/paper144k.json" ;;
         placement_exact) stage placement_exact python3 benchmarks/placement_exact.py --context 376832 \
             --out "$dir/placement_exact.json" ;;
+        predict) stage predict python3 benchmarks/predict_accuracy.py --out "$dir/predict_accuracy.json" ;;
+        max_mom) stage max_mom python3 benchmarks/max_context.py --variants mom --out "$dir/max_mom.json" ;;
         million) stage million python3 benchmarks/million.py --out "$dir/million.json" ;;
         *) echo "unknown stage $name" >> "$dir/stages" ;;
         esac

@@ -53,7 +53,10 @@ def test_cuda_and_tracker_agree_on_layer_peaks(llama1b):
     assert (cuda.backend, tracked.backend) == ("cuda", "tracker") and not (cuda.oom or tracked.oom)
     a, b = cuda.layer_table(), tracked.layer_table()
     relative = ((a["peak_bytes"] - b["peak_bytes"]).abs() / a["peak_bytes"]).max()
-    assert relative < 0.05, f"per-layer peaks differ by {relative:.2%}:\n{a}\n{b}"
+    unseen = int(a["bytes_before"].iloc[0] - b["bytes_before"].iloc[0])  # what the tracker cannot see at layer 0
+    print(f"CUDA - tracker at layer 0: {unseen / 2**20:.1f} MiB (cuBLAS workspaces, earlier tests' leftovers)")
+    assert relative < 0.05, f"per-layer peaks differ by {relative:.2%} ({unseen / 2**20:.1f} MiB more on CUDA " \
+                            f"before layer 0):\n{a}\n{b}"
     # and the activation part alone (no weights) is close too
     net_a, net_b = a["peak_bytes"] - cuda.start_bytes, b["peak_bytes"] - tracked.start_bytes
     assert ((net_a - net_b).abs() / net_a).max() < 0.10
