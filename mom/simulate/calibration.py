@@ -138,8 +138,10 @@ def host_cost(path: str, data: dict[str, Any] | None = None) -> HostCost:
 
 # -- decode: the graph path's step ----------------------------------------------------------
 #
-# A replayed step (engine/graph_decode.py) is the GPU's reads plus what generate() and mom's
-# forward do in Python around one graph launch; generate() waits for each token, so the two add.
+# A replayed step (engine/graph_decode.py) is the GPU's reads plus a fixed cost per step, flat in
+# the context: generate()'s and mom's Python around the launch (generate() waits for each token,
+# so it adds) and the graph's own per-kernel costs (about 800 small kernels, GEMVs short of the
+# copy rate). The data do not split the two; the sum is what is fitted.
 # Read off the committed H100 decode_speed run (packaged in data/decode_graph_h100.json,
 # extracted by `graph_reference`, kept equal to the results file by a test):
 #   weights read at the device-copy bandwidth measured in that run; K/V read at the rate the

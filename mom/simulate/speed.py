@@ -21,9 +21,9 @@ Decode takes one of two paths (`decode_path`: the engine's own rule, read off th
   x layers. The 128k runs are not in the fit; tests/simulate/test_decode_speed.py checks them.
 - graph (a mom cache with every layer resident; engine/graph_decode.py): one graph launch per
   step, so step = weights and K/V read at the rates measured in the H100 decode_speed run, plus
-  the Python around the launch (generate()'s inputs, logits processing, stopping criteria, and
-  mom's checks), which adds because generate() waits for each token: calibration.graph_cost,
-  fitted at 4k (7.4 ms on that host), checked at 128k (+3-5%, tests/simulate/test_decode_speed.py).
+  a fixed cost per step (generate()'s and mom's Python, which adds because generate() waits for
+  each token, and the graph's per-kernel costs): calibration.graph_cost, fitted at 4k (7.4 ms
+  on that host), checked at 128k (+3-5%, tests/simulate/test_decode_speed.py).
 
 The device term: the weights read once (at 80% of HBM bandwidth), the device-resident K/V once
 at an attention share of HBM bandwidth (calibrated on `auto` at 128k: 0.0198 s/token once the
@@ -122,7 +122,7 @@ def graph_step(weights: int, kv_device: int, card: GPU, eager: tuple[float, tupl
     step = cost.step_seconds(weights, kv_device, card.hbm_bytes_per_s)
     low = step - cost.overhead_s + cost.low_s
     high = max(step - cost.overhead_s + cost.high_s, step * (1 + DEVICE_SPREAD))
-    bound = (f"HBM-bound, one CUDA graph per step (+{cost.overhead_s * 1e3:.1f} ms per step around the launch; "
+    bound = (f"HBM-bound, one CUDA graph per step (+{cost.overhead_s * 1e3:.1f} ms fixed per step; "
              f"median of {cost.runs} runs at {cost.context:,} tokens on {cost.card}, {cost.source} @ {cost.commit[:7]})")
     return step, (low, max(high, eager[1][1])), bound  # at worst as slow as the eager step
 
