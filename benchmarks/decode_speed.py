@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
-from generate_clock import measure_generate  # noqa: E402
+from generate_clock import measure_generate, prompt  # noqa: E402
 
 import mom  # noqa: E402
 from mom.engine import families, graph_decode  # noqa: E402
@@ -67,6 +67,7 @@ def main(argv=None) -> None:
     once = set(args.once.split(","))
     for context in [int(c) for c in args.contexts.split(",")]:
         report["kernels"].append(one_query_kernels(model, context))
+        report.setdefault("graph_replay", []).append(graph_replay(model, context))
         torch.cuda.empty_cache()  # the kernels' K/V went with the call
         report.setdefault("bytes_per_step", {})[str(context)] = step_bytes(model, context)
         save()
@@ -131,12 +132,52 @@ def one_query_kernels(model, context: int, repeats: int = 20) -> dict:
     return out
 
 
+def graph_replay(model, context: int, repeats: int = 50) -> dict:
+    """`_graph_replay`, a failure recorded rather than raised (the run goes on)."""
+    try:
+        return _graph_replay(model, context, repeats)
+    except Exception as error:  # an out-of-memory included: the JSON says so
+        return dict(context=context, error=f"{type(error).__name__}: {error}")
+    finally:
+        torch.cuda.empty_cache()
+
+
+@torch.no_grad()
+def _graph_replay(model, context: int, repeats: int) -> dict:
+    """The captured step alone: `graph.replay()` timed by CUDA events, no generate() around it.
+    Against the step through generate(), this splits the per-step excess over the HBM bound
+    into the graph's own time and the host's. Replays rewrite the same slot: nothing grows."""
+    ids = prompt(model, context)
+    name = families.cache_in_call(model, {})[0]
+    with mom.enable(model, VARIANTS["mom"]) as handle:
+        out = model(ids, use_cache=True, logits_to_keep=1)
+        for _ in range(2):  # the first step plans the tiers (eager), the second captures
+            cache = out.cache if "cache" in out else out.past_key_values
+            out = model(out.logits[:, -1:].argmax(-1), use_cache=True, **{name: cache})
+        step = handle.decode._step
+        if step is None or step.graph is None:
+            return dict(context=context, error=f"no captured step ({handle.decode.stats()})")
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        step.graph.replay()
+        start.record()
+        for _ in range(repeats):
+            step.graph.replay()
+        end.record()
+        end.synchronize()
+        del out, cache, step
+    return dict(context=context, replay_ms=start.elapsed_time(end) / repeats, repeats=repeats)
+
+
 def summarize(report: dict) -> list[str]:
     lines = []
     bw = report["hbm"]["copy_gb_per_s"] * 1e9
     for context, nbytes in report.get("bytes_per_step", {}).items():
         bound = nbytes["total"] / bw
         lines.append(f"{context:>7} HBM bound {bound * 1e3:.2f} ms/token ({nbytes['total'] / GiB:.2f} GiB per step)")
+        for replay in report.get("graph_replay", []):
+            if str(replay["context"]) == context and "replay_ms" in replay:
+                lines.append(f"{context:>7} graph.replay() alone {replay['replay_ms']:.2f} ms "
+                             f"= {replay['replay_ms'] / 1e3 / bound:.2f}x bound")
         groups: dict[str, list] = {}
         for r in report["runs"]:
             if str(r["context"]) == context and isinstance(r.get("round"), int) and r.get("decode_median_s_per_token"):

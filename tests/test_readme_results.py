@@ -96,10 +96,12 @@ def test_decode_speed_table_names_the_bound_the_speedup_and_the_path(tmp_path):
     runs = [run("hf", 4096, 0.050, r) for r in range(3)] + [run("mom", 4096, 0.010, r, decode=graph) for r in range(3)]
     runs += [dict(variant="hf-static-compile", context=4096, round="compile", ttft_s=45.0)]
     report = dict(model="llama-3.1-8b", provenance=PROV, args=dict(new_tokens=32), hbm=dict(copy_gb_per_s=2000.0),
-                  bytes_per_step={"4096": dict(total=10e9)}, runs=runs)
+                  bytes_per_step={"4096": dict(total=10e9)}, runs=runs,
+                  graph_replay=[dict(context=4096, replay_ms=6.0, repeats=50)])
     _write(tmp_path, "2026-12-07_h100_decode_speed.json", report)
     text = readme_tables.section(tmp_path)
     assert "| 4k | HBM bound | | 5.00 | 1.00 |" in text
+    assert "| 4k | `graph.replay()` alone | 50 | 6.00 | 1.20 |" in text
     assert "| 4k | `mom` | 3 | 10.00 [10.00-10.00] | 2.00 | 5.00x | 1.00 | graph 31, eager 0 |" in text
     assert "| 4k | `hf` | 3 | 50.00 [50.00-50.00] | 10.00 | 1.00x | 1.00 | eager |" in text
     assert "compile): TTFT 45.0 s" in text and "capture 0.40-0.40 s" in text
