@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -59,8 +60,6 @@ def decode_table(path: Path, report: dict) -> list[str]:
 
 def decode_speed_table(path: Path, report: dict) -> list[str]:
     """Issue 15: decode per variant against the HBM bound measured in the same process."""
-    import statistics
-
     prov, bandwidth = report["provenance"], report["hbm"]["copy_gb_per_s"] * 1e9
     lines = [f"Decode through `model.generate()` with a streamer clock against the HBM bound (bytes one step "
              f"reads / device-copy bandwidth {bandwidth / 1e9:.0f} GB/s, measured in the same process), "
@@ -100,8 +99,6 @@ def decode_speed_table(path: Path, report: dict) -> list[str]:
 def _paired_speedup(hf_runs: list[dict], runs: list[dict]) -> str:
     """Median over rounds of hf's step / this variant's step in the same round: a variant run in
     round 0 only meets hf's round 0 (the first, often slowest, round), not hf's median."""
-    import statistics
-
     by_round = {r["round"]: r["decode_median_s_per_token"] for r in hf_runs}
     ratios = [by_round[r["round"]] / r["decode_median_s_per_token"] for r in runs if r["round"] in by_round]
     return f"{statistics.median(ratios):.2f}x" if ratios else ""

@@ -80,10 +80,10 @@ class _Step:
     logits: torch.Tensor | None = None
 
     def covers(self, batch: int, length: int, buffers: tuple) -> bool:
-        live = tuple(ref() for ref in self.buffers)
-        return (batch == self.batch and self.prefix <= length < self.prefix + self.window
-                and len(live) == sum(len(kv) for kv in buffers)
-                and all(a is b for a, b in zip((t for kv in buffers for t in kv), live)))
+        if batch != self.batch or not self.prefix <= length < self.prefix + self.window:
+            return False
+        current = [t for kv in buffers for t in kv]
+        return len(current) == len(self.buffers) and all(ref() is t for ref, t in zip(self.buffers, current))
 
 
 class DecodeGraphs:

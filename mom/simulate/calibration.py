@@ -109,11 +109,16 @@ def decode_reference(results: dict[str, Any], source: str = DECODE_SOURCE) -> di
 
 
 @functools.cache
-def _packaged_decode() -> dict[str, Any]:
-    data = json.loads((resources.files(__package__) / "data" / DECODE_FILE).read_text())
-    if data.get("schema") != DECODE_SCHEMA:
-        raise ValueError(f"{DECODE_FILE} is not a {DECODE_SCHEMA} file")
+def _packaged(name: str, schema: str) -> dict[str, Any]:
+    """A calibration file packaged under data/, checked to be of `schema`."""
+    data = json.loads((resources.files(__package__) / "data" / name).read_text())
+    if data.get("schema") != schema:
+        raise ValueError(f"{name} is not a {schema} file")
     return data
+
+
+def _packaged_decode() -> dict[str, Any]:
+    return _packaged(DECODE_FILE, DECODE_SCHEMA)
 
 
 def host_cost(path: str, data: dict[str, Any] | None = None) -> HostCost:
@@ -172,8 +177,7 @@ class GraphCost:
 
     def step_seconds(self, weights: int, kv_device: int, hbm_bytes_per_s: float) -> float:
         """A replayed step on a card of `hbm_bytes_per_s` (its table bandwidth)."""
-        return (weights / (hbm_bytes_per_s * self.weights_share) + kv_device / (hbm_bytes_per_s * self.kv_share)
-                + self.overhead_s)
+        return _reads_seconds(weights, kv_device, hbm_bytes_per_s, self.weights_share, self.kv_share) + self.overhead_s
 
     def describe(self) -> dict[str, Any]:
         return {**asdict(self), "rule": "reads at the measured copy and prefix-kernel rates, plus the median "
@@ -196,12 +200,8 @@ def graph_reference(results: dict[str, Any], table_hbm_bytes_per_s: float,
                 kv_kernel_bytes_per_s=longest["mom_prefix_flash"]["gb_per_s"] * 1e9, runs=runs)
 
 
-@functools.cache
 def _packaged_graph() -> dict[str, Any]:
-    data = json.loads((resources.files(__package__) / "data" / GRAPH_FILE).read_text())
-    if data.get("schema") != GRAPH_SCHEMA:
-        raise ValueError(f"{GRAPH_FILE} is not a {GRAPH_SCHEMA} file")
-    return data
+    return _packaged(GRAPH_FILE, GRAPH_SCHEMA)
 
 
 def graph_cost(data: dict[str, Any] | None = None) -> GraphCost:
@@ -209,9 +209,13 @@ def graph_cost(data: dict[str, Any] | None = None) -> GraphCost:
     data = data or _packaged_graph()
     weights_share = data["copy_bytes_per_s"] / data["table_hbm_bytes_per_s"]
     kv_share = data["kv_kernel_bytes_per_s"] / data["table_hbm_bytes_per_s"]
-    shortest = min(r["context"] for r in data["runs"])
-    reads = GraphCost(weights_share, kv_share, 0.0, 0.0, 0.0, 0, shortest, "", "", "")
-    overheads = [r["median_s_per_token"] - reads.step_seconds(r["weights"], r["kv"], data["table_hbm_bytes_per_s"])
+    shortest, hbm = min(r["context"] for r in data["runs"]), data["table_hbm_bytes_per_s"]
+    overheads = [r["median_s_per_token"] - _reads_seconds(r["weights"], r["kv"], hbm, weights_share, kv_share)
                  for r in data["runs"] if r["context"] == shortest]
     return GraphCost(weights_share, kv_share, statistics.median(overheads), min(overheads), max(overheads),
                      len(overheads), shortest, data["card"], data["source"], data["commit"])
+
+
+def _reads_seconds(weights: int, kv: int, hbm_bytes_per_s: float, weights_share: float, kv_share: float) -> float:
+    """Seconds to read the weights and the K/V at their shares of a card's table bandwidth."""
+    return weights / (hbm_bytes_per_s * weights_share) + kv / (hbm_bytes_per_s * kv_share)

@@ -115,10 +115,10 @@ def eager_step(device: float, link: float, cost: calibration.HostCost, layers: i
     return step, (low, high), bound
 
 
-def graph_step(weights: int, kv_device: int, card: GPU, eager: tuple[float, tuple, str]) -> tuple[float, tuple, str]:
+def graph_step(weights: int, kv_device: int, card: GPU, cost: calibration.GraphCost,
+               eager: tuple[float, tuple, str]) -> tuple[float, tuple, str]:
     """(seconds, (low, high), what bounds it) of a replayed step: the calibrated graph step
-    (calibration.graph_cost: reads at measured rates plus the per-step overhead), at worst eager."""
-    cost = calibration.graph_cost()
+    (`cost`: reads at measured rates plus the per-step overhead), at worst eager."""
     step = cost.step_seconds(weights, kv_device, card.hbm_bytes_per_s)
     low = step - cost.overhead_s + cost.low_s
     high = max(step - cost.overhead_s + cost.high_s, step * (1 + DEVICE_SPREAD))
@@ -148,14 +148,18 @@ def _fill_decode(result, config, mom_config: MomConfig, card: GPU, batch: int) -
     cost = calibration.host_cost(eager_host(mom_config))
     eager = eager_step(device, link, cost, config.num_hidden_layers)
     path, why = decode_path(mom_config, config, kv_host)
-    step, (low, high), bound = graph_step(result.weights_bytes, kv_device, card, eager) if path == "graph" else eager
+    if path == "graph":
+        graph = calibration.graph_cost()
+        step, (low, high), bound = graph_step(result.weights_bytes, kv_device, card, graph, eager)
+    else:
+        step, (low, high), bound = eager
     reload = reloaded / card.host_link_bytes_per_s / steps  # the first step's, spread over the steps
     result.decode_tokens_per_s = batch / (step + reload)
     result.decode_s_per_token_range = (low + reload, high + reload)
     result.decode_path = f"{path} (predicted: {why})"
     result.calibration = {**result.calibration, "decode_host": cost.describe()}
     if path == "graph":
-        result.calibration["decode_graph"] = calibration.graph_cost().describe()
+        result.calibration["decode_graph"] = graph.describe()
     result.speed_notes.append(f"decode {path}, {bound}" + (f", plus the first step's reload over {steps} steps"
                                                             if reloaded else ""))
 
