@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
-from generate_clock import StampingStreamer  # noqa: E402
+from generate_clock import StampingStreamer, free_memory, sync  # noqa: E402
 
 import mom  # noqa: E402
 from mom.engine import families, placement  # noqa: E402
@@ -51,27 +51,32 @@ def main(argv=None) -> None:
     parser.add_argument("--gpu-gib", type=float, default=None,
                         help="cap the allocator at this many GiB (set_per_process_memory_fraction): an "
                              "H100 80GB's 79.1 GiB on a larger card")
+    parser.add_argument("--device", default="cuda", help="cpu: a smoke run with a tiny preset (no bandwidths)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and device.index is None:  # torch.cuda's per-device queries want an index
+        device = torch.device("cuda", torch.cuda.current_device())
     if args.gpu_gib:
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.gpu_gib * GiB / torch.cuda.mem_get_info()[1]))
-    report = dict(provenance=provenance("cuda"), environment=harness.environment(), args=vars(args),
+    report = dict(provenance=provenance(device.type), environment=harness.environment() if device.type == "cuda" else {}, args=vars(args),
                   config=CONFIG.describe(), phase="loading", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
     save = lambda: _write(args.out, report)  # noqa: E731
     save()
-    model = mom.load(args.model, device="cuda")
-    report["bandwidth"] = dict(hbm=harness.hbm_bandwidth(), host_link=harness.pinned_bandwidth(gib=2.0))
+    model = mom.load(args.model, device=device)
+    if device.type == "cuda":
+        report["bandwidth"] = dict(hbm=harness.hbm_bandwidth(), host_link=harness.pinned_bandwidth(gib=2.0))
     report["phase"] = "limits"
     save()
-    report["limits"] = limit_terms(model, args.context)
+    report["limits"] = limit_terms(model, device, args.context)
     save()
     report["phase"] = "time terms"
-    report["attention_kernel"] = {str(n): causal_attention_seconds(model, n) for n in (args.short, args.context)}
+    report["attention_kernel"] = {str(n): causal_attention_seconds(model, device, n) for n in (args.short, args.context)}
     save()
-    report["short_run"] = run(model, args.short, 2, report, save, stamp_layers=False)
+    report["short_run"] = run(model, device, args.short, 2, report, save, stamp_layers=False)
     save()
     report["phase"] = "run"
-    report["run"] = run(model, args.context, args.new_tokens, report, save, stamp_layers=True)
+    report["run"] = run(model, device, args.context, args.new_tokens, report, save, stamp_layers=True)
     report["phase"] = "done"
     report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     save()
@@ -83,11 +88,12 @@ def _write(path: str, report: dict) -> None:
     tmp.replace(path)
 
 
-def limit_terms(model, context: int, step: int = 16384, steps: int = 24) -> dict:
+def limit_terms(model, device: torch.device, context: int, step: int = 16384, steps: int = 24) -> dict:
     """The physical limit's terms, and the host-RAM guard's answer at each step above `context`."""
     from mom.engine.copies import SideStreamCopier
 
-    free, total = SideStreamCopier(torch.device("cuda")).free_device_bytes(), torch.cuda.mem_get_info()[1]
+    free = SideStreamCopier(device).free_device_bytes()  # None on a CPU
+    total = torch.cuda.mem_get_info(device)[1] if device.type == "cuda" else None
     embedding = families.embedding(model).weight
     transient = placement.prefill_transient_bytes(model.config, model.dtype, 1, 1, fused=True)
     out = dict(gpu_free_after_weights=free, gpu_total=total,
@@ -113,39 +119,38 @@ def limit_terms(model, context: int, step: int = 16384, steps: int = 24) -> dict
 
 
 @torch.no_grad()
-def causal_attention_seconds(model, length: int) -> dict:
+def causal_attention_seconds(model, device: torch.device, length: int) -> dict:
     """One layer's prefill attention at `length`, the call mom's prefill makes (sdpa, causal, GQA)."""
     _, kv_heads, head_dim = families.kv_geometry(model)
     heads = model.config.num_attention_heads
-    q = torch.randn(1, heads, length, head_dim, device="cuda", dtype=model.dtype)
-    k, v = (torch.randn(1, kv_heads, length, head_dim, device="cuda", dtype=model.dtype) for _ in range(2))
+    q = torch.randn(1, heads, length, head_dim, device=device, dtype=model.dtype)
+    k, v = (torch.randn(1, kv_heads, length, head_dim, device=device, dtype=model.dtype) for _ in range(2))
     times = []
     for _ in range(2 if length <= 131072 else 1):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
+        start = sync(device)
         out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+        times.append(sync(device) - start)
         del out
     del q, k, v
-    torch.cuda.empty_cache()
+    free_memory()
     return dict(seconds=min(times), all=times)
 
 
 @torch.no_grad()
-def run(model, context: int, new_tokens: int, report: dict, save, stamp_layers: bool) -> dict:
+def run(model, device: torch.device, context: int, new_tokens: int, report: dict, save, stamp_layers: bool) -> dict:
     record = dict(context=context, new_tokens=new_tokens, oom=False, error=None, layer_stamps=[])
-    ids = torch.randint(3, model.config.vocab_size, (1, context), device="cuda",
-                        generator=torch.Generator("cuda").manual_seed(0))
+    ids = torch.randint(3, model.config.vocab_size, (1, context), device=device,
+                        generator=torch.Generator(device).manual_seed(0))
     hooks = []
     if stamp_layers:
         for index, layer in enumerate(families.decoder_layers(model)):
-            hooks.append(layer.register_forward_hook(_stamp(record, index, report, save)))
-    streamer = _UnhookingStreamer(hooks)
+            hooks.append(layer.register_forward_hook(_stamp(record, device, index, report, save)))
+    streamer = _UnhookingStreamer(device, hooks)
     handle = mom.enable(model, CONFIG)
     try:
-        harness.free_memory()
-        torch.cuda.reset_peak_memory_stats()
+        free_memory()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
         record["start"] = start
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
@@ -159,7 +164,7 @@ def run(model, context: int, new_tokens: int, report: dict, save, stamp_layers: 
                       decode_s_per_token=sum(gaps) / len(gaps) if gaps else None,
                       decode_median_s_per_token=sorted(gaps)[len(gaps) // 2] if gaps else None,
                       prefill_peak=streamer.prefill_peak,
-                      peak=max(streamer.prefill_peak, torch.cuda.max_memory_allocated()),
+                      peak=_peak(device, streamer.prefill_peak),
                       kv_gpu=sum(d for d, _ in per_layer), kv_host=sum(h for _, h in per_layer),
                       slot_bytes=cache.slot_bytes, tiers=[layer.tier for layer in cache.mom_layers()],
                       placed_before_prefill=[layer.placement for layer in cache.mom_layers()],
@@ -168,7 +173,7 @@ def run(model, context: int, new_tokens: int, report: dict, save, stamp_layers: 
                       tokens=out.sequences[0, context:].tolist())
         del out, cache
     except torch.OutOfMemoryError as error:
-        record.update(oom=True, wall="gpu", error=str(error).splitlines()[0], peak=torch.cuda.max_memory_allocated())
+        record.update(oom=True, wall="gpu", error=str(error).splitlines()[0], peak=_peak(device))
     except HostMemoryError as error:
         record.update(oom=True, wall="host", error=str(error))
     except Exception as error:  # recorded, not raised: the JSON keeps what was measured
@@ -177,16 +182,25 @@ def run(model, context: int, new_tokens: int, report: dict, save, stamp_layers: 
         for hook in hooks:
             hook.remove()
         handle.restore()
-        harness.free_memory()
+        free_memory()
     return record
 
 
-def _stamp(record: dict, index: int, report: dict, save):
+def _peak(device: torch.device, prefill_peak: int | None = None) -> int | None:
+    """The run's peak device bytes: the larger of prefill's (read at the first token) and decode's."""
+    if device.type != "cuda":
+        return None
+    return max(prefill_peak or 0, torch.cuda.max_memory_allocated(device))
+
+
+def _stamp(record: dict, device: torch.device, index: int, report: dict, save):
+    cuda = device.type == "cuda"
+
     def hook(*_args):
-        torch.cuda.synchronize()
-        record["layer_stamps"].append(dict(layer=index, t=time.perf_counter() - record["start"],
-                                           allocated=torch.cuda.memory_allocated(),
-                                           peak=torch.cuda.max_memory_allocated()))
+        now = sync(device) - record["start"]
+        record["layer_stamps"].append(dict(layer=index, t=now,
+                                           allocated=torch.cuda.memory_allocated(device) if cuda else None,
+                                           peak=torch.cuda.max_memory_allocated(device) if cuda else None))
         report["run"] = record
         save()
 
@@ -196,8 +210,8 @@ def _stamp(record: dict, index: int, report: dict, save):
 class _UnhookingStreamer(StampingStreamer):
     """The streamer clock, removing the per-layer prefill stamps at the first token."""
 
-    def __init__(self, hooks):
-        super().__init__(torch.device("cuda"))
+    def __init__(self, device: torch.device, hooks):
+        super().__init__(device)
         self.hooks = hooks
 
     def put(self, value) -> None:
