@@ -42,7 +42,7 @@ GiB = 2**30
 CONFIG = mom.MomConfig(mini_sequence_size=4096, offload="auto")
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="llama-3.1-8b")
     parser.add_argument("--context", type=int, default=1_081_344)
@@ -80,6 +80,7 @@ def main(argv=None) -> None:
     report["phase"] = "done"
     report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     save()
+    return report
 
 
 def _write(path: str, report: dict) -> None:

@@ -117,17 +117,55 @@ def predict_table(path: Path, report: dict) -> list[str]:
              f"`generate()` with {report['args']['new_tokens']} greedy tokens), `{report['model']}` bf16. "
              f"{env['card']} ({env['gpu_total_gib']:.0f} GiB), torch {env['torch']}, transformers "
              f"{env['transformers']}, commit `{report['commit'][:12]}`; `{shown(path)}`. "
-             "Decode through `generate()` is host-bound and is not predicted within 15% (see NOTES.md).", "",
-             "| context | variant | peak GiB measured | predicted | error | TTFT s measured | predicted | error |",
-             "|---|---|---|---|---|---|---|---|"]
+             "Decode: mean step of the measured run, and the path it took.", "",
+             "| context | variant | peak GiB measured | predicted | error | TTFT s measured | predicted | error "
+             "| decode ms/token measured | predicted | error | path |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in report["runs"]:
         measured, predicted, errors = run.get("measured"), run.get("predicted"), run.get("errors_pct")
         if not (measured and predicted and errors) or measured.get("oom") or measured.get("error"):
             continue
         lines.append(f"| {run['context'] // 1024}k | `{run['variant']}` | {measured['peak_gib']:.2f} | "
                      f"{predicted['peak_gib']:.2f} | {errors['peak_gib']:+.2f}% | {measured['ttft_s']:.2f} | "
-                     f"{predicted['ttft_s']:.2f} | {errors['ttft_s']:+.1f}% |")
+                     f"{predicted['ttft_s']:.2f} | {errors['ttft_s']:+.1f}% | {_ms(measured.get('decode_s_per_token'))} | "
+                     f"{_ms(predicted.get('decode_s_per_token'))} | {_pct(errors.get('decode_s_per_token'))} | "
+                     f"{(measured.get('decode_path') or 'eager').split(':')[0]} |")
+    ooms = [r for r in report["runs"] if (r.get("measured") or {}).get("oom")]
+    for run in ooms:
+        agrees = "predicted too" if run["predicted"].get("oom") else "NOT predicted"
+        lines.append(f"| {run['context'] // 1024}k | `{run['variant']}` | out of memory | {agrees} | | | | | | | | |")
+    return lines + _decode_check_lines(report.get("decode") or [])
+
+
+def _decode_check_lines(records: list[dict]) -> list[str]:
+    """The decode check (streamer clock, median of the rounds' medians) against the predicted step."""
+    rows = [r for r in records if r.get("measured_median_s")]
+    if not rows:
+        return []
+    lines = ["", "Decode on the streamer clock (median over rounds of each round's median step) against the "
+             "predicted step and its range:", "",
+             "| context | variant | measured ms/token | predicted | error | in range | path predicted |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        low, high = r["predicted_range_s"]
+        lines.append(f"| {r['context'] // 1024}k | `{r['variant']}` | {_ms(r['measured_median_s'])} | "
+                     f"{_ms(r['predicted_s'])} [{_ms(low)}-{_ms(high)}] | {_pct(r['error_pct'])} | "
+                     f"{'yes' if r['in_range'] else 'no'} | {r['predicted_path'].split(' (')[0]} |")
     return lines
+
+
+def _ms(seconds: float | None) -> str:
+    return f"{seconds * 1e3:.1f}" if seconds else "-"
+
+
+def _pct(value: float | None) -> str:
+    return f"{value:+.1f}%" if value is not None else "-"
+
+
+def placement_exact_table(path: Path, report: dict) -> list[str]:
+    import placement_exact
+
+    return placement_exact.markdown(report) + ["", f"File: `{shown(path)}`."]
 
 
 def paper_tables_table(path: Path, report: dict) -> list[str]:
@@ -145,7 +183,8 @@ def _rendered(function_name: str):
     return render
 
 
-TABLES = {"decode_repeats": decode_table, "decode_speed": decode_speed_table, "predict_accuracy": predict_table, "paper_tables": paper_tables_table,
+TABLES = {"decode_repeats": decode_table, "decode_speed": decode_speed_table, "predict_accuracy": predict_table,
+          "placement_exact": placement_exact_table, "paper_tables": paper_tables_table,
           "max_context": _rendered("max_context_markdown"), "families": _rendered("families_markdown"),
           "peers": _rendered("peers_markdown")}
 

@@ -9,6 +9,7 @@ import sys
 
 import families
 import max_context
+import million
 import paper_tables
 import peers
 import placement_exact
@@ -117,6 +118,23 @@ def test_placement_exact_steps_down_after_an_oom(tmp_path, monkeypatch, capsys):
         (128, True, "reference"), (96, True, "reference"), (64, False, "done")]
     assert placement_exact.main(["--estimate", "--context", "131072", "--out", "unused.json"]) is None
     assert "estimated GPU wall time of placement_exact (llama-3.1-8b, 131,072 tokens)" in capsys.readouterr().out
+
+
+def test_million_script_on_cpu(tmp_path):
+    """Issue 14's long run end to end on a tiny preset: every phase, the guard's steps, the run's
+    figures (the 2026-12-07 H100 run died in its limits phase on an unindexed device)."""
+    out = tmp_path / "million.json"
+    report = million.main(["--device", "cpu", "--model", "tiny-llama", "--context", "512", "--short", "128",
+                           "--new-tokens", "3", "--out", str(out)])
+    assert report == json.loads(out.read_text()) and report["phase"] == "done"
+    limits = report["limits"]
+    assert limits["kv_bytes_per_token"] > 0 and limits["prefill_transient_bytes_per_token"] > 0
+    assert limits["guard"][0]["context"] == 512 and all(g["verdict"] == "admitted" for g in limits["guard"])
+    assert set(report["attention_kernel"]) == {"128", "512"}
+    for run, tokens in ((report["short_run"], 2), (report["run"], 3)):
+        assert run["error"] is None and not run["oom"] and len(run["tokens"]) == tokens, run
+        assert run["ttft_s"] > 0 and run["kv_gpu"] > 0 and run["tiers"] == ["device"] * 3
+    assert [s["layer"] for s in report["run"]["layer_stamps"]] == [0, 1, 2]  # prefill stamps only
 
 
 @pytest.mark.parametrize("script", [paper_tables, max_context, peers, families])
