@@ -137,6 +137,19 @@ def test_graph_decode_within_15_percent_of_the_h100_medians(context, predicted):
     assert prediction.decode_path.startswith("graph")
     error = (1 / prediction.decode_tokens_per_s) / measured - 1
     assert abs(error) <= 0.15, f"graph decode at {context}: predicted {1 / prediction.decode_tokens_per_s:.4f} s vs {measured:.4f}"
+    low, high = prediction.decode_s_per_token_range
+    assert low <= measured <= high, f"graph decode at {context}: {measured:.4f} s outside [{low:.4f}, {high:.4f}]"
+
+
+def test_graph_range_holds_the_other_hosts_medians(predicted):
+    """Another H100 host (2026-12-07, streamer clock, mom-auto with graph decode at 128k): its
+    median lies in the predicted range, which is never narrower than -15% of the step."""
+    other = json.loads((RESULTS / "2026-12-07_h100_predict_accuracy_decode_128k.json").read_text())
+    [record] = [r for r in other["decode"] if r["variant"] == "mom-auto" and r["context"] == 131072]
+    assert record["predicted_path"].startswith("graph")
+    prediction = predicted("mom-graph", 131072, GRAPH_CONFIG)
+    step, (low, high) = 1 / prediction.decode_tokens_per_s, prediction.decode_s_per_token_range
+    assert low <= step * 0.85 + 1e-12 and low <= record["measured_median_s"] <= high
 
 
 def test_graph_overhead_is_the_median_at_the_shortest_context():
