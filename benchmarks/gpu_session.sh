@@ -9,6 +9,8 @@
 #   million       issue 14: 1,081,344 tokens with 32 decoded (~13 min)
 #   predict       issue 13: predict_accuracy.py, predicted vs measured peak/TTFT/decode (~9 min)
 #   max_mom       issues 12-14: mom's maximum context, bracketed (detached; ~15 min)
+#   decode_split  issue 13: eager decode's wall step against the GPU's kernel time per step,
+#                 hf (with and without the 2D mask), mom-none, mom-eager at 4k and 128k (~4 min)
 #   placement_exact  issue 14: K/V placed on GPU and host vs offload none, 376,832 tokens (~6 min)
 # Each stage writes its log (and JSON) in DIR as it goes; `poll` waits for the stages and
 # copies DIR's files to a folder ($OUT).
@@ -41,6 +43,7 @@ if [ "$mode" = run ]; then
             --out "$dir/placement_exact.json" ;;
         predict) stage predict python3 benchmarks/predict_accuracy.py --out "$dir/predict_accuracy.json" ;;
         max_mom) stage max_mom python3 benchmarks/max_context.py --variants mom --out "$dir/max_mom.json" ;;
+        decode_split) stage decode_split python3 benchmarks/decode_split.py --out "$dir/decode_split.json" ;;
         million) stage million python3 benchmarks/million.py --out "$dir/million.json" ;;
         *) echo "unknown stage $name" >> "$dir/stages" ;;
         esac

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 
+import decode_split
 import families
 import max_context
 import million
@@ -135,6 +136,23 @@ def test_million_script_on_cpu(tmp_path):
         assert run["error"] is None and not run["oom"] and len(run["tokens"]) == tokens, run
         assert run["ttft_s"] > 0 and run["kv_gpu"] > 0 and run["tiers"] == ["device"] * 3
     assert [s["layer"] for s in report["run"]["layer_stamps"]] == [0, 1, 2]  # prefill stamps only
+
+
+def test_decode_split_script_on_cpu(tmp_path):
+    """Issue 13's host/device split of eager decode: every variant, both rounds, the profiled
+    run's decode phase found (busy time is None without a GPU), a summary per case."""
+    out = tmp_path / "split.json"
+    report = decode_split.main(["--device", "cpu", "--model", "tiny-llama", "--contexts", "64", "--rounds", "2",
+                                "--new-tokens", "4", "--out", str(out)])
+    assert report == json.loads(out.read_text()) and report["finished"]
+    assert all(r["error"] is None and len(r["wall_steps_s"]) == 3 for r in report["runs"]), report["runs"]
+    assert [(s["variant"], s["rounds"]) for s in report["summary"]] == [(v, 2) for v in decode_split.VARIANTS]
+    assert all("busy_step_s" in r for r in report["runs"] if r["round"] == 0)
+
+
+def test_kernel_time_is_the_union_of_intervals():
+    assert decode_split._union_us([(0, 10), (5, 12), (20, 25), (21, 22)]) == 17
+    assert decode_split._union_us([]) == 0
 
 
 @pytest.mark.parametrize("script", [paper_tables, max_context, peers, families])
