@@ -21,7 +21,6 @@ every decoder layer, so a cut-off run still leaves its figures. Phases, in order
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
-from generate_clock import StampingStreamer, free_memory, sync  # noqa: E402
+import runfile  # noqa: E402
+from generate_clock import StampingStreamer, free_memory, peak_bytes, reset_peak, sync  # noqa: E402
 
 import mom  # noqa: E402
 from mom.engine import families, placement  # noqa: E402
@@ -61,7 +61,7 @@ def main(argv=None) -> dict:
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.gpu_gib * GiB / torch.cuda.mem_get_info()[1]))
     report = dict(provenance=provenance(device.type), environment=harness.environment() if device.type == "cuda" else {}, args=vars(args),
                   config=CONFIG.describe(), phase="loading", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    save = lambda: _write(args.out, report)  # noqa: E731
+    save = lambda: runfile.save(args.out, report)  # noqa: E731
     save()
     model = mom.load(args.model, device=device)
     if device.type == "cuda":
@@ -81,12 +81,6 @@ def main(argv=None) -> dict:
     report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     save()
     return report
-
-
-def _write(path: str, report: dict) -> None:
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(path)
 
 
 def limit_terms(model, device: torch.device, context: int, step: int = 16384, steps: int = 24) -> dict:
@@ -150,8 +144,7 @@ def run(model, device: torch.device, context: int, new_tokens: int, report: dict
     handle = mom.enable(model, CONFIG)
     try:
         free_memory()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        reset_peak(device)
         start = time.perf_counter()
         record["start"] = start
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
@@ -189,9 +182,8 @@ def run(model, device: torch.device, context: int, new_tokens: int, report: dict
 
 def _peak(device: torch.device, prefill_peak: int | None = None) -> int | None:
     """The run's peak device bytes: the larger of prefill's (read at the first token) and decode's."""
-    if device.type != "cuda":
-        return None
-    return max(prefill_peak or 0, torch.cuda.max_memory_allocated(device))
+    peak = peak_bytes(device)
+    return None if peak is None else max(prefill_peak or 0, peak)
 
 
 def _stamp(record: dict, device: torch.device, index: int, report: dict, save):

@@ -105,3 +105,22 @@ def test_decode_speed_table_names_the_bound_the_speedup_and_the_path(tmp_path):
     assert "| 4k | `mom` | 3 | 10.00 [10.00-10.00] | 2.00 | 5.00x | 1.00 | graph 31, eager 0 |" in text
     assert "| 4k | `hf` | 3 | 50.00 [50.00-50.00] | 10.00 | 1.00x | 1.00 | eager |" in text
     assert "compile): TTFT 45.0 s" in text and "capture 0.40-0.40 s" in text
+
+
+def test_predict_table_shows_decode_both_clocks_and_oom_agreement(tmp_path):
+    figures = dict(oom=False, error=None, peak_gib=35.0, prefill_peak_gib=20.0, ttft_s=11.6,
+                   decode_s_per_token=0.0219, decode_path="graph: 30 of 31 steps replayed")
+    predicted = dict(figures, peak_gib=35.1, ttft_s=11.7, decode_s_per_token=0.0193, decode_path="graph (predicted)")
+    runs = [dict(variant="mom-auto", context=131072, measured=figures, predicted=predicted,
+                 errors_pct=dict(oom_agrees=True, peak_gib=0.29, ttft_s=0.86, decode_s_per_token=-11.87)),
+            dict(variant="hf", context=262144, measured=dict(oom=True), predicted=dict(oom=False),
+                 errors_pct=dict(oom_agrees=False))]
+    decode = [dict(variant="mom-auto", context=131072, measured_median_s=0.0171, predicted_s=0.0193,
+                   predicted_range_s=[0.0164, 0.0745], error_pct=12.8, in_range=True, predicted_path="graph (every layer)")]
+    report = dict(commit=FULL, model="llama-3.1-8b", args=dict(new_tokens=32), runs=runs, decode=decode,
+                  environment=dict(card="NVIDIA H100 80GB HBM3", gpu_total_gib=79.2, torch="2.11", transformers="5.17"))
+    _write(tmp_path, "2026-12-07_h100_predict_accuracy.json", report)
+    text = readme_tables.section(tmp_path)
+    assert "| 128k | `mom-auto` | 35.00 | 35.10 | +0.29% | 11.60 | 11.70 | +0.9% | 21.9 | 19.3 | -11.9% | graph |" in text
+    assert "| 256k | `hf` | out of memory | NOT predicted |" in text
+    assert "| 128k | `mom-auto` | 17.1 | 19.3 [16.4-74.5] | +12.8% | yes | graph |" in text
