@@ -170,6 +170,33 @@ def summary(runs: list[dict]) -> list[dict]:
     return out
 
 
+
+def markdown(report: dict, path: str) -> list[str]:
+    """Each (context, variant): the wall step of each round and the GPU's busy time per step, as README lines.
+    Round 0 decodes lengths the process has not decoded before; later rounds repeat them."""
+    import tables
+
+    args = report["args"]
+    what = (f"Eager decode step through `generate()` (streamer clock, median over {args['new_tokens'] - 1} steps) "
+            f"against the GPU's kernel time per step (torch.profiler, a separate profiled run), ")
+    rounds = sorted({r["round"] for r in report["runs"]})
+    titles = ["context", "variant", *[f"wall ms, round {i}" for i in rounds], "busy ms"]
+    rows = []
+    for key in dict.fromkeys((r["context"], r["variant"]) for r in report["runs"]):
+        group = {r["round"]: r for r in report["runs"] if (r["context"], r["variant"]) == key}
+        busy = next((r["busy_step_s"] for r in group.values() if r.get("busy_step_s") is not None), None)
+        row = {"context": tables.context_label(key[0]), "variant": f"`{key[1]}`", "busy ms": _ms(busy)}
+        row.update({f"wall ms, round {i}": "error" if group.get(i, {}).get("error") else _ms(group.get(i, {}).get("wall_step_s"))
+                    for i in rounds})
+        rows.append(row)
+    return [tables.header({**report, "model": args["model"]}, path, what), "", *tables.markdown(titles, rows), "",
+            "Round 0 decodes K/V lengths this process has not decoded before (each variant's first run at that "
+            "context, or its first with a new K/V layout); round 1 repeats the same lengths. busy is from round 0."]
+
+
+def _ms(seconds: float | None) -> str:
+    return f"{seconds * 1e3:.2f}" if seconds is not None else "-"
+
 def _line(run: dict) -> str:
     if run.get("error"):
         return f"{run['context']:>7} {run['variant']:<10} error {run['error']}"

@@ -83,6 +83,61 @@ def main(argv=None) -> dict:
     return report
 
 
+
+# -- the README's table (benchmarks/readme_tables.py) ------------------------------------------
+
+def checks(report: dict) -> dict:
+    """Issue 14's figures from a finished run's raw numbers: TTFT against its time terms (every
+    layer's causal attention kernel at the full length, plus the token-wise work per token read off
+    the short run less its attention), streamed decode against the pinned host-to-device bound,
+    and the host-RAM guard's bracket."""
+    run, short, layers = report["run"], report["short_run"], len(report["run"]["tiers"])
+    kernel = report["attention_kernel"]
+    token_wise = (short["ttft_s"] - layers * kernel[str(short["context"])]["seconds"]) / short["context"]
+    ttft_terms = layers * kernel[str(run["context"])]["seconds"] + token_wise * run["context"]
+    stream_bound = run["streamed_bytes_per_step"] / (report["bandwidth"]["host_link"]["h2d_gb_per_s"] * 1e9)
+    guard = report["limits"]["guard"]
+    admitted = [g["context"] for g in guard if g["verdict"] == "admitted"]
+    refused = [g["context"] for g in guard if g["verdict"] != "admitted"]
+    return dict(ttft_terms_s=ttft_terms, ttft_ratio=run["ttft_s"] / ttft_terms, token_wise_s_per_token=token_wise,
+                stream_bound_s=stream_bound, stream_ratio=run["decode_median_s_per_token"] / stream_bound,
+                guard_admits=max(admitted, default=None), guard_refuses=min(refused, default=None))
+
+
+def markdown(report: dict, path: str) -> list[str]:
+    """The run, its checks and the physical limit of the box (mom.simulate.physical_max_context
+    with the run's host RAM) as README lines."""
+    import tables
+
+    from mom.simulate import physical_max_context
+
+    run, figures, prov = report["run"], checks(report), report["provenance"]
+    limit = physical_max_context(report["args"]["model"], "H100-80GB", host_bytes=prov["host_ram_bytes"])
+    what = (f"Issue 14: one prompt of {run['context']:,} tokens and {run['new_tokens']} greedy tokens through "
+            f"`generate()` (streamer clock), {report['config']}, ")
+    rows = [dict(context=f"{run['context']:,}", TTFT=f"{run['ttft_s']:.1f} s",
+                 decode=f"{run['decode_median_s_per_token']:.3f} s/token (median)",
+                 peak=f"{run['peak'] / GiB:.2f} GiB",
+                 kv=f"{run['kv_gpu'] / GiB:.1f} / {run['kv_host'] / GiB:.1f} GiB",
+                 layers=f"{run['placed_before_prefill'].count('device')} / {run['tiers'].count('device')}")]
+    titles = ["context", "TTFT", "decode", "peak", "kv", "layers"]
+    lines = [tables.header({**report, "model": report["args"]["model"]}, path, what), "",
+             *tables.markdown(titles, rows), "",
+             "(kv: K/V bytes on the GPU / on the host during decode; layers: resident on the GPU before prefill "
+             "/ during decode.)", "",
+             f"- TTFT {run['ttft_s']:.1f} s = {figures['ttft_ratio']:.3f}x its time terms, {figures['ttft_terms_s']:.1f} s: "
+             f"{len(run['tiers'])} layers x the causal attention kernel at the full length "
+             f"({report['attention_kernel'][str(run['context'])]['seconds']:.2f} s each) + "
+             f"{figures['token_wise_s_per_token'] * 1e6:.1f} us/token of token-wise work (target <= 1.05x).",
+             f"- Streamed decode {run['decode_median_s_per_token']:.3f} s/token = {figures['stream_ratio']:.3f}x its bound, "
+             f"{run['streamed_bytes_per_step'] / GiB:.1f} GiB per step over "
+             f"{report['bandwidth']['host_link']['h2d_gb_per_s']:.1f} GB/s pinned host-to-device measured in the run "
+             f"(target <= 1.1x).",
+             f"- Host-RAM guard: admits {figures['guard_admits']:,}, refuses {figures['guard_refuses']:,} tokens. "
+             f"Physical limit of the box: {limit.formula()}; this run is "
+             f"{run['context'] / limit.tokens:.3f} of it (goal: within 10%)."]
+    return lines
+
 def limit_terms(model, device: torch.device, context: int, step: int = 16384, steps: int = 24) -> dict:
     """The physical limit's terms, and the host-RAM guard's answer at each step above `context`."""
     from mom.engine.copies import SideStreamCopier

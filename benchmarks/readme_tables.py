@@ -175,6 +175,18 @@ def paper_tables_table(path: Path, report: dict) -> list[str]:
     return tables.paper_markdown(report, name) + [""] + tables.comparison_markdown(report, tables.load_anchors())
 
 
+def million_table(path: Path, report: dict) -> list[str]:
+    import million
+
+    return million.markdown(report, shown(path))
+
+
+def decode_split_table(path: Path, report: dict) -> list[str]:
+    import decode_split
+
+    return decode_split.markdown(report, shown(path))
+
+
 def _rendered(function_name: str):
     def render(path: Path, report: dict) -> list[str]:
         import tables
@@ -185,6 +197,7 @@ def _rendered(function_name: str):
 
 TABLES = {"decode_repeats": decode_table, "decode_speed": decode_speed_table, "predict_accuracy": predict_table,
           "placement_exact": placement_exact_table, "paper_tables": paper_tables_table,
+          "million": million_table, "decode_split": decode_split_table,
           "max_context": _rendered("max_context_markdown"), "families": _rendered("families_markdown"),
           "peers": _rendered("peers_markdown")}
 
