@@ -25,6 +25,7 @@ the test suite does.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -55,24 +56,43 @@ def main(argv=None) -> dict:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=17, help="16 decode steps after the first token")
+    parser.add_argument("--fresh", action="store_true",
+                        help="every run decodes K/V lengths no earlier run of the process decoded (its prompt is the "
+                             "context plus the run's index x (new tokens + 1)): what a user's first generate() sees")
+    parser.add_argument("--sdpa", default="default", choices=("default", "no-cudnn"),
+                        help="no-cudnn: sdpa's cuDNN backend left out (torch.nn.attention.sdpa_kernel), to test "
+                             "whether first-time lengths are slow from cuDNN building a plan per new shape")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     model = mom.load(args.model, device=args.device)
     report = dict(kind="decode_split", provenance=provenance(device_of(model).type), args=vars(args), runs=[],
                   started=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    for round_index in range(args.rounds):
-        for context in (int(c) for c in args.contexts.split(",")):
-            for name in args.variants.split(","):
-                run = dict(variant=name, context=context, round=round_index,
-                           **measure(model, name, context, args.new_tokens, profiled=round_index == 0))
-                report["runs"].append(run)
-                runfile.save(args.out, report)
-                print(_line(run), flush=True)
+    index = 0
+    with sdpa_backends(args.sdpa):
+        for round_index in range(args.rounds):
+            for context in (int(c) for c in args.contexts.split(",")):
+                for name in args.variants.split(","):
+                    tokens = context + (index * (args.new_tokens + 1) if args.fresh else 0)
+                    run = dict(variant=name, context=context, prompt_tokens=tokens, round=round_index,
+                               **measure(model, name, tokens, args.new_tokens, profiled=round_index == 0))
+                    index += 1
+                    report["runs"].append(run)
+                    runfile.save(args.out, report)
+                    print(_line(run), flush=True)
     report["summary"] = summary(report["runs"])
     report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     runfile.save(args.out, report)
     return report
+
+
+def sdpa_backends(choice: str):
+    """A context in which sdpa picks among all its backends ("default") or all but cuDNN ("no-cudnn")."""
+    if choice == "default":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 @torch.no_grad()
@@ -177,8 +197,10 @@ def markdown(report: dict, path: str) -> list[str]:
     import tables
 
     args = report["args"]
+    options = "".join([", every run at lengths not decoded before (--fresh)" if args.get("fresh") else "",
+                       ", sdpa without cuDNN" if args.get("sdpa") == "no-cudnn" else ""])
     what = (f"Eager decode step through `generate()` (streamer clock, median over {args['new_tokens'] - 1} steps) "
-            f"against the GPU's kernel time per step (torch.profiler, a separate profiled run), ")
+            f"against the GPU's kernel time per step (torch.profiler, a separate profiled run){options}, ")
     rounds = sorted({r["round"] for r in report["runs"]})
     titles = ["context", "variant", *[f"wall ms, round {i}" for i in rounds], "busy ms"]
     rows = []

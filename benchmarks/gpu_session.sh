@@ -11,6 +11,8 @@
 #   max_mom       issues 12-14: mom's maximum context, bracketed (detached; ~15 min)
 #   decode_split  issue 13: eager decode's wall step against the GPU's kernel time per step,
 #                 hf (with and without the 2D mask), mom-none, mom-eager at 4k and 128k (~4 min)
+#   decode_cudnn  issue 13/15: decode_split at lengths never decoded before (--fresh), with sdpa's
+#                 default backends and without cuDNN: is the first-time-length cost cuDNN's plans (~8 min)
 #   placement_exact  issue 14: K/V placed on GPU and host vs offload none, 376,832 tokens (~6 min)
 # Each stage writes its log (and JSON) in DIR as it goes; `poll` waits for the stages and
 # copies DIR's files to a folder ($OUT).
@@ -44,6 +46,9 @@ if [ "$mode" = run ]; then
         predict) stage predict python3 benchmarks/predict_accuracy.py --out "$dir/predict_accuracy.json" ;;
         max_mom) stage max_mom python3 benchmarks/max_context.py --variants mom --out "$dir/max_mom.json" ;;
         decode_split) stage decode_split python3 benchmarks/decode_split.py --out "$dir/decode_split.json" ;;
+        decode_cudnn) stage decode_cudnn bash -c "python3 benchmarks/decode_split.py --fresh --rounds 2 \
+            --out $dir/decode_fresh.json && python3 benchmarks/decode_split.py --fresh --rounds 2 --sdpa no-cudnn \
+            --out $dir/decode_fresh_nocudnn.json" ;;
         million) stage million python3 benchmarks/million.py --out "$dir/million.json" ;;
         *) echo "unknown stage $name" >> "$dir/stages" ;;
         esac
