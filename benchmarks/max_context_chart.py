@@ -21,17 +21,34 @@ def measured_maxima(reports: list[dict]) -> dict[str, tuple[int, str]]:
     return found
 
 
-def figure(anchors: dict, reports: list[dict]) -> go.Figure:
-    """Horizontal bars: per variant, the paper's maximum for its method and the measured one."""
+def figure(anchors: dict, reports: list[dict], passing: dict[str, tuple[int, str]] | None = None) -> go.Figure:
+    """Horizontal bars: per variant, the paper's maximum for its method and the measured one.
+    `passing`: variant -> (tokens, card) of a passing run where no search has bracketed the
+    maximum yet (issue 14's run for `mom`): drawn apart, as a lower bound."""
     measured, paper = measured_maxima(reports), anchors["max_context_tokens"]
-    labels = [f"{v} ({'not measured yet' if v not in measured else measured[v][1]})" for v in VARIANTS]
+    passing = {v: run for v, run in (passing or {}).items() if v not in measured}
+    labels = [f"{v} ({measured[v][1] if v in measured else passing[v][1] + ', a passing run' if v in passing else 'not measured yet'})"
+              for v in VARIANTS]
     fig = go.Figure(layout=go.Layout(title="Maximum context (prefill + 32 greedy tokens)", xaxis_title="tokens",
                                      template="plotly_white", height=420, margin=dict(l=300), barmode="group"))
     fig.add_bar(y=labels, x=[paper.get(tables.PAPER_MAX.get(v, ""), 0) for v in VARIANTS], orientation="h",
                 name=f"paper ({anchors['hardware']})", marker_color="#9e9e9e")
     fig.add_bar(y=labels, x=[measured.get(v, (0, ""))[0] for v in VARIANTS], orientation="h",
                 name="measured here", marker_color="#1f77b4",
-                text=[f"{measured[v][0]:,}" if v in measured else "not measured yet" for v in VARIANTS],
-                textposition="outside")
-    fig.update_layout(yaxis=dict(autorange="reversed"))
+                text=[f"{measured[v][0]:,}" if v in measured else "" if v in passing else "not measured yet"
+                      for v in VARIANTS], textposition="outside")
+    if passing:
+        fig.add_bar(y=labels, x=[passing.get(v, (0, ""))[0] for v in VARIANTS], orientation="h",
+                    name="passed here (the maximum is at least this)", marker_color="#1f77b4",
+                    marker_pattern_shape="/", opacity=0.6,
+                    text=[f">= {passing[v][0]:,}" if v in passing else "" for v in VARIANTS], textposition="outside")
+    longest = max([*paper.values(), *(m for m, _ in measured.values()), *(t for t, _ in passing.values()), 1])
+    fig.update_layout(yaxis=dict(autorange="reversed"), xaxis=dict(range=[0, longest * 1.25]))  # room for the labels
     return fig
+
+
+def passing_runs(million_reports: list[dict]) -> dict[str, tuple[int, str]]:
+    """{"mom": (tokens, card)} from the longest finished run of benchmarks/million.py, if one passed."""
+    runs = [(r["run"]["context"], r["provenance"].get("device", "?")) for r in million_reports
+            if (r.get("run") or {}).get("ttft_s") and not r["run"].get("oom") and not r["run"].get("error")]
+    return {"mom": max(runs)} if runs else {}
