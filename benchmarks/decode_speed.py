@@ -55,6 +55,10 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--once", default="mom-eager,mom-stream", help="variants run in one round only")
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--fresh", action="store_true",
+                        help="every eager or graph run decodes K/V lengths no earlier run decoded (prompt = context + "
+                             "run index x (new tokens + 1)), as a user's generate() does; static-compile keeps the "
+                             "context (its cache length is fixed, and a new one recompiles)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     model = mom.load(args.model, device="cuda")
@@ -65,6 +69,7 @@ def main(argv=None) -> None:
     save()
     variants = args.variants.split(",")
     once = set(args.once.split(","))
+    index = 0
     for context in [int(c) for c in args.contexts.split(",")]:
         report["kernels"].append(one_query_kernels(model, context))
         report.setdefault("graph_replay", []).append(graph_replay(model, context))
@@ -80,8 +85,10 @@ def main(argv=None) -> None:
             for variant in variants:
                 if variant in once and round_ > 0:
                     continue
-                record = _run(model, variant, context, args.new_tokens)
-                record["round"] = round_
+                tokens = context + (index * (args.new_tokens + 1) if args.fresh and variant != "hf-static-compile" else 0)
+                index += 1
+                record = _run(model, variant, tokens, args.new_tokens)
+                record.update(round=round_, context=context, prompt_tokens=tokens)
                 report["runs"].append(record)
                 save()
                 print(json.dumps({k: record.get(k) for k in ("variant", "context", "round", "ttft_s",

@@ -5,6 +5,8 @@
 #                 the CUDA-OOM drawing test is deselected: it runs under
 #                 set_per_process_memory_fraction, which broke the device call before (NOTES.md)
 #   decode_speed  issue 15: hf, hf static+compile, mom (graph), mom-eager, mom-stream (~7 min)
+#   decode_speed_fresh  the same at K/V lengths never decoded before in the process (--fresh),
+#                 mom-eager in every round (~8 min)
 #   paper144k     issue 12: Tables 1-4 at 144k for hf and mom, 3 repeats (~5 min)
 #   million       issue 14: 1,081,344 tokens with 32 decoded (~13 min)
 #   predict       issue 13: predict_accuracy.py, predicted vs measured peak/TTFT/decode (~9 min)
@@ -39,6 +41,9 @@ if [ "$mode" = run ]; then
         decode_speed) stage decode_speed python3 benchmarks/decode_speed.py \
             --variants hf,hf-static-compile,mom,mom-eager,mom-stream --once mom-eager,mom-stream \
             --out "$dir/decode_speed.json" ;;
+        decode_speed_fresh) stage decode_speed_fresh python3 benchmarks/decode_speed.py \
+            --variants hf,hf-static-compile,mom,mom-eager,mom-stream --once mom-stream --fresh \
+            --out "$dir/decode_speed_fresh.json" ;;
         paper144k) stage paper144k python3 benchmarks/paper_tables.py --contexts 144000 --variants hf,mom \
             --out "$dir/paper144k.json" ;;
         placement_exact) stage placement_exact python3 benchmarks/placement_exact.py --context 376832 \
