@@ -57,6 +57,10 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda", help="cpu only to smoke-test this script on a tiny preset")
     parser.add_argument("--decode-contexts", default="4096,131072", help="'' to skip the decode check")
     parser.add_argument("--decode-rounds", type=int, default=3)
+    parser.add_argument("--fresh", action="store_true",
+                        help="each decode-check run at K/V lengths not decoded before in the process (prompt = context "
+                             "+ run index x (new tokens + 1)): the cold figure a user's generate() sees "
+                             "(docs/benchmarks.md, 'Cold and warm lengths')")
     parser.add_argument("--budget-s", type=float, default=540, help="start no run after this many seconds")
     parser.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "predict_accuracy.json"))
     args = parser.parse_args(argv)
@@ -112,11 +116,14 @@ def _decode_check(model, args, card, started: float) -> list[dict]:
     """Rounds of generate() per (context, variant), interleaved; then each against its prediction."""
     cases = [(int(c), v) for c in args.decode_contexts.split(",") for v in args.variants.split(",")]
     rounds: dict = {case: [] for case in cases}
+    index = 0
     for _ in range(args.decode_rounds):
         for context, variant in cases:
             if time.perf_counter() - started < args.budget_s:
                 config = VARIANTS[variant] if variant != "hf" else None
-                run = measure_generate(model, variant, config, context, args.new_tokens)
+                tokens = context + (index * (args.new_tokens + 1) if args.fresh else 0)
+                index += 1
+                run = measure_generate(model, variant, config, tokens, args.new_tokens)
                 if not run["oom"] and run.get("decode_median_s_per_token"):
                     rounds[(context, variant)].append(run["decode_median_s_per_token"])
     return [_decode_record(args.model, variant, context, args.new_tokens, card, rounds[(context, variant)])
