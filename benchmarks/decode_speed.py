@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
-from generate_clock import measure_generate, prompt  # noqa: E402
+from generate_clock import FRESH_HELP, fresh_length, measure_generate, prompt  # noqa: E402
 
 import mom  # noqa: E402
 from mom.engine import families, graph_decode  # noqa: E402
@@ -56,9 +56,8 @@ def main(argv=None) -> None:
     parser.add_argument("--once", default="mom-eager,mom-stream", help="variants run in one round only")
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--fresh", action="store_true",
-                        help="every eager or graph run decodes K/V lengths no earlier run decoded (prompt = context + "
-                             "run index x (new tokens + 1)), as a user's generate() does; static-compile keeps the "
-                             "context (its cache length is fixed, and a new one recompiles)")
+                        help=FRESH_HELP + "; static-compile keeps the context (its cache length is fixed, and a new "
+                             "one recompiles)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     model = mom.load(args.model, device="cuda")
@@ -85,7 +84,8 @@ def main(argv=None) -> None:
             for variant in variants:
                 if variant in once and round_ > 0:
                     continue
-                tokens = context + (index * (args.new_tokens + 1) if args.fresh and variant != "hf-static-compile" else 0)
+                fresh = args.fresh and variant != "hf-static-compile"
+                tokens = fresh_length(context, index, args.new_tokens) if fresh else context
                 index += 1
                 record = _run(model, variant, tokens, args.new_tokens)
                 record.update(round=round_, context=context, prompt_tokens=tokens)

@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import runfile  # noqa: E402
-from generate_clock import StampingStreamer, device_of, free_memory, prompt  # noqa: E402
+from generate_clock import FRESH_HELP, StampingStreamer, device_of, free_memory, fresh_length, prompt  # noqa: E402
 
 import mom  # noqa: E402
 from mom.memory.provenance import provenance  # noqa: E402
@@ -56,9 +56,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=17, help="16 decode steps after the first token")
-    parser.add_argument("--fresh", action="store_true",
-                        help="every run decodes K/V lengths no earlier run of the process decoded (its prompt is the "
-                             "context plus the run's index x (new tokens + 1)): what a user's first generate() sees")
+    parser.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     parser.add_argument("--sdpa", default="default", choices=("default", "no-cudnn"),
                         help="no-cudnn: sdpa's cuDNN backend left out (torch.nn.attention.sdpa_kernel), to test "
                              "whether first-time lengths are slow from cuDNN building a plan per new shape")
@@ -73,7 +71,7 @@ def main(argv=None) -> dict:
         for round_index in range(args.rounds):
             for context in (int(c) for c in args.contexts.split(",")):
                 for name in args.variants.split(","):
-                    tokens = context + (index * (args.new_tokens + 1) if args.fresh else 0)
+                    tokens = fresh_length(context, index, args.new_tokens) if args.fresh else context
                     run = dict(variant=name, context=context, prompt_tokens=tokens, round=round_index,
                                **measure(model, name, tokens, args.new_tokens, profiled=round_index == 0))
                     index += 1
@@ -190,7 +188,6 @@ def summary(runs: list[dict]) -> list[dict]:
     return out
 
 
-
 def markdown(report: dict, path: str) -> list[str]:
     """Each (context, variant): the wall step of each round and the GPU's busy time per step, as README lines.
     Round 0 decodes lengths the process has not decoded before; later rounds repeat them."""
@@ -218,6 +215,7 @@ def markdown(report: dict, path: str) -> list[str]:
 
 def _ms(seconds: float | None) -> str:
     return f"{seconds * 1e3:.2f}" if seconds is not None else "-"
+
 
 def _line(run: dict) -> str:
     if run.get("error"):

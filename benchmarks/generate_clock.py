@@ -113,6 +113,18 @@ class StampingStreamer:
         pass
 
 
+def fresh_length(context: int, run_index: int, new_tokens: int) -> int:
+    """A prompt length whose decode meets only K/V lengths no earlier run of the process met: the
+    context plus `run_index` x (new tokens + 1). The first decode of a length costs more than a
+    repeat (cuDNN's sdpa plans, docs/benchmarks.md "Cold and warm lengths"), and a user's
+    generate() always decodes new lengths, so this is the figure they see."""
+    return context + run_index * (new_tokens + 1)
+
+
+FRESH_HELP = ("every run at K/V lengths not decoded before in the process (generate_clock.fresh_length): "
+              "the cold figure a user's generate() sees")
+
+
 def prompt(model, context: int, seed: int = 0) -> torch.Tensor:
     """Seeded random token ids [1, context] on the model's device (ids 0-2: pad/bos/eos kept out)."""
     generator = torch.Generator("cpu").manual_seed(seed)

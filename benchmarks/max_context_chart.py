@@ -27,8 +27,7 @@ def figure(anchors: dict, reports: list[dict], passing: dict[str, tuple[int, str
     maximum yet (issue 14's run for `mom`): drawn apart, as a lower bound."""
     measured, paper = measured_maxima(reports), anchors["max_context_tokens"]
     passing = {v: run for v, run in (passing or {}).items() if v not in measured}
-    labels = [f"{v} ({measured[v][1] if v in measured else passing[v][1] + ', a passing run' if v in passing else 'not measured yet'})"
-              for v in VARIANTS]
+    labels = [f"{v} ({_source(v, measured, passing)})" for v in VARIANTS]
     fig = go.Figure(layout=go.Layout(title="Maximum context (prefill + 32 greedy tokens)", xaxis_title="tokens",
                                      template="plotly_white", height=420, margin=dict(l=300), barmode="group"))
     fig.add_bar(y=labels, x=[paper.get(tables.PAPER_MAX.get(v, ""), 0) for v in VARIANTS], orientation="h",
@@ -45,6 +44,15 @@ def figure(anchors: dict, reports: list[dict], passing: dict[str, tuple[int, str
     longest = max([*paper.values(), *(m for m, _ in measured.values()), *(t for t, _ in passing.values()), 1])
     fig.update_layout(yaxis=dict(autorange="reversed"), xaxis=dict(range=[0, longest * 1.25]))  # room for the labels
     return fig
+
+
+def _source(variant: str, measured: dict, passing: dict) -> str:
+    """What a variant's bar comes from: the card of its search, of a passing run, or nothing yet."""
+    if variant in measured:
+        return measured[variant][1]
+    if variant in passing:
+        return f"{passing[variant][1]}, a passing run"
+    return "not measured yet"
 
 
 def passing_runs(million_reports: list[dict]) -> dict[str, tuple[int, str]]:

@@ -83,7 +83,6 @@ def main(argv=None) -> dict:
     return report
 
 
-
 # -- the README's table (benchmarks/readme_tables.py) ------------------------------------------
 
 def checks(report: dict) -> dict:
@@ -106,13 +105,13 @@ def checks(report: dict) -> dict:
 
 def markdown(report: dict, path: str) -> list[str]:
     """The run, its checks and the physical limit of the box (mom.simulate.physical_max_context
-    with the run's host RAM) as README lines."""
+    with the run's card memory and host RAM) as README lines."""
     import tables
 
     from mom.simulate import physical_max_context
 
     run, figures, prov = report["run"], checks(report), report["provenance"]
-    limit = physical_max_context(report["args"]["model"], "H100-80GB", host_bytes=prov["host_ram_bytes"])
+    limit = physical_max_context(report["args"]["model"], prov["device_total_bytes"], host_bytes=prov["host_ram_bytes"])
     what = (f"Issue 14: one prompt of {run['context']:,} tokens and {run['new_tokens']} greedy tokens through "
             f"`generate()` (streamer clock), {report['config']}, ")
     rows = [dict(context=f"{run['context']:,}", TTFT=f"{run['ttft_s']:.1f} s",
@@ -137,6 +136,7 @@ def markdown(report: dict, path: str) -> list[str]:
              f"Physical limit of the box: {limit.formula()}; this run is "
              f"{run['context'] / limit.tokens:.3f} of it (goal: within 10%)."]
     return lines
+
 
 def limit_terms(model, device: torch.device, context: int, step: int = 16384, steps: int = 24) -> dict:
     """The physical limit's terms, and the host-RAM guard's answer at each step above `context`."""

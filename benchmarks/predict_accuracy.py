@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generate_clock import measure_generate  # noqa: E402
+from generate_clock import FRESH_HELP, fresh_length, measure_generate  # noqa: E402
 
 import mom  # noqa: E402
 from mom.simulate import GPUS  # noqa: E402
@@ -57,10 +57,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda", help="cpu only to smoke-test this script on a tiny preset")
     parser.add_argument("--decode-contexts", default="4096,131072", help="'' to skip the decode check")
     parser.add_argument("--decode-rounds", type=int, default=3)
-    parser.add_argument("--fresh", action="store_true",
-                        help="each decode-check run at K/V lengths not decoded before in the process (prompt = context "
-                             "+ run index x (new tokens + 1)): the cold figure a user's generate() sees "
-                             "(docs/benchmarks.md, 'Cold and warm lengths')")
+    parser.add_argument("--fresh", action="store_true", help="the decode check with " + FRESH_HELP)
     parser.add_argument("--budget-s", type=float, default=540, help="start no run after this many seconds")
     parser.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "predict_accuracy.json"))
     args = parser.parse_args(argv)
@@ -121,7 +118,7 @@ def _decode_check(model, args, card, started: float) -> list[dict]:
         for context, variant in cases:
             if time.perf_counter() - started < args.budget_s:
                 config = VARIANTS[variant] if variant != "hf" else None
-                tokens = context + (index * (args.new_tokens + 1) if args.fresh else 0)
+                tokens = fresh_length(context, index, args.new_tokens) if args.fresh else context
                 index += 1
                 run = measure_generate(model, variant, config, tokens, args.new_tokens)
                 if not run["oom"] and run.get("decode_median_s_per_token"):
