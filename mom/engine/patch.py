@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from ..config import MomConfig, check_config
-from . import families
+from . import decode_attention, families
 from .attention import attention_in_pieces, can_run_in_pieces
 from .layer import trimmed_last_layer_forward
 from .minisequence import add_in_pieces, run_in_pieces
@@ -91,6 +91,7 @@ class Handle:
     offload: Any = None  # engine.offload.OffloadRuntime in offload modes
     decode: Any = None  # engine.graph_decode.DecodeGraphs where decode steps may replay a graph
     decode_stats: dict | None = None  # which decode path ran, kept after restore (DecodeGraphs.stats)
+    decode_without_cudnn: bool = False  # a mom config on a GPU model: decode steps leave cuDNN's sdpa out (decode_attention.py)
 
     @property
     def trimming(self) -> bool:
@@ -190,6 +191,7 @@ def enable(model: nn.Module, config: MomConfig | None = None) -> Handle:
     if handle_of(model) is not None:
         raise AlreadyEnabledError("mom is already enabled on this model; restore() the first handle before enabling again")
     handle = Handle(model, config, family)
+    handle.decode_without_cudnn = not config.is_baseline and any(p.is_cuda for p in model.parameters())
     model.__dict__[_HANDLE_ATTR] = handle
     try:
         _install(handle)
@@ -252,7 +254,7 @@ def _causal_lm_forward(handle: Handle, original: Callable) -> Callable:
         extra = call.get("kwargs", {})
         seq_len = _sequence_length(call)
         lock = handle.offload.lock if handle.offload is not None else contextlib.nullcontext()
-        with lock:
+        with lock, decode_attention.for_step(seq_len, handle.decode_without_cudnn):
             previous = handle.trimming, getattr(handle._calls, "in_place", False)
             try:
                 handle._calls.trim = (handle.config.trims_last_layer and seq_len > 1
