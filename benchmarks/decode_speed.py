@@ -121,8 +121,11 @@ def one_query_kernels(model, context: int, repeats: int = 20) -> dict:
     keys, values = (torch.randn(1, kv_heads, context, head_dim, device="cuda", dtype=model.dtype) for _ in range(2))
     q = torch.randn(1, heads, 1, head_dim, device="cuda", dtype=model.dtype)
     grouped = q.reshape(1, kv_heads, heads // kv_heads, head_dim)
+    used = torch.full((1,), context, dtype=torch.int32, device="cuda")
+    rows = (torch.arange(2, dtype=torch.int32, device="cuda"), torch.arange(2, dtype=torch.int32, device="cuda") * kv_heads * context)
     calls = {
         "mom_prefix_flash": lambda: graph_decode.prefix_attention(grouped, keys, values, head_dim**-0.5),
+        "mom_varlen_flash": lambda: graph_decode.varlen_attention(q, keys, values, used, rows, head_dim**-0.5),
         "sdpa_gqa": lambda: torch.nn.functional.scaled_dot_product_attention(q, keys, values, enable_gqa=True),
     }
     out = dict(context=context, kv_bytes=2 * keys.numel() * keys.element_size())

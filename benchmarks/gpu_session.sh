@@ -15,6 +15,8 @@
 #                 hf (with and without the 2D mask), mom-none, mom-eager at 4k and 128k (~4 min)
 #   decode_cudnn  issue 13/15: decode_split at lengths never decoded before (--fresh), with sdpa's
 #                 default backends and without cuDNN: is the first-time-length cost cuDNN's plans (~8 min)
+#   graph_probe   issue 15: the graph-decode GPU tests alone, then decode_speed for hf and mom
+#                 (graph) at never-decoded lengths, 2 rounds (~5 min): a quick look at a new step
 #   placement_exact  issue 14: K/V placed on GPU and host vs offload none, 376,832 tokens (~6 min)
 # Each stage writes its log (and JSON) in DIR as it goes; `poll` waits for the stages and
 # copies DIR's files to a folder ($OUT).
@@ -44,6 +46,9 @@ if [ "$mode" = run ]; then
         decode_speed_fresh) stage decode_speed_fresh python3 benchmarks/decode_speed.py \
             --variants hf,hf-static-compile,mom,mom-eager,mom-stream --once mom-stream --fresh \
             --out "$dir/decode_speed_fresh.json" ;;
+        graph_probe) stage graph_probe bash -c "python3 -m pytest -o addopts='' -p no:cacheprovider -m gpu -rA \
+            -s -k 'varlen or graph_decode' tests/engine; python3 benchmarks/decode_speed.py --variants hf,mom \
+            --once none --rounds 2 --fresh --out $dir/graph_probe.json" ;;
         paper144k) stage paper144k python3 benchmarks/paper_tables.py --contexts 144000 --variants hf,mom \
             --out "$dir/paper144k.json" ;;
         placement_exact) stage placement_exact python3 benchmarks/placement_exact.py --context 376832 \

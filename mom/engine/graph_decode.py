@@ -7,17 +7,25 @@ the whole step at once.
 
 A graph needs fixed shapes and fixed addresses. MomCache's device layers keep K/V in
 preallocated buffers with room to grow (engine/kv_layer.py), so the addresses hold while the
-buffers do. The shapes are made fixed by splitting attention over two spans of each buffer:
+buffers do. The key length still changes every step; two ways keep the captured shapes fixed:
 
-- the prefix [0, P): every token cached when the step was captured. Its length is fixed, so
-  it goes to the fused kernel (flash for half precision on CUDA: one query per K/V head
-  group, split over the keys, memory-bound), which also returns the log-sum-exp of its scores;
-- the window [P, P + W): the tokens decoded since, W <= 256 slots. Attended in fp32 over all
-  W slots with the unfilled ones masked by a device-held count, then merged with the prefix
-  by their log-sum-exps. The same softmax over the same keys; only the summation order moves.
+- "flash-varlen" (half precision on CUDA, the case that matters): flash attention's
+  variable-length entry point reads each row's keys from the whole buffer, told how many are
+  in use by a device-held count (`seqused_k`). One kernel per layer (split over the keys for a
+  single query, memory-bound), and one capture serves every length until the buffer is full
+  or moves. The count is written before each replay; the kernel never reads a slot past it.
+- "split" (fp32, or no CUDA): attention over two spans of each buffer. The prefix [0, P),
+  every token cached when the step was captured, goes to the fused kernel with a fixed length,
+  which also returns the log-sum-exp of its scores; the window [P, P + W), the tokens decoded
+  since (W <= 256 slots), is attended in fp32 over all W slots with the unfilled ones masked by
+  a device-held count, then merged with the prefix by their log-sum-exps. The same softmax over
+  the same keys; only the summation order moves. After W steps the step is captured again.
 
-After W steps, or when a buffer moves, the step is captured again with the longer prefix.
-Capture time is kept apart (`DecodeGraphs.capture_seconds`).
+Why not always split: its window adds about 25 small kernels per layer (casts, the masked
+softmax, the merge), 800 per step on a 32-layer model, and in a graph the cost of a step is
+mostly its kernel count: the split step ran 7.4 ms over the HBM bound on an H100 at 4k and at
+128k alike (benchmarks/NOTES.md, 2026-12-07). Capture time is kept apart
+(`DecodeGraphs.capture_seconds`).
 
 Memory: a step refers to the K/V buffers it was captured on only weakly, so a finished
 generate()'s cache is freed while the handle stays enabled (a graph whose buffers died is never
@@ -76,6 +84,9 @@ class _Step:
     slot: torch.Tensor  # [1] buffer index the new token's K/V go to
     window_index: torch.Tensor  # [W] 0..W-1, to mask the unfilled window slots
     filled: torch.Tensor  # [] window slots holding tokens after this step's write
+    attention: str = "split"  # "flash-varlen" or "split" (module docstring)
+    used: torch.Tensor | None = None  # [B] int32: keys in use after this step's write (flash-varlen)
+    cumulative: tuple = ()  # flash-varlen's fixed row offsets of the queries and of the key buffers
     graph: object = None  # torch.cuda.CUDAGraph, or None (static step run eagerly)
     logits: torch.Tensor | None = None
 
@@ -95,6 +106,7 @@ class DecodeGraphs:
         self.last_eager_reason: str | None = None
         self.capture_seconds = 0.0
         self.captures = 0
+        self.last_attention: str | None = None  # how the latest step attended: "flash-varlen" or "split"
         self._step: _Step | None = None
         self.disabled: str | None = None  # why this handle stopped trying (a failed capture)
 
@@ -105,7 +117,15 @@ class DecodeGraphs:
         """Decode steps per path, captures and their seconds, and why the last eager step was eager."""
         return dict(graph_steps=self.path_counts["graph"], eager_steps=self.path_counts["eager"],
                     captures=self.captures, capture_seconds=self.capture_seconds,
-                    last_eager_reason=self.last_eager_reason)
+                    attention=self.last_attention, last_eager_reason=self.last_eager_reason)
+
+    def attention_kind(self) -> str:
+        """How the step attends (module docstring): "flash-varlen" for half precision on CUDA."""
+        parameter = next(self.model.parameters())
+        return "flash-varlen" if flash_varlen_supported(parameter, self.family_head_dim()) else "split"
+
+    def family_head_dim(self) -> int:
+        return families.kv_geometry(self.model)[2]
 
     # -- the per-call decision -----------------------------------------------------------
     def run(self, call: dict, cache, output_type):
@@ -122,9 +142,9 @@ class DecodeGraphs:
         step = self._step
         if step is None or not step.covers(batch, length, buffers):
             self._step = step = None  # free the old graph's pool before capturing anew
-            window = min(WINDOW, min(b[0].shape[-2] for b in buffers) - length)
-            step = self._new_step(batch, length, window, buffers, input_ids.device)
+            step = self._new_step(batch, length, buffers, input_ids.device)
         self._set_inputs(step, input_ids, call.get("position_ids"), length)
+        self.last_attention = step.attention
         if step.graph is None and self.capture:
             try:
                 self._capture(step, layers)
@@ -185,14 +205,25 @@ class DecodeGraphs:
         return None
 
     # -- building and capturing ----------------------------------------------------------
-    def _new_step(self, batch: int, length: int, window: int, buffers: tuple, device) -> _Step:
-        for buffer in (b for kv in buffers for b in kv):  # unfilled slots: zeros, never stale NaNs
-            buffer[..., length : length + window, :].zero_()  # (a masked score times NaN is NaN)
-        long = dict(dtype=torch.long, device=device)
+    def _new_step(self, batch: int, length: int, buffers: tuple, device) -> _Step:
+        capacity = min(b[0].shape[-2] for b in buffers)
+        attention = self.attention_kind()
+        flat = all(b.is_contiguous() and b.shape[-2] == capacity for kv in buffers for b in kv)
+        if not flat or batch * buffers[0][0].shape[1] * capacity >= 2**31:  # flash-varlen's row offsets are int32
+            attention = "split"
+        window = capacity - length if attention == "flash-varlen" else min(WINDOW, capacity - length)
+        if attention == "split":
+            for buffer in (b for kv in buffers for b in kv):  # unfilled slots: zeros, never stale NaNs
+                buffer[..., length : length + window, :].zero_()  # (a masked score times NaN is NaN)
+        long, int32 = dict(dtype=torch.long, device=device), dict(dtype=torch.int32, device=device)
+        kv_heads = buffers[0][0].shape[1]
         return _Step(batch, length, window, tuple(weakref.ref(b) for kv in buffers for b in kv),
                      input_ids=torch.zeros(batch, 1, **long), positions=torch.zeros(batch, 1, **long),
-                     slot=torch.zeros(1, **long), window_index=torch.arange(window, **long),
-                     filled=torch.zeros((), **long))
+                     slot=torch.zeros(1, **long), window_index=torch.arange(min(window, WINDOW), **long),
+                     filled=torch.zeros((), **long), attention=attention,
+                     used=torch.zeros(batch, **int32),
+                     cumulative=(torch.arange(batch + 1, **int32),
+                                 torch.arange(batch + 1, **int32) * (kv_heads * capacity)))
 
     @staticmethod
     def _set_inputs(step: _Step, input_ids, position_ids, length: int) -> None:
@@ -203,6 +234,7 @@ class DecodeGraphs:
             step.positions.fill_(length)
         step.slot.fill_(length)
         step.filled.fill_(length - step.prefix + 1)
+        step.used.fill_(length + 1)
 
     def _capture(self, step: _Step, layers) -> None:
         """Warm up on a side stream, capture, replay: the replay computes this step."""
@@ -234,11 +266,48 @@ class DecodeGraphs:
             keys, values = cache_layer.device_kv
             keys.index_copy_(2, step.slot, k)
             values.index_copy_(2, step.slot, v)
-            out = split_attention(q, keys, values, step.prefix, step.window_index, step.filled, attention.scaling)
+            if step.attention == "flash-varlen":
+                out = varlen_attention(q, keys, values, step.used, step.cumulative, attention.scaling)
+            else:
+                out = split_attention(q, keys, values, step.prefix, step.window_index, step.filled, attention.scaling)
             x = x + attention.o_proj(out)
             h = getattr(decoder_layer, family.post_attention_norm)(x)
             x = x + getattr(decoder_layer, family.mlp)(h)
         return families.lm_head(model)(families.final_norm(model)(x))
+
+
+def flash_varlen_supported(reference: torch.Tensor, head_dim: int) -> bool:
+    """Whether flash's variable-length kernel takes this model: half precision on CUDA, a head
+    size flash compiles (a multiple of 8, at most 256)."""
+    return (reference.is_cuda and reference.dtype in (torch.float16, torch.bfloat16)
+            and head_dim % 8 == 0 and head_dim <= 256)
+
+
+def varlen_attention(q, keys, values, used, cumulative: tuple, scale: float) -> torch.Tensor:
+    """One query's attention over the first `used[b]` keys of each row's buffer, in one kernel.
+
+    q: [B, H, 1, hd]; keys, values: [B, H_kv, capacity, hd] buffers; used: [B] int32 on the
+    device; cumulative: ([0..B] int32, [0..B] * H_kv * capacity int32) -> [B, 1, H * hd].
+    Flash's variable-length entry point wants keys as rows [total, H_kv, hd] with row b
+    starting at cumulative[1][b]; a view of the buffer with row stride hd and head stride
+    capacity * hd is exactly that, so nothing is copied. Grouped-query heads are paired inside
+    the kernel (no K/V repeated).
+    """
+    batch, heads, _, head_dim = q.shape
+    rows_k, rows_q = cumulative[1], cumulative[0]
+    out, *_ = torch.ops.aten._flash_attention_forward(
+        q.reshape(batch, heads, head_dim), _as_rows(keys), _as_rows(values), rows_q, rows_k,
+        1, keys.shape[2], 0.0, False, False, scale=scale, seqused_k=used)
+    return out.reshape(batch, 1, heads * head_dim)
+
+
+def _as_rows(buffer: torch.Tensor) -> torch.Tensor:
+    """[B, H_kv, capacity, hd] -> the same memory as [rows, H_kv, hd], row r of batch b at
+    r + b * H_kv * capacity (rows between batches are never read: `used` stops before them)."""
+    batch, kv_heads, capacity, head_dim = buffer.shape
+    rows = (batch - 1) * kv_heads * capacity + capacity
+    return buffer.as_strided((rows, kv_heads, head_dim), (head_dim, capacity * head_dim, 1),
+                             buffer.storage_offset())
 
 
 def split_attention(q, keys, values, prefix: int, window_index, filled, scale: float) -> torch.Tensor:

@@ -126,6 +126,19 @@ def test_the_default_leaves_decode_eager(tiny_models):
     assert handle_of(model) is None and handle.decode is None
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_varlen_rows_view_the_buffers_where_flash_reads_them(batch):
+    """flash-varlen's key rows (row r of batch b at r + b * H_kv * capacity) are the buffer's
+    own memory, no copy: the layout the GPU kernel is handed, checked without a GPU."""
+    kv_heads, capacity, head_dim = 4, 10, 8
+    buffer = torch.randn(batch, kv_heads, capacity, head_dim)
+    rows = graph_decode._as_rows(buffer)
+    assert rows.data_ptr() == buffer.data_ptr()
+    for b in range(batch):
+        start = b * kv_heads * capacity
+        assert torch.equal(rows[start : start + capacity].transpose(0, 1), buffer[b])
+
+
 def test_split_attention_equals_one_softmax_over_all_keys():
     torch.manual_seed(0)
     batch, kv_heads, groups, dim, capacity, prefix, filled = 2, 2, 3, 16, 40, 25, 6
