@@ -234,11 +234,11 @@ def _decode_graphs(handle: Handle):
     """The graph decode path where the config and the model's device allow it (else None)."""
     from .graph_decode import DecodeGraphs
 
-    if not handle.config.decode_graph:
-        return None
     devices = {p.device for p in handle.model.parameters()}
     device = devices.pop() if len(devices) == 1 else None
     if device is None or device.type not in ("cuda", "cpu"):  # several devices, or meta (mom.predict)
+        return None
+    if not handle.config.graph_decode_on(device.type):
         return None
     return DecodeGraphs(handle.model, handle.family, capture=device.type == "cuda")
 

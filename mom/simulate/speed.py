@@ -88,8 +88,8 @@ def decode_path(mom_config: MomConfig, config, kv_host: int) -> tuple[str, str]:
     A prediction's prompt is never padded, so that condition always holds."""
     if mom_config.offload == "none":
         return "eager", "no mom cache (offload='none' keeps transformers' own cache)"
-    if not mom_config.decode_graph:
-        return "eager", "decode_graph off (MomConfig(decode_graph=True) turns it on)"
+    if not mom_config.graph_decode_on("cuda"):
+        return "eager", "decode_graph off (MomConfig(decode_graph=False))"
     if kv_host:
         return "eager", "some layers are not resident on the GPU (streamed)"
     if len(families.offloadable_layers(config)) != config.num_hidden_layers:

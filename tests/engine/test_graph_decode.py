@@ -114,10 +114,16 @@ def test_decode_graph_needs_a_mom_cache():
     with pytest.raises(mom.MomConfigError, match="offload"):
         mom.MomConfig(decode_graph=True)
     with pytest.raises(mom.MomConfigError, match="decode_graph"):
-        mom.MomConfig(offload="auto", decode_graph=None)
+        mom.MomConfig(offload="auto", decode_graph="yes")
 
 
-def test_the_default_leaves_decode_eager(tiny_models):
+def test_the_default_is_graph_decode_on_a_gpu_with_a_mom_cache(tiny_models):
+    """None: on for a GPU model with a mom cache, so on CPU a default config decodes eagerly
+    (the static step uncaptured is for tests only: True forces it); False keeps it off."""
+    assert mom.MomConfig(offload="auto").graph_decode_on("cuda")
+    assert not mom.MomConfig(offload="auto").graph_decode_on("cpu")
+    assert not mom.MomConfig().graph_decode_on("cuda")  # the baseline has no mom cache
+    assert not mom.MomConfig(offload="auto", decode_graph=False).graph_decode_on("cuda")
     model = tiny_models["tiny-llama"]
     with mom.enable(model, mom.MomConfig(offload="auto")) as handle:
         assert handle.decode is None
