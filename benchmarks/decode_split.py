@@ -209,8 +209,10 @@ def markdown(report: dict, path: str) -> list[str]:
                     for i in rounds})
         rows.append(row)
     return [tables.header({**report, "model": args["model"]}, path, what), "", *tables.markdown(titles, rows), "",
-            "Round 0 decodes K/V lengths this process has not decoded before (each variant's first run at that "
-            "context, or its first with a new K/V layout); round 1 repeats the same lengths. busy is from round 0."]
+            ("Every round decodes K/V lengths this process has not decoded before (--fresh). busy is from round 0."
+             if args.get("fresh") else
+             "Round 0 decodes K/V lengths this process has not decoded before (each variant's first run at that "
+             "context, or its first with a new K/V layout); round 1 repeats the same lengths. busy is from round 0.")]
 
 
 def _ms(seconds: float | None) -> str:
