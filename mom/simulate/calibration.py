@@ -223,3 +223,91 @@ def graph_cost(data: dict[str, Any] | None = None) -> GraphCost:
 def _reads_seconds(weights: int, kv: int, hbm_bytes_per_s: float, weights_share: float, kv_share: float) -> float:
     """Seconds to read the weights and the K/V at their shares of a card's table bandwidth."""
     return weights / (hbm_bytes_per_s * weights_share) + kv / (hbm_bytes_per_s * kv_share)
+
+
+# -- decode: sdpa's cuDNN plan per new key length, and the eager step's GPU rates --------------
+#
+# On an H100 with torch 2.11 and cuDNN 9.19, sdpa tries cuDNN first, and cuDNN builds an
+# execution plan for each new key length: every eager decode step of transformers' own path
+# (`MomConfig()`) at a length the process has not decoded before pays for one. A user's
+# generate() decodes only new lengths. mom's eager paths run decode without cuDNN's sdpa
+# (engine/decode_attention.py), so they do not pay it. Measured by benchmarks/decode_split.py
+# --fresh twice in one lease, with sdpa's default backends and with cuDNN's sdpa off for the
+# whole process: cold cost = `hf`'s wall step with cuDNN minus without, per (context, round);
+# the median is the term, min/max its range (packaged in data/decode_cold_h100.json, extracted by
+# `cold_reference`, kept equal to the results files by a test). It applies on the cards whose
+# sdpa prefers cuDNN (gpus.GPU.cudnn_sdpa_first).
+#
+# The same files give the eager step's GPU rates from the GPU's busy time per step (kernel time,
+# torch.profiler; round 0): K/V at the rate `mom-eager`'s busy time grows with the context
+# (MomCache writes one token, sdpa reads the K/V once); the weights at what is left of
+# `mom-eager`'s 4k step; transformers' DynamicCache, whose torch.cat copies the cache each step,
+# in extra reads of the cache from the growth of `hf`'s busy time (`eager_device_rates`).
+
+COLD_FILE = "decode_cold_h100.json"
+COLD_SCHEMA = "mom.decode_cold/1"
+COLD_SOURCES = ("benchmarks/results/2026-12-07_h100_decode_split_fresh.json",
+                "benchmarks/results/2026-12-07_h100_decode_split_fresh_nocudnn.json")
+
+
+@dataclass(frozen=True)
+class ColdCost:
+    """Seconds a decode step spends on cuDNN's plan for a key length new to the process."""
+
+    seconds: float  # the median (module comment)
+    low_s: float
+    high_s: float
+    runs: int
+    card: str
+    source: str
+    commit: str
+
+    def describe(self) -> dict[str, Any]:
+        return {**asdict(self), "rule": "median over (context, round) of hf's wall step with cuDNN's sdpa "
+                                        "minus without, at never-decoded lengths"}
+
+
+def _steps(report: dict[str, Any], variant: str, key: str) -> dict[tuple, float]:
+    return {(r["context"], r["round"]): r[key] for r in report["runs"]
+            if r["variant"] == variant and r.get(key) and not r.get("error")}
+
+
+def cold_reference(with_cudnn: dict[str, Any], without_cudnn: dict[str, Any],
+                   sources: tuple[str, str] = COLD_SOURCES) -> dict[str, Any]:
+    """The packaged cold-cost file's content from two decode_split --fresh results files."""
+    if not (with_cudnn["args"].get("fresh") and without_cudnn["args"].get("fresh")):
+        raise ValueError("the cold cost needs decode_split runs at never-decoded lengths (--fresh)")
+    cold, warm = _steps(with_cudnn, "hf", "wall_step_s"), _steps(without_cudnn, "hf", "wall_step_s")
+    pairs = [dict(context=c, round=r, with_cudnn_s=cold[c, r], without_cudnn_s=warm[c, r])
+             for c, r in sorted(cold) if (c, r) in warm]
+    busy = {v: {str(c): s for (c, r), s in _steps(with_cudnn, v, "busy_step_s").items() if r == 0}
+            for v in ("hf", "mom-eager")}
+    return dict(schema=COLD_SCHEMA, sources=list(sources), card=with_cudnn["provenance"]["device"],
+                commit=with_cudnn["provenance"]["commit"], model=with_cudnn["args"]["model"],
+                pairs=pairs, busy_step_s=busy)
+
+
+def _packaged_cold() -> dict[str, Any]:
+    return _packaged(COLD_FILE, COLD_SCHEMA)
+
+
+def cold_cost(data: dict[str, Any] | None = None) -> ColdCost:
+    """The calibrated cold-length cost per decode step (module comment); `data`: a `cold_reference`."""
+    data = data or _packaged_cold()
+    extra = [p["with_cudnn_s"] - p["without_cudnn_s"] for p in data["pairs"]]
+    return ColdCost(statistics.median(extra), min(extra), max(extra), len(extra), data["card"],
+                    data["sources"][0], data["commit"])
+
+
+def eager_device_rates(weights: int, kv_bytes_per_token: int, table_hbm_bytes_per_s: float,
+                       data: dict[str, Any] | None = None) -> dict[str, float]:
+    """The eager step's GPU rates as shares of the card's table bandwidth, and DynamicCache's copy
+    in reads of the cache (module comment), from the busy times of a `cold_reference`."""
+    busy = (data or _packaged_cold())["busy_step_s"]
+    short, long = sorted(int(c) for c in busy["mom-eager"])
+    kv_growth = (long - short) * kv_bytes_per_token
+    kv_rate = kv_growth / (busy["mom-eager"][str(long)] - busy["mom-eager"][str(short)])
+    weights_rate = weights / (busy["mom-eager"][str(short)] - short * kv_bytes_per_token / kv_rate)
+    hf_growth = busy["hf"][str(long)] - busy["hf"][str(short)]
+    return dict(weights_share=weights_rate / table_hbm_bytes_per_s, kv_share=kv_rate / table_hbm_bytes_per_s,
+                cat_traffic=hf_growth * kv_rate / kv_growth - 1)

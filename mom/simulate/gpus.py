@@ -8,6 +8,9 @@ process holds outside PyTorch's allocator (CUDA context, kernels, cuBLAS handles
 read off the two H100 out-of-memory messages in benchmarks/results (capacity minus "this
 process has ... in use" plus "reserved by PyTorch"); it is assumed the same on every card.
 A desktop card that also drives a display has less: pass a custom size for it.
+`cudnn_sdpa_first`: torch's sdpa tries cuDNN first on this card (Hopper, with torch 2.11 and a
+recent cuDNN), so transformers' own eager decode pays cuDNN's plan for every new key length
+(calibration.cold_cost); on the other cards sdpa starts with flash.
 
 Bandwidths are in bytes per second (10^9 = GB/s), memory in bytes (GiB = 2^30).
 """
@@ -32,6 +35,7 @@ class GPU:
     host_link_bytes_per_s: float
     context_bytes: int = CONTEXT_BYTES
     note: str = ""
+    cudnn_sdpa_first: bool = False  # module docstring
 
     @property
     def usable_bytes(self) -> int:
@@ -44,8 +48,10 @@ class GPU:
 
 
 GPUS: dict[str, GPU] = {g.name: g for g in [
-    GPU("H100-80GB", 85_017_853_952, 3.35e12, 989e12, 55.5e9, note="SXM, HBM3; memory and host link measured"),
-    GPU("H200-141GB", 150_107_062_272, 4.8e12, 989e12, 55e9, note="SXM, HBM3e; memory measured"),
+    GPU("H100-80GB", 85_017_853_952, 3.35e12, 989e12, 55.5e9, note="SXM, HBM3; memory and host link measured",
+        cudnn_sdpa_first=True),
+    GPU("H200-141GB", 150_107_062_272, 4.8e12, 989e12, 55e9, note="SXM, HBM3e; memory measured",
+        cudnn_sdpa_first=True),
     GPU("A100-80GB", 85_097_971_712, 2.039e12, 312e12, 25e9, note="SXM, HBM2e, PCIe 4"),
     GPU("A100-40GB", 42_505_273_344, 1.555e12, 312e12, 25e9, note="SXM, HBM2, PCIe 4"),
     GPU("L40S-48GB", 47_697_362_944, 0.864e12, 362e12, 25e9, note="GDDR6, PCIe 4"),

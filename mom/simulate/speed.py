@@ -13,29 +13,35 @@ Decode takes one of two paths (`decode_path`: the engine's own rule, read off th
 - eager (transformers' cache, or any layer streamed): Python launches about a thousand kernels
   per step and the host sets the pace. step = max(device, link, host): the GPU runs each kernel
   while the host launches later ones, so a step costs the slower of the two, not their sum.
-  The H100 data say max: mom-auto's median step at 128k is within its own rounds' spread of the
-  one at 4k although it reads 32x the K/V (a sum with the device term below would predict 42 ms
-  against 31 ms measured, +36%), while hf at 128k takes 2.6x its 4k step: device-bound by its cache copies.
+  The H100 data say max: `mom-eager`'s step at 128k is within a few ms of its step at 4k
+  although its GPU time grows from 8.4 to 13.7 ms, and a sum fitted at 4k overshoots 128k by
+  more than 15% (tests/simulate/test_decode_speed.py).
   host = the calibrated seconds per decoder layer of that path ("hf" or "mom";
   calibration.host_cost: median of the 4k runs of benchmarks/results/2026-11-28_h100_decode_repeats.json)
-  x layers. The 128k runs are not in the fit; tests/simulate/test_decode_speed.py checks them.
+  x layers, plus, for transformers' own path (`MomConfig()`) on a card whose sdpa tries cuDNN
+  first, cuDNN's plan for each key length new to the process (calibration.cold_cost: 40.6 ms a
+  step on an H100; every step of a user's generate() is such a length; mom's eager paths run
+  decode without cuDNN's sdpa and do not pay it).
 - graph (a mom cache with every layer resident; engine/graph_decode.py): one graph launch per
   step, so step = weights and K/V read at the rates measured in the H100 decode_speed run, plus
   a fixed cost per step (generate()'s and mom's Python, which adds because generate() waits for
-  each token, and the graph's per-kernel costs): calibration.graph_cost, fitted at 4k (7.4 ms
-  on that host), checked at 128k (+3-5%, tests/simulate/test_decode_speed.py).
+  each token, and the graph's per-kernel costs): calibration.graph_cost, fitted at 4k, checked
+  at 128k (tests/simulate/test_decode_speed.py).
 
-The device term: the weights read once (at 80% of HBM bandwidth), the device-resident K/V once
-at an attention share of HBM bandwidth (calibrated on `auto` at 128k: 0.0198 s/token once the
-first step's reload is taken out), and transformers' DynamicCache also copies its whole cache
-each step (torch.cat: read + write; 2.7 cache reads worth, fitted on `hf` at 128k: 0.060
-s/token; benchmarks/results/history/2026-11-26_h100_offload_128k_final.json). Streamed K/V
-cross the host link at the card's pinned bandwidth (`stream` at 128k: 1.04x of that bound), and
-the first step's reload of an offloaded cache is spread over the steps.
+The eager device term, from the GPU's busy time per step (torch.profiler) in the H100
+decode_split runs (calibration.eager_device_rates): the weights once at 54% of the card's HBM
+bandwidth (batch-one GEMVs and a thousand small kernels), the device-resident K/V once at 94%,
+and transformers' DynamicCache also copies its whole cache each step (torch.cat), 2.14 more
+reads of the cache. Streamed K/V cross the host link at the card's pinned bandwidth (`stream`
+at 128k: 0.97-1.04x of that bound), and the first step's reload of an offloaded cache is spread
+over the steps. (Until 2026-12-07 the device term was fitted on `hf`'s 60 ms step at 128k, which
+was mostly cuDNN's plan cost: K/V at 35% of HBM and 2.7 reads for the copy.)
 
 Ranges: +-15% around the central value for prefill. Eager decode: the calibration runs' own
 spread (the fastest and slowest run's cost per layer over the median: one H100 round in three
-ran 2-3x slower) applied to the step, never narrower than -15% / +15%. Graph decode: the
+ran 2-3x slower) applied to the step, never narrower than -15% / +15%; with the cold term, the
+low end is the step without it (lengths decoded before in the process) and the high end adds
+its slowest measurement. Graph decode: the
 calibration rounds' spread of the fixed cost, never narrower than -15%, up to the eager step
 (replaying the kernels should not be slower than launching them one by one). The -15% floor
 matters at long contexts: the fixed cost fitted at 4k is about 2 ms high at 128k, where two H100
@@ -51,9 +57,9 @@ from .gpus import GPU
 
 MATMUL_SHARE = 0.61
 ATTENTION_SHARE = 0.525
-WEIGHTS_HBM_SHARE = 0.80
-KV_HBM_SHARE = 0.35
-CAT_TRAFFIC = 2.7  # DynamicCache's torch.cat per token, in units of one read of the cache (hf at 128k)
+WEIGHTS_HBM_SHARE = 0.54  # calibration.eager_device_rates, kept equal by tests/simulate/test_decode_speed.py
+KV_HBM_SHARE = 0.94
+CAT_TRAFFIC = 2.14  # DynamicCache's torch.cat per token, in reads of the cache
 PREFILL_SPREAD = 0.15
 DEVICE_SPREAD = 0.15
 
@@ -105,17 +111,29 @@ def eager_host(mom_config: MomConfig) -> str:
     return "mom" if patches else "hf"
 
 
-def eager_step(device: float, link: float, cost: calibration.HostCost, layers: int) -> tuple[float, tuple, str]:
-    """(seconds, (low, high), what bounds it) of an eager step: max(device, link, host)."""
+def eager_step(device: float, link: float, cost: calibration.HostCost, layers: int,
+               cold: calibration.ColdCost | None = None) -> tuple[float, tuple, str]:
+    """(seconds, (low, high), what bounds it) of an eager step: max(device, link, host), the host
+    term with cuDNN's plan per new key length where `cold` is given."""
     host = cost.seconds_per_layer * layers
-    step = max(device, link, host)
-    low = step * min(1 - DEVICE_SPREAD, cost.low_per_layer / cost.seconds_per_layer)
-    high = step * max(1 + DEVICE_SPREAD, cost.high_per_layer / cost.seconds_per_layer)
+    plans = cold.seconds if cold else 0.0
+    step, warm = max(device, link, host + plans), max(device, link, host)
+    low = warm * min(1 - DEVICE_SPREAD, cost.low_per_layer / cost.seconds_per_layer)
+    high = warm * max(1 + DEVICE_SPREAD, cost.high_per_layer / cost.seconds_per_layer) + (cold.high_s if cold else 0.0)
     launches = (f"host-bound: {cost.seconds_per_layer * 1e3:.2f} ms/layer x {layers} layers ({cost.path}'s eager "
                 f"decode, median of {cost.runs} runs at {cost.context:,} tokens on {cost.card}, "
                 f"{cost.source} @ {cost.commit[:7]})")
-    bound = {device: "HBM-bound", link: "host-link-bound (streamed K/V)", host: launches}[step]
+    if cold:
+        launches += (f" + {plans * 1e3:.1f} ms of cuDNN's sdpa plan per key length new to the process (median of "
+                     f"{cold.runs} on {cold.card}, {cold.source} @ {cold.commit[:7]})")
+    bound = {device: "HBM-bound", link: "host-link-bound (streamed K/V)", host + plans: launches}[step]
     return step, (low, high), bound
+
+
+def pays_cudnn_plans(mom_config: MomConfig, card: GPU) -> bool:
+    """Whether eager decode meets cuDNN's plan per new key length: transformers' own path
+    (`MomConfig()`: mom's patched decode turns cuDNN's sdpa off) on a card whose sdpa tries it first."""
+    return mom_config.is_baseline and card.cudnn_sdpa_first
 
 
 def graph_step(weights: int, kv_device: int, card: GPU, cost: calibration.GraphCost,
@@ -149,7 +167,8 @@ def _fill_decode(result, config, mom_config: MomConfig, card: GPU, batch: int) -
     link = (kv_host if mom_config.offload in ("stream", "auto") else 0) / card.host_link_bytes_per_s
     device = device_seconds(result.weights_bytes, kv_device, mom_config.offload == "none", card)
     cost = calibration.host_cost(eager_host(mom_config))
-    eager = eager_step(device, link, cost, config.num_hidden_layers)
+    cold = calibration.cold_cost() if pays_cudnn_plans(mom_config, card) else None
+    eager = eager_step(device, link, cost, config.num_hidden_layers, cold)
     path, why = decode_path(mom_config, config, kv_host)
     if path == "graph":
         graph = calibration.graph_cost()
@@ -161,6 +180,8 @@ def _fill_decode(result, config, mom_config: MomConfig, card: GPU, batch: int) -
     result.decode_s_per_token_range = (low + reload, high + reload)
     result.decode_path = f"{path} (predicted: {why})"
     result.calibration = {**result.calibration, "decode_host": cost.describe()}
+    if cold and path == "eager":
+        result.calibration["decode_cold_length"] = cold.describe()
     if path == "graph":
         result.calibration["decode_graph"] = graph.describe()
     result.speed_notes.append(f"decode {path}, {bound}" + (f", plus the first step's reload over {steps} steps"
