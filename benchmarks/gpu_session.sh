@@ -8,6 +8,9 @@
 #   decode_speed_fresh  the same at K/V lengths never decoded before in the process (--fresh),
 #                 mom-eager in every round (~8 min)
 #   paper144k     issue 12: Tables 1-4 at 144k for hf and mom, 3 repeats (~5 min)
+#   paper_small   issue 12: Tables 1-4 at 48k and 80k, every variant, 3 repeats (~10 min, estimated)
+#   paper_large   issue 12: Tables 1-4 at 112k and 144k, every variant, 3 repeats (~15 min, estimated)
+#   max_hf        issues 12-13: hf's maximum context, bracketed (~10 min, estimated)
 #   million       issue 14: 1,081,344 tokens with 32 decoded (~13 min)
 #   predict       issue 13: predict_accuracy.py, predicted vs measured peak/TTFT/decode (~9 min)
 #   max_mom       issues 12-14: mom's maximum context, bracketed (detached; ~15 min)
@@ -51,6 +54,11 @@ if [ "$mode" = run ]; then
             --once none --rounds 2 --fresh --out $dir/graph_probe.json" ;;
         paper144k) stage paper144k python3 benchmarks/paper_tables.py --contexts 144000 --variants hf,mom \
             --out "$dir/paper144k.json" ;;
+        paper_small) stage paper_small python3 benchmarks/paper_tables.py --contexts 48000,80000 \
+            --out "$dir/paper_small.json" ;;
+        paper_large) stage paper_large python3 benchmarks/paper_tables.py --contexts 112000,144000 \
+            --out "$dir/paper_large.json" ;;
+        max_hf) stage max_hf python3 benchmarks/max_context.py --variants hf --out "$dir/max_hf.json" ;;
         placement_exact) stage placement_exact python3 benchmarks/placement_exact.py --context 376832 \
             --out "$dir/placement_exact.json" ;;
         predict) stage predict python3 benchmarks/predict_accuracy.py --out "$dir/predict_accuracy.json" ;;
