@@ -36,8 +36,12 @@ stream it ever ran on, so a fresh stream per capture left one workspace behind p
 
 The step is written from the family table (engine/families.py): the same modules, called in
 the same order as the family's decoder layer (norm, q/k/v, RoPE, K/V written at the position,
-attention, o_proj, residual add, norm, MLP, residual add; final norm, LM head). Only the
-attention kernel differs from the eager path.
+attention, o_proj, residual add, norm, MLP, residual add; final norm, LM head). The attention
+kernel differs from the eager path, and so do the norms where a family's norm is Llama's RMSNorm
+(the same code): torch's rms_norm on the fp32 input computes the same normalization in one
+kernel where the module launches six (fp32 power, mean, add, rsqrt, multiply, and the casts
+around them), the weight multiplied after the cast back as the module does. 65 norms per step
+on a 32-layer model.
 
 Taken only in the plain case: one new token per row, no padding, token ids, no per-layer
 outputs, no module hooks anywhere in the model (the memory recorder's hooks and the Stop
@@ -260,7 +264,7 @@ class DecodeGraphs:
         cos, sin = model.model.rotary_emb(x, step.positions)
         for decoder_layer, cache_layer in zip(families.decoder_layers(model), layers):
             attention = getattr(decoder_layer, family.attention)
-            h = getattr(decoder_layer, family.input_norm)(x)
+            h = fused_norm(getattr(decoder_layer, family.input_norm))(x)
             q, k, v = families.project_qkv(family, attention, h)
             q, k = families.rotary(attention)(q, k, cos, sin)
             keys, values = cache_layer.device_kv
@@ -271,9 +275,19 @@ class DecodeGraphs:
             else:
                 out = split_attention(q, keys, values, step.prefix, step.window_index, step.filled, attention.scaling)
             x = x + attention.o_proj(out)
-            h = getattr(decoder_layer, family.post_attention_norm)(x)
+            h = fused_norm(getattr(decoder_layer, family.post_attention_norm))(x)
             x = x + getattr(decoder_layer, family.mlp)(h)
-        return families.lm_head(model)(families.final_norm(model)(x))
+        return families.lm_head(model)(fused_norm(families.final_norm(model))(x))
+
+
+def fused_norm(norm: nn.Module):
+    """The norm as one rms_norm kernel plus the casts and the weight, where it is Llama's RMSNorm
+    (module docstring); any other norm, as its module."""
+    eps = families.plain_rms_norm_eps(norm)
+    if eps is None:
+        return norm
+    weight = norm.weight
+    return lambda x: weight * torch.nn.functional.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
 
 
 def flash_varlen_supported(reference: torch.Tensor, head_dim: int) -> bool:

@@ -145,6 +145,33 @@ def test_varlen_rows_view_the_buffers_where_flash_reads_them(batch):
         assert torch.equal(rows[start : start + capacity].transpose(0, 1), buffer[b])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_fused_norm_is_the_modules_function(tiny_models, dtype):
+    """Llama's RMSNorm (and its copies) as one rms_norm kernel: fp32 within 1e-6, bf16 within
+    one rounding step of the module; a norm with other code is left to its module."""
+    model = tiny_models["tiny-llama"]
+    norm = model.model.norm
+    fused = graph_decode.fused_norm(norm)
+    assert fused is not norm
+    x = torch.randn(2, 1, norm.weight.shape[0]) * 3
+    with torch.no_grad():
+        expected, actual = norm.to(dtype)(x.to(dtype)), fused(x.to(dtype))
+    norm.float()
+    tolerance = 1e-6 if dtype == torch.float32 else 2 ** -7 * expected.abs().max().item()
+    assert actual.dtype == expected.dtype and (actual.float() - expected.float()).abs().max() <= tolerance
+
+    class Other(torch.nn.Module):  # same attributes, other code
+        def __init__(self):
+            super().__init__()
+            self.weight, self.variance_epsilon = norm.weight, 1e-6
+
+        def forward(self, x):
+            return x * (1 + self.weight)
+
+    other = Other()
+    assert graph_decode.fused_norm(other) is other
+
+
 def test_split_attention_equals_one_softmax_over_all_keys():
     torch.manual_seed(0)
     batch, kv_heads, groups, dim, capacity, prefix, filled = 2, 2, 3, 16, 40, 25, 6
