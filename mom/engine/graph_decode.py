@@ -63,6 +63,7 @@ import torch
 from torch import nn
 
 from . import families
+from .decode_kernels import flash_varlen_supported, fused_norm, split_attention, varlen_attention
 
 WINDOW = 256  # decode slots attended outside the captured prefix, per capture
 _CAPTURE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}  # one per device, for the process (docstring)
@@ -278,86 +279,6 @@ class DecodeGraphs:
             h = fused_norm(getattr(decoder_layer, family.post_attention_norm))(x)
             x = x + getattr(decoder_layer, family.mlp)(h)
         return families.lm_head(model)(fused_norm(families.final_norm(model))(x))
-
-
-def fused_norm(norm: nn.Module):
-    """The norm as one rms_norm kernel plus the casts and the weight, where it is Llama's RMSNorm
-    (module docstring); any other norm, as its module."""
-    eps = families.plain_rms_norm_eps(norm)
-    if eps is None:
-        return norm
-    weight = norm.weight
-    return lambda x: weight * torch.nn.functional.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
-
-
-def flash_varlen_supported(reference: torch.Tensor, head_dim: int) -> bool:
-    """Whether flash's variable-length kernel takes this model: half precision on CUDA, a head
-    size flash compiles (a multiple of 8, at most 256)."""
-    return (reference.is_cuda and reference.dtype in (torch.float16, torch.bfloat16)
-            and head_dim % 8 == 0 and head_dim <= 256)
-
-
-def varlen_attention(q, keys, values, used, cumulative: tuple, scale: float) -> torch.Tensor:
-    """One query's attention over the first `used[b]` keys of each row's buffer, in one kernel.
-
-    q: [B, H, 1, hd]; keys, values: [B, H_kv, capacity, hd] buffers; used: [B] int32 on the
-    device; cumulative: ([0..B] int32, [0..B] * H_kv * capacity int32) -> [B, 1, H * hd].
-    Flash's variable-length entry point wants keys as rows [total, H_kv, hd] with row b
-    starting at cumulative[1][b]; a view of the buffer with row stride hd and head stride
-    capacity * hd is exactly that, so nothing is copied. Grouped-query heads are paired inside
-    the kernel (no K/V repeated).
-    """
-    batch, heads, _, head_dim = q.shape
-    rows_k, rows_q = cumulative[1], cumulative[0]
-    out, *_ = torch.ops.aten._flash_attention_forward(
-        q.reshape(batch, heads, head_dim), _as_rows(keys), _as_rows(values), rows_q, rows_k,
-        1, keys.shape[2], 0.0, False, False, scale=scale, seqused_k=used)
-    return out.reshape(batch, 1, heads * head_dim)
-
-
-def _as_rows(buffer: torch.Tensor) -> torch.Tensor:
-    """[B, H_kv, capacity, hd] -> the same memory as [rows, H_kv, hd], row r of batch b at
-    r + b * H_kv * capacity (rows between batches are never read: `used` stops before them)."""
-    batch, kv_heads, capacity, head_dim = buffer.shape
-    rows = (batch - 1) * kv_heads * capacity + capacity
-    return buffer.as_strided((rows, kv_heads, head_dim), (head_dim, capacity * head_dim, 1),
-                             buffer.storage_offset())
-
-
-def split_attention(q, keys, values, prefix: int, window_index, filled, scale: float) -> torch.Tensor:
-    """One query's attention over keys[:, :, :prefix + filled], as prefix + window spans.
-
-    q: [B, H, 1, hd]; keys, values: [B, H_kv, capacity, hd]; window_index: [W]; filled: [] ->
-    [B, 1, H * hd]. Query heads are grouped per K/V head ([B, H_kv, H / H_kv, hd]), as grouped-
-    query attention pairs them, so no K/V is repeated.
-    """
-    batch, heads, _, head_dim = q.shape
-    grouped = q.reshape(batch, keys.shape[1], heads // keys.shape[1], head_dim)
-    out_p, lse_p = prefix_attention(grouped, keys[:, :, :prefix], values[:, :, :prefix], scale)
-    span = slice(prefix, prefix + window_index.shape[0])
-    scores = torch.matmul(grouped.float(), keys[:, :, span].float().transpose(-1, -2)) * scale
-    scores = scores.masked_fill(window_index >= filled, float("-inf"))
-    lse_w = torch.logsumexp(scores, dim=-1)
-    out_w = torch.matmul(torch.exp(scores - lse_w.unsqueeze(-1)), values[:, :, span].float())
-    lse = torch.logaddexp(lse_p, lse_w)
-    out = out_p.float() * torch.exp(lse_p - lse).unsqueeze(-1) + out_w * torch.exp(lse_w - lse).unsqueeze(-1)
-    return out.to(q.dtype).reshape(batch, 1, heads * head_dim)
-
-
-def prefix_attention(q, keys, values, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(softmax(q k^T * scale) v, log-sum-exp of the scores) with the fused kernel of the device.
-
-    q: [B, h, s, hd] with keys, values: [B, h, S, hd] (same heads) -> ([B, h, s, hd], [B, h, s] fp32).
-    """
-    if not q.is_cuda:
-        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, keys, values, 0.0, False, scale=scale)
-    if q.dtype in (torch.float16, torch.bfloat16):
-        out, lse, *_ = torch.ops.aten._scaled_dot_product_flash_attention(q, keys, values, 0.0, False, False,
-                                                                          scale=scale)
-        return out, lse
-    out, lse, *_ = torch.ops.aten._scaled_dot_product_efficient_attention(q, keys, values, None, True, 0.0, False,
-                                                                          scale=scale)
-    return out, lse[..., : q.shape[-2]]
 
 
 def _has_module_hooks(model: nn.Module) -> bool:

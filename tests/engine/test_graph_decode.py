@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import mom
-from mom.engine import families, graph_decode
+from mom.engine import decode_kernels, families, graph_decode
 from mom.engine.patch import handle_of
 from tests.conftest import assert_close, prompt
 
@@ -138,7 +138,7 @@ def test_varlen_rows_view_the_buffers_where_flash_reads_them(batch):
     own memory, no copy: the layout the GPU kernel is handed, checked without a GPU."""
     kv_heads, capacity, head_dim = 4, 10, 8
     buffer = torch.randn(batch, kv_heads, capacity, head_dim)
-    rows = graph_decode._as_rows(buffer)
+    rows = decode_kernels._as_rows(buffer)
     assert rows.data_ptr() == buffer.data_ptr()
     for b in range(batch):
         start = b * kv_heads * capacity
@@ -151,7 +151,7 @@ def test_the_fused_norm_is_the_modules_function(tiny_models, dtype):
     one rounding step of the module; a norm with other code is left to its module."""
     model = tiny_models["tiny-llama"]
     norm = model.model.norm
-    fused = graph_decode.fused_norm(norm)
+    fused = decode_kernels.fused_norm(norm)
     assert fused is not norm
     x = torch.randn(2, 1, norm.weight.shape[0]) * 3
     with torch.no_grad():
@@ -169,7 +169,7 @@ def test_the_fused_norm_is_the_modules_function(tiny_models, dtype):
             return x * (1 + self.weight)
 
     other = Other()
-    assert graph_decode.fused_norm(other) is other
+    assert decode_kernels.fused_norm(other) is other
 
 
 def test_split_attention_equals_one_softmax_over_all_keys():
@@ -177,7 +177,7 @@ def test_split_attention_equals_one_softmax_over_all_keys():
     batch, kv_heads, groups, dim, capacity, prefix, filled = 2, 2, 3, 16, 40, 25, 6
     q = torch.randn(batch, kv_heads * groups, 1, dim, dtype=torch.float64).float()
     keys, values = (torch.randn(batch, kv_heads, capacity, dim) for _ in range(2))
-    out = graph_decode.split_attention(q, keys, values, prefix, torch.arange(8), torch.tensor(filled), 0.25)
+    out = decode_kernels.split_attention(q, keys, values, prefix, torch.arange(8), torch.tensor(filled), 0.25)
     length = prefix + filled
     reference = torch.nn.functional.scaled_dot_product_attention(
         q, keys[:, :, :length], values[:, :, :length], scale=0.25, enable_gqa=True)
