@@ -66,6 +66,8 @@ class Prediction(Profile):
     calibration: bytes and speeds added from committed measurements, with their sources;
     ttft_range_s / decode_s_per_token_range: (low, high) of the speed model;
     speed_notes: what bounds each phase (compute, HBM, host link, host launch overhead);
+    engine_notes: what the engine warned of while it ran on fake tensors (a layer that streams
+        after all, say), kept here rather than logged: a plan's search runs dozens of predictions;
     oom_event: the call that would fail (oom_kind says which wall: "device" or "host"; its
         `device` names the card on several GPUs);
     gpus, device_map: how many cards, and which module runs on which (several GPUs only).
@@ -77,6 +79,7 @@ class Prediction(Profile):
     ttft_range_s: tuple[float, float] | None = None
     decode_s_per_token_range: tuple[float, float] | None = None
     speed_notes: list[str] = field(default_factory=list)
+    engine_notes: list[str] = field(default_factory=list)
     oom_event: MemoryEvent | None = None
     gpus: int = 1
     device_map: dict[str, Any] | None = None
@@ -126,10 +129,30 @@ def predict(
     probe = devices.main if devices else AllocatorProbe(card.usable_bytes, f"{card.name} (predicted)")
     if devices:
         _describe_devices(result, devices)
-    with run_context(), (devices.marked(fake.model) if devices else contextlib.nullcontext()):
+    with run_context(), (devices.marked(fake.model) if devices else contextlib.nullcontext()), \
+            _engine_warnings(result.engine_notes):
         _run(fake.model, config, result, probe, host_bytes, listeners, devices)
     speed.fill(result, fake.model.config, config, card, batch)
     return result
+
+
+@contextlib.contextmanager
+def _engine_warnings(notes: list[str]):
+    """The engine's log records go to `notes` inside the block, not to the user's log."""
+    engine = logging.getLogger("mom.engine")
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            notes.append(record.getMessage())
+
+    handler, propagate = Keep(logging.INFO), engine.propagate
+    engine.addHandler(handler)
+    engine.propagate = False
+    try:
+        yield notes
+    finally:
+        engine.removeHandler(handler)
+        engine.propagate = propagate
 
 
 def _imitated_devices(model: nn.Module, card: GPU, gpus, device_map) -> ImitatedDevices | None:

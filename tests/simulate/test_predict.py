@@ -143,3 +143,26 @@ def test_the_plot_builders_draw_a_prediction_and_its_wall():
     assert failed is p.oom_event and failed.layer == 23 and failed.requested_bytes == 7 * GiB
     assert plots.layer_figure(p.events, plots.weights_from_profile(p)).data
     assert plots.timeline_figure(p.events, p.device_limit_bytes).data
+
+
+def test_engine_warnings_during_a_prediction_are_kept_not_logged(caplog):
+    """A plan's search runs dozens of predictions: what the engine warns of on fake tensors goes
+    to the Prediction's engine_notes, not to the user's log, and logging is as it was after."""
+    import logging
+
+    engine_log = logging.getLogger("mom.engine.cache")
+
+    def warn_once(event, said=[]):  # noqa: B006  (the engine's own warning, from inside the run)
+        if not said:
+            said.append(True)
+            engine_log.warning("mom cache: layer %d does not fit on the GPU after all; streaming it", 7)
+
+    with caplog.at_level(logging.WARNING):
+        prediction = mom.predict("tiny-llama", mom.MomConfig(offload="auto"), context=256, new_tokens=2,
+                                 gpu="H100-80GB", listeners=(warn_once,))
+    assert prediction.engine_notes == ["mom cache: layer 7 does not fit on the GPU after all; streaming it"]
+    assert not [r for r in caplog.records if r.name.startswith("mom.engine")]
+    assert logging.getLogger("mom.engine").propagate and not logging.getLogger("mom.engine").handlers
+    with caplog.at_level(logging.WARNING):
+        engine_log.warning("after")
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("mom.engine")] == ["after"]
