@@ -8,7 +8,10 @@ so they carry the exactness arguments, and each is tested against what it replac
   key count, one kernel per layer for half precision on CUDA;
 - `split_attention` and `prefix_attention`: the fixed prefix plus a masked fp32 window, merged
   by log-sum-exp, for fp32 and CPU;
-- `fused_norm`: Llama's RMSNorm (and its copies) as torch's one-kernel rms_norm.
+- `fused_norm`: Llama's RMSNorm (and its copies) as torch's one-kernel rms_norm;
+- `joint_rotary`: RoPE on q and k in one pass (6 kernels where two calls launch 10), used only
+  where it gives the family's own rotation bit for bit (`same_rotation`, checked once per
+  handle on the model's own cos/sin).
 """
 
 from __future__ import annotations
@@ -97,3 +100,22 @@ def prefix_attention(q, keys, values, scale: float) -> tuple[torch.Tensor, torch
     out, lse, *_ = torch.ops.aten._scaled_dot_product_efficient_attention(q, keys, values, None, True, 0.0, False,
                                                                           scale=scale)
     return out, lse[..., : q.shape[-2]]
+
+
+def joint_rotary(q, k, cos, sin):
+    """q and k rotated together: q * cos + rotate_half(q) * sin, as transformers' Llama writes it,
+    over the two concatenated along the heads. q: [B, H, s, hd], k: [B, H_kv, s, hd]."""
+    heads, half = q.shape[1], q.shape[-1] // 2
+    both = torch.cat((q, k), dim=1)
+    rotated = torch.cat((-both[..., half:], both[..., :half]), dim=-1)
+    both = both * cos.unsqueeze(1) + rotated * sin.unsqueeze(1)
+    return both[:, :heads], both[:, heads:]
+
+
+def same_rotation(family_rotary, q, k, cos, sin) -> bool:
+    """Whether `joint_rotary` equals the family's apply_rotary_pos_emb bit for bit on these inputs."""
+    try:
+        expected, actual = family_rotary(q, k, cos, sin), joint_rotary(q, k, cos, sin)
+    except (RuntimeError, TypeError, ValueError):  # another signature or layout
+        return False
+    return all(a.shape == e.shape and torch.equal(a, e) for a, e in zip(actual, expected, strict=True))

@@ -41,7 +41,9 @@ kernel differs from the eager path, and so do the norms where a family's norm is
 (the same code): torch's rms_norm on the fp32 input computes the same normalization in one
 kernel where the module launches six (fp32 power, mean, add, rsqrt, multiply, and the casts
 around them), the weight multiplied after the cast back as the module does. 65 norms per step
-on a 32-layer model.
+on a 32-layer model. RoPE rotates q and k in one pass where that equals the family's own
+rotation bit for bit (decode_kernels.same_rotation, checked once per handle): 6 kernels a layer
+where two calls launch 10. The kernels live in engine/decode_kernels.py.
 
 Taken only in the plain case: one new token per row, no padding, token ids, no per-layer
 outputs, no module hooks anywhere in the model (the memory recorder's hooks and the Stop
@@ -63,7 +65,14 @@ import torch
 from torch import nn
 
 from . import families
-from .decode_kernels import flash_varlen_supported, fused_norm, split_attention, varlen_attention
+from .decode_kernels import (
+    flash_varlen_supported,
+    fused_norm,
+    joint_rotary,
+    same_rotation,
+    split_attention,
+    varlen_attention,
+)
 
 WINDOW = 256  # decode slots attended outside the captured prefix, per capture
 _CAPTURE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}  # one per device, for the process (docstring)
@@ -114,6 +123,8 @@ class DecodeGraphs:
         self.last_attention: str | None = None  # how the latest step attended: "flash-varlen" or "split"
         self._step: _Step | None = None
         self.disabled: str | None = None  # why this handle stopped trying (a failed capture)
+        self._modules = list(model.modules())  # scanned for hooks at every step (a walk per step cost more)
+        self._rotary = None  # the step's RoPE: joint_rotary where it is the family's, bit for bit
 
     def close(self) -> None:
         self._step = None
@@ -205,12 +216,14 @@ class DecodeGraphs:
         rope = getattr(self.model.model.rotary_emb, "rope_type", "default")
         if "dynamic" in rope or "longrope" in rope:
             return f"RoPE type {rope!r} rescales on the host as the context grows"
-        if _has_module_hooks(self.model):
+        if _has_module_hooks(self._modules):
             return "module hooks attached (memory recorder or Stop)"
         return None
 
     # -- building and capturing ----------------------------------------------------------
     def _new_step(self, batch: int, length: int, buffers: tuple, device) -> _Step:
+        if self._rotary is None:
+            self._rotary = self._step_rotary(device)
         capacity = min(b[0].shape[-2] for b in buffers)
         attention = self.attention_kind()
         flat = all(b.is_contiguous() and b.shape[-2] == capacity for kv in buffers for b in kv)
@@ -241,6 +254,22 @@ class DecodeGraphs:
         step.filled.fill_(length - step.prefix + 1)
         step.used.fill_(length + 1)
 
+    def _step_rotary(self, device):
+        """joint_rotary where it rotates exactly as the family does (checked on random q, k and
+        the model's own cos/sin at two positions, outside any capture), else the family's own."""
+        attention = getattr(families.decoder_layers(self.model)[0], self.family.attention)
+        config, dtype = self.model.config, next(self.model.parameters()).dtype
+        head_dim = attention.head_dim
+        kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        gen = torch.Generator(device=device).manual_seed(0)
+        q = torch.randn(2, config.num_attention_heads, 1, head_dim, generator=gen, device=device).to(dtype)
+        k = torch.randn(2, kv_heads, 1, head_dim, generator=gen, device=device).to(dtype)
+        x = torch.zeros(2, 1, config.hidden_size, device=device, dtype=dtype)
+        cos, sin = self.model.model.rotary_emb(x, torch.tensor([[3], [12345]], device=device))
+        family_rotary = families.rotary(attention)
+        same = same_rotation(family_rotary, q, k, cos, sin)
+        return (lambda _: joint_rotary) if same else families.rotary
+
     def _capture(self, step: _Step, layers) -> None:
         """Warm up on a side stream, capture, replay: the replay computes this step."""
         start = time.perf_counter()
@@ -267,7 +296,7 @@ class DecodeGraphs:
             attention = getattr(decoder_layer, family.attention)
             h = fused_norm(getattr(decoder_layer, family.input_norm))(x)
             q, k, v = families.project_qkv(family, attention, h)
-            q, k = families.rotary(attention)(q, k, cos, sin)
+            q, k = self._rotary(attention)(q, k, cos, sin)
             keys, values = cache_layer.device_kv
             keys.index_copy_(2, step.slot, k)
             values.index_copy_(2, step.slot, v)
@@ -281,14 +310,14 @@ class DecodeGraphs:
         return families.lm_head(model)(fused_norm(families.final_norm(model))(x))
 
 
-def _has_module_hooks(model: nn.Module) -> bool:
-    """Whether any forward hook that must see every call is attached (transformers' own
-    output-capturing hooks are left out: they act only when per-layer outputs are asked for,
-    and such calls take the eager path anyway)."""
+def _has_module_hooks(modules: list[nn.Module]) -> bool:
+    """Whether any forward hook that must see every call is attached to `modules` or globally
+    (transformers' own output-capturing hooks are left out: they act only when per-layer outputs
+    are asked for, and such calls take the eager path anyway)."""
     from torch.nn.modules import module as module_globals
 
     hooks = [*module_globals._global_forward_hooks.values(), *module_globals._global_forward_pre_hooks.values()]
-    for m in model.modules():
+    for m in modules:
         if m._forward_hooks or m._forward_pre_hooks:
             hooks += [*m._forward_hooks.values(), *m._forward_pre_hooks.values()]
     return any(not getattr(hook, "__module__", "").startswith(_TRANSFORMERS_HOOKS) for hook in hooks)

@@ -172,6 +172,26 @@ def test_the_fused_norm_is_the_modules_function(tiny_models, dtype):
     assert decode_kernels.fused_norm(other) is other
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_step_rotates_q_and_k_together_only_where_it_is_the_familys_rotation(tiny_model, dtype):
+    """joint_rotary is taken where it equals the family's apply_rotary_pos_emb bit for bit (every
+    tiny family); a rotation of another kind (here: only half the dimensions) keeps its own."""
+    model = tiny_model.to(dtype)
+    try:
+        graphs = graph_decode.DecodeGraphs(model, families.family_of(model), capture=False)
+        assert graphs._step_rotary(torch.device("cpu"))(None) is decode_kernels.joint_rotary
+    finally:
+        model.float()
+    q, k = torch.randn(2, 4, 1, 8), torch.randn(2, 2, 1, 8)
+    cos, sin = torch.randn(2, 1, 8), torch.randn(2, 1, 8)
+
+    def partial(q, k, cos, sin):
+        rotated = decode_kernels.joint_rotary(q[..., :4], k[..., :4], cos[..., :4], sin[..., :4])
+        return torch.cat((rotated[0], q[..., 4:]), -1), torch.cat((rotated[1], k[..., 4:]), -1)
+
+    assert not decode_kernels.same_rotation(partial, q, k, cos, sin)
+
+
 def test_split_attention_equals_one_softmax_over_all_keys():
     torch.manual_seed(0)
     batch, kv_heads, groups, dim, capacity, prefix, filled = 2, 2, 3, 16, 40, 25, 6
