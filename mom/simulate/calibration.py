@@ -146,9 +146,10 @@ def host_cost(path: str, data: dict[str, Any] | None = None) -> HostCost:
 # A replayed step (engine/graph_decode.py) is the GPU's reads plus a fixed cost per step, flat in
 # the context: generate()'s and mom's Python around the launch (generate() waits for each token,
 # so it adds) and the graph's own per-kernel costs (about 40 small kernels per layer, GEMVs short
-# of the copy rate). The run splits them (graph.replay() alone: 8.64 ms at 4k, 3.5 ms over the
+# of the copy rate). The run splits them (graph.replay() alone: 8.62 ms at 4k, 3.5 ms over the
 # reads; through generate() 1.4 ms more), but the sum is what a user sees and what is fitted.
-# Read off the committed H100 decode_speed run of the flash-varlen step (packaged in
+# Read off the committed H100 decode_speed run of the flash-varlen step, every run at lengths
+# never decoded before as a user's generate() runs (packaged in
 # data/decode_graph_h100.json, extracted by `graph_reference`, kept equal to the results file by
 # a test):
 #   weights read at the device-copy bandwidth measured in that run; K/V read at the rate the
@@ -160,7 +161,7 @@ def host_cost(path: str, data: dict[str, Any] | None = None) -> HostCost:
 
 GRAPH_FILE = "decode_graph_h100.json"
 GRAPH_SCHEMA = "mom.decode_graph/1"
-GRAPH_SOURCE = "benchmarks/results/2026-12-07_h100_decode_speed_varlen.json"
+GRAPH_SOURCE = "benchmarks/results/2026-12-07_h100_decode_speed_fresh.json"
 
 
 @dataclass(frozen=True)
