@@ -138,10 +138,7 @@ class DecodeGraphs:
     def attention_kind(self) -> str:
         """How the step attends (module docstring): "flash-varlen" for half precision on CUDA."""
         parameter = next(self.model.parameters())
-        return "flash-varlen" if flash_varlen_supported(parameter, self.family_head_dim()) else "split"
-
-    def family_head_dim(self) -> int:
-        return families.kv_geometry(self.model)[2]
+        return "flash-varlen" if flash_varlen_supported(parameter, families.kv_geometry(self.model)[2]) else "split"
 
     # -- the per-call decision -----------------------------------------------------------
     def run(self, call: dict, cache, output_type):
@@ -251,8 +248,10 @@ class DecodeGraphs:
         else:
             step.positions.fill_(length)
         step.slot.fill_(length)
-        step.filled.fill_(length - step.prefix + 1)
-        step.used.fill_(length + 1)
+        if step.attention == "flash-varlen":  # each fill is a launch per token: only the count the step reads
+            step.used.fill_(length + 1)
+        else:
+            step.filled.fill_(length - step.prefix + 1)
 
     def _step_rotary(self, device):
         """joint_rotary where it rotates exactly as the family does (checked on random q, k and
