@@ -33,7 +33,7 @@ import harness  # noqa: E402
 from generate_clock import FRESH_HELP, fresh_length, measure_generate, prompt  # noqa: E402
 
 import mom  # noqa: E402
-from mom.engine import families, graph_decode  # noqa: E402
+from mom.engine import decode_kernels, families  # noqa: E402
 from mom.engine.patch import handle_of  # noqa: E402
 from mom.memory.provenance import provenance  # noqa: E402
 
@@ -124,8 +124,8 @@ def one_query_kernels(model, context: int, repeats: int = 20) -> dict:
     used = torch.full((1,), context, dtype=torch.int32, device="cuda")
     rows = (torch.arange(2, dtype=torch.int32, device="cuda"), torch.arange(2, dtype=torch.int32, device="cuda") * kv_heads * context)
     calls = {
-        "mom_prefix_flash": lambda: graph_decode.prefix_attention(grouped, keys, values, head_dim**-0.5),
-        "mom_varlen_flash": lambda: graph_decode.varlen_attention(q, keys, values, used, rows, head_dim**-0.5),
+        "mom_prefix_flash": lambda: decode_kernels.prefix_attention(grouped, keys, values, head_dim**-0.5),
+        "mom_varlen_flash": lambda: decode_kernels.varlen_attention(q, keys, values, used, rows, head_dim**-0.5),
         "sdpa_gqa": lambda: torch.nn.functional.scaled_dot_product_attention(q, keys, values, enable_gqa=True),
     }
     out = dict(context=context, kv_bytes=2 * keys.numel() * keys.element_size())

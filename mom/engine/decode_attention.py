@@ -12,8 +12,7 @@ attention (a padding mask) read the same K/V with no plan to build. Prefill buil
 prompt length, nothing beside its seconds of compute, so it keeps sdpa's own order.
 
 Only the cuDNN flag moves, only during a decode step of a mom config (not the `MomConfig()`
-baseline), and only for a model on a GPU: the
-other backends stay as the caller set them (inside `torch.nn.attention.sdpa_kernel`, say). The
+baseline), and only for a model on a GPU: the other backends stay as the caller set them (inside `torch.nn.attention.sdpa_kernel`, say). The
 flag is process-wide, so concurrent decode steps share one switch, counted under a lock: the
 first to enter saves the caller's setting, the last to leave puts it back.
 """

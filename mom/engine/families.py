@@ -126,6 +126,17 @@ def project_qkv(family: Family, attention: nn.Module, x: torch.Tensor, with_quer
     return tuple(t.transpose(1, 2) if t is not None else None for t in (q, k, v))
 
 
+def plain_rms_norm_eps(norm: nn.Module) -> float | None:
+    """The epsilon of a norm whose forward is Llama's RMSNorm, the same code (Qwen2's and
+    Mistral's are copies): weight * (x in fp32 * rsqrt(mean(x^2) + eps)).to(x's dtype); else None."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    code, plain = getattr(type(norm).forward, "__code__", None), LlamaRMSNorm.forward.__code__
+    if code is None or (code.co_code, code.co_names) != (plain.co_code, plain.co_names) or "forward" in vars(norm):
+        return None
+    return norm.variance_epsilon
+
+
 def rotary(attention: nn.Module):
     """The family's apply_rotary_pos_emb(q, k, cos, sin), from the attention's own module."""
     return sys.modules[type(attention).__module__].apply_rotary_pos_emb

@@ -36,8 +36,14 @@ stream it ever ran on, so a fresh stream per capture left one workspace behind p
 
 The step is written from the family table (engine/families.py): the same modules, called in
 the same order as the family's decoder layer (norm, q/k/v, RoPE, K/V written at the position,
-attention, o_proj, residual add, norm, MLP, residual add; final norm, LM head). Only the
-attention kernel differs from the eager path.
+attention, o_proj, residual add, norm, MLP, residual add; final norm, LM head). The attention
+kernel differs from the eager path, and so do the norms where a family's norm is Llama's RMSNorm
+(the same code): torch's rms_norm on the fp32 input computes the same normalization in one
+kernel where the module launches six (fp32 power, mean, add, rsqrt, multiply, and the casts
+around them), the weight multiplied after the cast back as the module does. 65 norms per step
+on a 32-layer model. RoPE rotates q and k in one pass where that equals the family's own
+rotation bit for bit (decode_kernels.same_rotation, checked once per handle): 6 kernels a layer
+where two calls launch 10. The kernels live in engine/decode_kernels.py.
 
 Taken only in the plain case: one new token per row, no padding, token ids, no per-layer
 outputs, no module hooks anywhere in the model (the memory recorder's hooks and the Stop
@@ -59,6 +65,14 @@ import torch
 from torch import nn
 
 from . import families
+from .decode_kernels import (
+    flash_varlen_supported,
+    fused_norm,
+    joint_rotary,
+    same_rotation,
+    split_attention,
+    varlen_attention,
+)
 
 WINDOW = 256  # decode slots attended outside the captured prefix, per capture
 _CAPTURE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}  # one per device, for the process (docstring)
@@ -109,6 +123,8 @@ class DecodeGraphs:
         self.last_attention: str | None = None  # how the latest step attended: "flash-varlen" or "split"
         self._step: _Step | None = None
         self.disabled: str | None = None  # why this handle stopped trying (a failed capture)
+        self._modules = list(model.modules())  # scanned for hooks at every step (a walk per step cost more)
+        self._rotary = None  # the step's RoPE: joint_rotary where it is the family's, bit for bit
 
     def close(self) -> None:
         self._step = None
@@ -122,10 +138,7 @@ class DecodeGraphs:
     def attention_kind(self) -> str:
         """How the step attends (module docstring): "flash-varlen" for half precision on CUDA."""
         parameter = next(self.model.parameters())
-        return "flash-varlen" if flash_varlen_supported(parameter, self.family_head_dim()) else "split"
-
-    def family_head_dim(self) -> int:
-        return families.kv_geometry(self.model)[2]
+        return "flash-varlen" if flash_varlen_supported(parameter, families.kv_geometry(self.model)[2]) else "split"
 
     # -- the per-call decision -----------------------------------------------------------
     def run(self, call: dict, cache, output_type):
@@ -200,12 +213,14 @@ class DecodeGraphs:
         rope = getattr(self.model.model.rotary_emb, "rope_type", "default")
         if "dynamic" in rope or "longrope" in rope:
             return f"RoPE type {rope!r} rescales on the host as the context grows"
-        if _has_module_hooks(self.model):
+        if _has_module_hooks(self._modules):
             return "module hooks attached (memory recorder or Stop)"
         return None
 
     # -- building and capturing ----------------------------------------------------------
     def _new_step(self, batch: int, length: int, buffers: tuple, device) -> _Step:
+        if self._rotary is None:
+            self._rotary = self._step_rotary(device)
         capacity = min(b[0].shape[-2] for b in buffers)
         attention = self.attention_kind()
         flat = all(b.is_contiguous() and b.shape[-2] == capacity for kv in buffers for b in kv)
@@ -233,8 +248,26 @@ class DecodeGraphs:
         else:
             step.positions.fill_(length)
         step.slot.fill_(length)
-        step.filled.fill_(length - step.prefix + 1)
-        step.used.fill_(length + 1)
+        if step.attention == "flash-varlen":  # each fill is a launch per token: only the count the step reads
+            step.used.fill_(length + 1)
+        else:
+            step.filled.fill_(length - step.prefix + 1)
+
+    def _step_rotary(self, device):
+        """joint_rotary where it rotates exactly as the family does (checked on random q, k and
+        the model's own cos/sin at two positions, outside any capture), else the family's own."""
+        attention = getattr(families.decoder_layers(self.model)[0], self.family.attention)
+        config, dtype = self.model.config, next(self.model.parameters()).dtype
+        head_dim = attention.head_dim
+        kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        gen = torch.Generator(device=device).manual_seed(0)
+        q = torch.randn(2, config.num_attention_heads, 1, head_dim, generator=gen, device=device).to(dtype)
+        k = torch.randn(2, kv_heads, 1, head_dim, generator=gen, device=device).to(dtype)
+        x = torch.zeros(2, 1, config.hidden_size, device=device, dtype=dtype)
+        cos, sin = self.model.model.rotary_emb(x, torch.tensor([[3], [12345]], device=device))
+        family_rotary = families.rotary(attention)
+        same = same_rotation(family_rotary, q, k, cos, sin)
+        return (lambda _: joint_rotary) if same else families.rotary
 
     def _capture(self, step: _Step, layers) -> None:
         """Warm up on a side stream, capture, replay: the replay computes this step."""
@@ -260,9 +293,9 @@ class DecodeGraphs:
         cos, sin = model.model.rotary_emb(x, step.positions)
         for decoder_layer, cache_layer in zip(families.decoder_layers(model), layers):
             attention = getattr(decoder_layer, family.attention)
-            h = getattr(decoder_layer, family.input_norm)(x)
+            h = fused_norm(getattr(decoder_layer, family.input_norm))(x)
             q, k, v = families.project_qkv(family, attention, h)
-            q, k = families.rotary(attention)(q, k, cos, sin)
+            q, k = self._rotary(attention)(q, k, cos, sin)
             keys, values = cache_layer.device_kv
             keys.index_copy_(2, step.slot, k)
             values.index_copy_(2, step.slot, v)
@@ -271,89 +304,19 @@ class DecodeGraphs:
             else:
                 out = split_attention(q, keys, values, step.prefix, step.window_index, step.filled, attention.scaling)
             x = x + attention.o_proj(out)
-            h = getattr(decoder_layer, family.post_attention_norm)(x)
+            h = fused_norm(getattr(decoder_layer, family.post_attention_norm))(x)
             x = x + getattr(decoder_layer, family.mlp)(h)
-        return families.lm_head(model)(families.final_norm(model)(x))
+        return families.lm_head(model)(fused_norm(families.final_norm(model))(x))
 
 
-def flash_varlen_supported(reference: torch.Tensor, head_dim: int) -> bool:
-    """Whether flash's variable-length kernel takes this model: half precision on CUDA, a head
-    size flash compiles (a multiple of 8, at most 256)."""
-    return (reference.is_cuda and reference.dtype in (torch.float16, torch.bfloat16)
-            and head_dim % 8 == 0 and head_dim <= 256)
-
-
-def varlen_attention(q, keys, values, used, cumulative: tuple, scale: float) -> torch.Tensor:
-    """One query's attention over the first `used[b]` keys of each row's buffer, in one kernel.
-
-    q: [B, H, 1, hd]; keys, values: [B, H_kv, capacity, hd] buffers; used: [B] int32 on the
-    device; cumulative: ([0..B] int32, [0..B] * H_kv * capacity int32) -> [B, 1, H * hd].
-    Flash's variable-length entry point wants keys as rows [total, H_kv, hd] with row b
-    starting at cumulative[1][b]; a view of the buffer with row stride hd and head stride
-    capacity * hd is exactly that, so nothing is copied. Grouped-query heads are paired inside
-    the kernel (no K/V repeated).
-    """
-    batch, heads, _, head_dim = q.shape
-    rows_k, rows_q = cumulative[1], cumulative[0]
-    out, *_ = torch.ops.aten._flash_attention_forward(
-        q.reshape(batch, heads, head_dim), _as_rows(keys), _as_rows(values), rows_q, rows_k,
-        1, keys.shape[2], 0.0, False, False, scale=scale, seqused_k=used)
-    return out.reshape(batch, 1, heads * head_dim)
-
-
-def _as_rows(buffer: torch.Tensor) -> torch.Tensor:
-    """[B, H_kv, capacity, hd] -> the same memory as [rows, H_kv, hd], row r of batch b at
-    r + b * H_kv * capacity (rows between batches are never read: `used` stops before them)."""
-    batch, kv_heads, capacity, head_dim = buffer.shape
-    rows = (batch - 1) * kv_heads * capacity + capacity
-    return buffer.as_strided((rows, kv_heads, head_dim), (head_dim, capacity * head_dim, 1),
-                             buffer.storage_offset())
-
-
-def split_attention(q, keys, values, prefix: int, window_index, filled, scale: float) -> torch.Tensor:
-    """One query's attention over keys[:, :, :prefix + filled], as prefix + window spans.
-
-    q: [B, H, 1, hd]; keys, values: [B, H_kv, capacity, hd]; window_index: [W]; filled: [] ->
-    [B, 1, H * hd]. Query heads are grouped per K/V head ([B, H_kv, H / H_kv, hd]), as grouped-
-    query attention pairs them, so no K/V is repeated.
-    """
-    batch, heads, _, head_dim = q.shape
-    grouped = q.reshape(batch, keys.shape[1], heads // keys.shape[1], head_dim)
-    out_p, lse_p = prefix_attention(grouped, keys[:, :, :prefix], values[:, :, :prefix], scale)
-    span = slice(prefix, prefix + window_index.shape[0])
-    scores = torch.matmul(grouped.float(), keys[:, :, span].float().transpose(-1, -2)) * scale
-    scores = scores.masked_fill(window_index >= filled, float("-inf"))
-    lse_w = torch.logsumexp(scores, dim=-1)
-    out_w = torch.matmul(torch.exp(scores - lse_w.unsqueeze(-1)), values[:, :, span].float())
-    lse = torch.logaddexp(lse_p, lse_w)
-    out = out_p.float() * torch.exp(lse_p - lse).unsqueeze(-1) + out_w * torch.exp(lse_w - lse).unsqueeze(-1)
-    return out.to(q.dtype).reshape(batch, 1, heads * head_dim)
-
-
-def prefix_attention(q, keys, values, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(softmax(q k^T * scale) v, log-sum-exp of the scores) with the fused kernel of the device.
-
-    q: [B, h, s, hd] with keys, values: [B, h, S, hd] (same heads) -> ([B, h, s, hd], [B, h, s] fp32).
-    """
-    if not q.is_cuda:
-        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, keys, values, 0.0, False, scale=scale)
-    if q.dtype in (torch.float16, torch.bfloat16):
-        out, lse, *_ = torch.ops.aten._scaled_dot_product_flash_attention(q, keys, values, 0.0, False, False,
-                                                                          scale=scale)
-        return out, lse
-    out, lse, *_ = torch.ops.aten._scaled_dot_product_efficient_attention(q, keys, values, None, True, 0.0, False,
-                                                                          scale=scale)
-    return out, lse[..., : q.shape[-2]]
-
-
-def _has_module_hooks(model: nn.Module) -> bool:
-    """Whether any forward hook that must see every call is attached (transformers' own
-    output-capturing hooks are left out: they act only when per-layer outputs are asked for,
-    and such calls take the eager path anyway)."""
+def _has_module_hooks(modules: list[nn.Module]) -> bool:
+    """Whether any forward hook that must see every call is attached to `modules` or globally
+    (transformers' own output-capturing hooks are left out: they act only when per-layer outputs
+    are asked for, and such calls take the eager path anyway)."""
     from torch.nn.modules import module as module_globals
 
     hooks = [*module_globals._global_forward_hooks.values(), *module_globals._global_forward_pre_hooks.values()]
-    for m in model.modules():
+    for m in modules:
         if m._forward_hooks or m._forward_pre_hooks:
             hooks += [*m._forward_hooks.values(), *m._forward_pre_hooks.values()]
     return any(not getattr(hook, "__module__", "").startswith(_TRANSFORMERS_HOOKS) for hook in hooks)

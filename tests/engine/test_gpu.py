@@ -196,7 +196,7 @@ def test_varlen_attention_reads_only_the_keys_in_use_inside_a_graph(batch):
     """flash-varlen over fixed buffers (engine/graph_decode.py): captured once, replayed at two
     lengths, each equal to attention over exactly the keys in use (fp32 math over the same bf16
     inputs), as close as sdpa's own bf16 kernel is; slots past the count hold garbage."""
-    from mom.engine import graph_decode
+    from mom.engine import decode_kernels
 
     heads, kv_heads, head_dim, capacity = 32, 8, 128, 5000
     gen = torch.Generator(device="cuda").manual_seed(0)
@@ -208,10 +208,10 @@ def test_varlen_attention_reads_only_the_keys_in_use_inside_a_graph(batch):
                   torch.arange(batch + 1, dtype=torch.int32, device="cuda") * kv_heads * capacity)
     keys[:, :, 4200:] = float("nan")  # never read
     values[:, :, 4200:] = float("nan")
-    graph_decode.varlen_attention(q, keys, values, used, cumulative, head_dim**-0.5)  # warm-up
+    decode_kernels.varlen_attention(q, keys, values, used, cumulative, head_dim**-0.5)  # warm-up
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out = graph_decode.varlen_attention(q, keys, values, used, cumulative, head_dim**-0.5)
+        out = decode_kernels.varlen_attention(q, keys, values, used, cumulative, head_dim**-0.5)
     for length in (4096, 4107, 4200):
         used.fill_(length)
         graph.replay()

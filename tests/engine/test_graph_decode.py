@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import mom
-from mom.engine import families, graph_decode
+from mom.engine import decode_kernels, families, graph_decode
 from mom.engine.patch import handle_of
 from tests.conftest import assert_close, prompt
 
@@ -138,11 +138,58 @@ def test_varlen_rows_view_the_buffers_where_flash_reads_them(batch):
     own memory, no copy: the layout the GPU kernel is handed, checked without a GPU."""
     kv_heads, capacity, head_dim = 4, 10, 8
     buffer = torch.randn(batch, kv_heads, capacity, head_dim)
-    rows = graph_decode._as_rows(buffer)
+    rows = decode_kernels._as_rows(buffer)
     assert rows.data_ptr() == buffer.data_ptr()
     for b in range(batch):
         start = b * kv_heads * capacity
         assert torch.equal(rows[start : start + capacity].transpose(0, 1), buffer[b])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_fused_norm_is_the_modules_function(tiny_models, dtype):
+    """Llama's RMSNorm (and its copies) as one rms_norm kernel: fp32 within 1e-6, bf16 within
+    one rounding step of the module; a norm with other code is left to its module."""
+    model = tiny_models["tiny-llama"]
+    norm = model.model.norm
+    fused = decode_kernels.fused_norm(norm)
+    assert fused is not norm
+    x = torch.randn(2, 1, norm.weight.shape[0]) * 3
+    with torch.no_grad():
+        expected, actual = norm.to(dtype)(x.to(dtype)), fused(x.to(dtype))
+    norm.float()
+    tolerance = 1e-6 if dtype == torch.float32 else 2 ** -7 * expected.abs().max().item()
+    assert actual.dtype == expected.dtype and (actual.float() - expected.float()).abs().max() <= tolerance
+
+    class Other(torch.nn.Module):  # same attributes, other code
+        def __init__(self):
+            super().__init__()
+            self.weight, self.variance_epsilon = norm.weight, 1e-6
+
+        def forward(self, x):
+            return x * (1 + self.weight)
+
+    other = Other()
+    assert decode_kernels.fused_norm(other) is other
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_step_rotates_q_and_k_together_only_where_it_is_the_familys_rotation(tiny_model, dtype):
+    """joint_rotary is taken where it equals the family's apply_rotary_pos_emb bit for bit (every
+    tiny family); a rotation of another kind (here: only half the dimensions) keeps its own."""
+    model = tiny_model.to(dtype)
+    try:
+        graphs = graph_decode.DecodeGraphs(model, families.family_of(model), capture=False)
+        assert graphs._step_rotary(torch.device("cpu"))(None) is decode_kernels.joint_rotary
+    finally:
+        model.float()
+    q, k = torch.randn(2, 4, 1, 8), torch.randn(2, 2, 1, 8)
+    cos, sin = torch.randn(2, 1, 8), torch.randn(2, 1, 8)
+
+    def partial(q, k, cos, sin):
+        rotated = decode_kernels.joint_rotary(q[..., :4], k[..., :4], cos[..., :4], sin[..., :4])
+        return torch.cat((rotated[0], q[..., 4:]), -1), torch.cat((rotated[1], k[..., 4:]), -1)
+
+    assert not decode_kernels.same_rotation(partial, q, k, cos, sin)
 
 
 def test_split_attention_equals_one_softmax_over_all_keys():
@@ -150,7 +197,7 @@ def test_split_attention_equals_one_softmax_over_all_keys():
     batch, kv_heads, groups, dim, capacity, prefix, filled = 2, 2, 3, 16, 40, 25, 6
     q = torch.randn(batch, kv_heads * groups, 1, dim, dtype=torch.float64).float()
     keys, values = (torch.randn(batch, kv_heads, capacity, dim) for _ in range(2))
-    out = graph_decode.split_attention(q, keys, values, prefix, torch.arange(8), torch.tensor(filled), 0.25)
+    out = decode_kernels.split_attention(q, keys, values, prefix, torch.arange(8), torch.tensor(filled), 0.25)
     length = prefix + filled
     reference = torch.nn.functional.scaled_dot_product_attention(
         q, keys[:, :, :length], values[:, :, :length], scale=0.25, enable_gqa=True)

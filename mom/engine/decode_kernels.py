@@ -1,0 +1,121 @@
+"""The kernels of the static decode step (engine/graph_decode.py), apart from the step itself.
+
+Why a module of their own: they are where the graph step differs from the model's own layer,
+so they carry the exactness arguments, and each is tested against what it replaces
+(tests/engine/test_graph_decode.py, and inside a CUDA graph tests/engine/test_gpu.py):
+
+- `varlen_attention`: flash's variable-length kernel over a fixed K/V buffer with a device-held
+  key count, one kernel per layer for half precision on CUDA;
+- `split_attention` and `prefix_attention`: the fixed prefix plus a masked fp32 window, merged
+  by log-sum-exp, for fp32 and CPU;
+- `fused_norm`: Llama's RMSNorm (and its copies) as torch's one-kernel rms_norm;
+- `joint_rotary`: RoPE on q and k in one pass (6 kernels where two calls launch 10), used only
+  where it gives the family's own rotation bit for bit (`same_rotation`, checked once per
+  handle on the model's own cos/sin).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import families
+
+
+def fused_norm(norm: nn.Module):
+    """The norm as one rms_norm kernel plus the casts and the weight, where it is Llama's RMSNorm
+    (module docstring); any other norm, as its module."""
+    eps = families.plain_rms_norm_eps(norm)
+    if eps is None:
+        return norm
+    weight = norm.weight
+    return lambda x: weight * torch.nn.functional.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+
+
+def flash_varlen_supported(reference: torch.Tensor, head_dim: int) -> bool:
+    """Whether flash's variable-length kernel takes this model: half precision on CUDA, a head
+    size flash compiles (a multiple of 8, at most 256)."""
+    return (reference.is_cuda and reference.dtype in (torch.float16, torch.bfloat16)
+            and head_dim % 8 == 0 and head_dim <= 256)
+
+
+def varlen_attention(q, keys, values, used, cumulative: tuple, scale: float) -> torch.Tensor:
+    """One query's attention over the first `used[b]` keys of each row's buffer, in one kernel.
+
+    q: [B, H, 1, hd]; keys, values: [B, H_kv, capacity, hd] buffers; used: [B] int32 on the
+    device; cumulative: ([0..B] int32, [0..B] * H_kv * capacity int32) -> [B, 1, H * hd].
+    Flash's variable-length entry point wants keys as rows [total, H_kv, hd] with row b
+    starting at cumulative[1][b]; a view of the buffer with row stride hd and head stride
+    capacity * hd is exactly that, so nothing is copied. Grouped-query heads are paired inside
+    the kernel (no K/V repeated).
+    """
+    batch, heads, _, head_dim = q.shape
+    rows_k, rows_q = cumulative[1], cumulative[0]
+    out, *_ = torch.ops.aten._flash_attention_forward(
+        q.reshape(batch, heads, head_dim), _as_rows(keys), _as_rows(values), rows_q, rows_k,
+        1, keys.shape[2], 0.0, False, False, scale=scale, seqused_k=used)
+    return out.reshape(batch, 1, heads * head_dim)
+
+
+def _as_rows(buffer: torch.Tensor) -> torch.Tensor:
+    """[B, H_kv, capacity, hd] -> the same memory as [rows, H_kv, hd], row r of batch b at
+    r + b * H_kv * capacity (rows between batches are never read: `used` stops before them)."""
+    batch, kv_heads, capacity, head_dim = buffer.shape
+    rows = (batch - 1) * kv_heads * capacity + capacity
+    return buffer.as_strided((rows, kv_heads, head_dim), (head_dim, capacity * head_dim, 1),
+                             buffer.storage_offset())
+
+
+def split_attention(q, keys, values, prefix: int, window_index, filled, scale: float) -> torch.Tensor:
+    """One query's attention over keys[:, :, :prefix + filled], as prefix + window spans.
+
+    q: [B, H, 1, hd]; keys, values: [B, H_kv, capacity, hd]; window_index: [W]; filled: [] ->
+    [B, 1, H * hd]. Query heads are grouped per K/V head ([B, H_kv, H / H_kv, hd]), as grouped-
+    query attention pairs them, so no K/V is repeated.
+    """
+    batch, heads, _, head_dim = q.shape
+    grouped = q.reshape(batch, keys.shape[1], heads // keys.shape[1], head_dim)
+    out_p, lse_p = prefix_attention(grouped, keys[:, :, :prefix], values[:, :, :prefix], scale)
+    span = slice(prefix, prefix + window_index.shape[0])
+    scores = torch.matmul(grouped.float(), keys[:, :, span].float().transpose(-1, -2)) * scale
+    scores = scores.masked_fill(window_index >= filled, float("-inf"))
+    lse_w = torch.logsumexp(scores, dim=-1)
+    out_w = torch.matmul(torch.exp(scores - lse_w.unsqueeze(-1)), values[:, :, span].float())
+    lse = torch.logaddexp(lse_p, lse_w)
+    out = out_p.float() * torch.exp(lse_p - lse).unsqueeze(-1) + out_w * torch.exp(lse_w - lse).unsqueeze(-1)
+    return out.to(q.dtype).reshape(batch, 1, heads * head_dim)
+
+
+def prefix_attention(q, keys, values, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(softmax(q k^T * scale) v, log-sum-exp of the scores) with the fused kernel of the device.
+
+    q: [B, h, s, hd] with keys, values: [B, h, S, hd] (same heads) -> ([B, h, s, hd], [B, h, s] fp32).
+    """
+    if not q.is_cuda:
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, keys, values, 0.0, False, scale=scale)
+    if q.dtype in (torch.float16, torch.bfloat16):
+        out, lse, *_ = torch.ops.aten._scaled_dot_product_flash_attention(q, keys, values, 0.0, False, False,
+                                                                          scale=scale)
+        return out, lse
+    out, lse, *_ = torch.ops.aten._scaled_dot_product_efficient_attention(q, keys, values, None, True, 0.0, False,
+                                                                          scale=scale)
+    return out, lse[..., : q.shape[-2]]
+
+
+def joint_rotary(q, k, cos, sin):
+    """q and k rotated together: q * cos + rotate_half(q) * sin, as transformers' Llama writes it,
+    over the two concatenated along the heads. q: [B, H, s, hd], k: [B, H_kv, s, hd]."""
+    heads, half = q.shape[1], q.shape[-1] // 2
+    both = torch.cat((q, k), dim=1)
+    rotated = torch.cat((-both[..., half:], both[..., :half]), dim=-1)
+    both = both * cos.unsqueeze(1) + rotated * sin.unsqueeze(1)
+    return both[:, :heads], both[:, heads:]
+
+
+def same_rotation(family_rotary, q, k, cos, sin) -> bool:
+    """Whether `joint_rotary` equals the family's apply_rotary_pos_emb bit for bit on these inputs."""
+    try:
+        expected, actual = family_rotary(q, k, cos, sin), joint_rotary(q, k, cos, sin)
+    except (RuntimeError, TypeError, ValueError):  # another signature or layout
+        return False
+    return all(a.shape == e.shape and torch.equal(a, e) for a, e in zip(actual, expected, strict=True))
