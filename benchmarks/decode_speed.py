@@ -5,6 +5,8 @@ Variants, each through `model.generate()` with the streamer clock of generate_cl
   hf-static-compile   `cache_implementation="static"`, which generate() compiles (torch.compile,
               mode reduce-overhead); the first call per context is the compile, timed apart
   mom         mini-sequences of 4096, trim, offload="auto", decode_graph=True
+  mom-torch-kernels  `mom` with the graph step's torch kernels instead of its fused Triton ones
+              (MOM_DECODE_KERNELS=torch): what the fusion buys, in the same call
   mom-eager   the same with decode_graph=False
   mom-stream  offload="stream": every layer's K/V crosses the host link each step
 
@@ -20,7 +22,9 @@ sdpa as Hugging Face calls it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -42,6 +46,7 @@ VARIANTS = {
     "hf": None,
     "hf-static-compile": None,
     "mom": mom.MomConfig(mini_sequence_size=4096, offload="auto", decode_graph=True),
+    "mom-torch-kernels": mom.MomConfig(mini_sequence_size=4096, offload="auto", decode_graph=True),
     "mom-eager": mom.MomConfig(mini_sequence_size=4096, offload="auto", decode_graph=False),
     "mom-stream": mom.MomConfig(mini_sequence_size=4096, offload="stream"),
 }
@@ -72,6 +77,9 @@ def main(argv=None) -> None:
     for context in [int(c) for c in args.contexts.split(",")]:
         report["kernels"].append(one_query_kernels(model, context))
         report.setdefault("graph_replay", []).append(graph_replay(model, context))
+        if "mom-torch-kernels" in variants:
+            with _torch_kernels():
+                report["graph_replay"].append(dict(graph_replay(model, context), kernels="torch"))
         torch.cuda.empty_cache()  # the kernels' K/V went with the call
         report.setdefault("bytes_per_step", {})[str(context)] = step_bytes(model, context)
         save()
@@ -99,9 +107,20 @@ def main(argv=None) -> None:
 
 
 def _run(model, variant: str, context: int, new_tokens: int) -> dict:
-    record = measure_generate(model, variant, VARIANTS.get(variant), context, new_tokens)
+    with _torch_kernels() if variant == "mom-torch-kernels" else contextlib.nullcontext():
+        record = measure_generate(model, variant, VARIANTS.get(variant), context, new_tokens)
     assert handle_of(model) is None
     return record
+
+
+@contextlib.contextmanager
+def _torch_kernels():
+    """The graph step with torch's kernels (decode_kernels.StepKernels reads this per handle)."""
+    os.environ["MOM_DECODE_KERNELS"] = "torch"
+    try:
+        yield
+    finally:
+        del os.environ["MOM_DECODE_KERNELS"]
 
 
 def step_bytes(model, context: int) -> dict:
@@ -174,8 +193,9 @@ def _graph_replay(model, context: int, repeats: int) -> dict:
             step.graph.replay()
         end.record()
         end.synchronize()
+        kernels = handle.decode.stats()["kernels"]
         del out, cache, step
-    return dict(context=context, replay_ms=start.elapsed_time(end) / repeats, repeats=repeats)
+    return dict(context=context, replay_ms=start.elapsed_time(end) / repeats, repeats=repeats, kernels=kernels)
 
 
 def summarize(report: dict) -> list[str]:
@@ -186,7 +206,7 @@ def summarize(report: dict) -> list[str]:
         lines.append(f"{context:>7} HBM bound {bound * 1e3:.2f} ms/token ({nbytes['total'] / GiB:.2f} GiB per step)")
         for replay in report.get("graph_replay", []):
             if str(replay["context"]) == context and "replay_ms" in replay:
-                lines.append(f"{context:>7} graph.replay() alone {replay['replay_ms']:.2f} ms "
+                lines.append(f"{context:>7} graph.replay() alone, {replay.get('kernels')} kernels: {replay['replay_ms']:.2f} ms "
                              f"= {replay['replay_ms'] / 1e3 / bound:.2f}x bound")
         groups: dict[str, list] = {}
         for r in report["runs"]:

@@ -11,10 +11,15 @@ so they carry the exactness arguments, and each is tested against what it replac
 - `fused_norm`: Llama's RMSNorm (and its copies) as torch's one-kernel rms_norm;
 - `joint_rotary`: RoPE on q and k in one pass (6 kernels where two calls launch 10), used only
   where it gives the family's own rotation bit for bit (`same_rotation`, checked once per
-  handle on the model's own cos/sin).
+  handle on the model's own cos/sin);
+- `StepKernels`: the step's residual norms, RoPE with the K/V write, and MLP, each as Triton's
+  fused kernel (engine/triton_kernels.py) where it applies (bf16 on CUDA, Llama's code) and
+  matches torch on the device, else as the torch kernels above.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import nn
@@ -119,3 +124,113 @@ def same_rotation(family_rotary, q, k, cos, sin) -> bool:
     except (RuntimeError, TypeError, ValueError):  # another signature or layout
         return False
     return all(a.shape == e.shape and torch.equal(a, e) for a, e in zip(actual, expected, strict=True))
+
+
+class StepKernels:
+    """The pieces of the static decode step that fuse (module docstring), chosen once per handle.
+
+    `triton` is the engine/triton_kernels module where its kernels take this model and each
+    matched its torch version on the device (`_triton_checks`), else None; `why_torch` says why
+    not. MOM_DECODE_KERNELS=torch in the environment keeps torch's kernels (for A/B timing).
+    """
+
+    def __init__(self, model: nn.Module, family: families.Family, rotary):
+        self.family, self.rotary = family, rotary
+        self.triton, self.why_torch = None, None
+        reference = next(model.parameters())
+        if os.environ.get("MOM_DECODE_KERNELS", "") == "torch":
+            self.why_torch = "MOM_DECODE_KERNELS=torch"
+        elif not reference.is_cuda or reference.dtype != torch.bfloat16:
+            self.why_torch = "fused kernels are for bf16 on CUDA"
+        else:
+            try:
+                from . import triton_kernels
+            except ImportError as error:  # no Triton in this torch build
+                self.why_torch = f"no Triton ({error})"
+            else:
+                self.why_torch = _triton_checks(triton_kernels, model, family, rotary)
+                self.triton = triton_kernels if self.why_torch is None else None
+
+    @property
+    def name(self) -> str:
+        return "triton" if self.triton is not None else f"torch ({self.why_torch})"
+
+    def residual_norm(self, x, delta, norm: nn.Module):
+        """(x + delta, norm(x + delta)); delta None: (x, norm(x))."""
+        eps = families.plain_rms_norm_eps(norm) if self.triton is not None else None
+        if (eps is not None and norm.weight.dtype == x.dtype == torch.bfloat16 and x.is_contiguous()
+                and (delta is None or delta.is_contiguous())):
+            return self.triton.add_rms_norm(x, delta, norm.weight, eps)
+        x = x if delta is None else x + delta
+        return x, fused_norm(norm)(x)
+
+    def rope_write(self, attention: nn.Module, q, k, v, cos, sin, keys, values, slot):
+        """q rotated; k rotated and v written into the buffers at `slot` ([1] int64)."""
+        if (self.triton is not None and self.rotary(attention) is joint_rotary
+                and self.triton.rope_write_supported(q, k, v, cos, keys, values)):
+            return self.triton.rope_write(q, k, v, cos, sin, keys, values, slot)
+        q, k = self.rotary(attention)(q, k, cos, sin)
+        keys.index_copy_(2, slot, k)
+        values.index_copy_(2, slot, v)
+        return q
+
+    def mlp(self, mlp: nn.Module, h):
+        if self.triton is not None and families.plain_silu_mlp(mlp):
+            return mlp.down_proj(self.triton.silu_mul(mlp.gate_proj(h), mlp.up_proj(h)))
+        return mlp(h)
+
+
+def _triton_checks(triton_kernels, model: nn.Module, family: families.Family, rotary) -> str | None:
+    """Each fused kernel against what it replaces, on random inputs of the model's sizes on its
+    device: RoPE and the residual sums bit for bit, the norm and the MLP product to within one
+    bf16 step on at most 1% of the elements (module docstring of engine/triton_kernels.py).
+    None when all pass, else what failed."""
+    layer = families.decoder_layers(model)[0]
+    attention, norm = getattr(layer, family.attention), getattr(layer, family.input_norm)
+    device, dtype, width = next(model.parameters()).device, torch.bfloat16, model.config.hidden_size
+    gen = torch.Generator(device=device).manual_seed(0)
+    rand = lambda *shape: torch.randn(*shape, generator=gen, device=device).to(dtype)  # noqa: E731
+    try:
+        x, delta = rand(2, 1, width), rand(2, 1, width)
+        if families.plain_rms_norm_eps(norm) is not None:
+            summed, normed = triton_kernels.add_rms_norm(x, delta, norm.weight, norm.variance_epsilon)
+            if not torch.equal(summed, x + delta) or not _within_one_step(normed, norm(x + delta)):
+                return "the fused residual norm differs from the model's"
+        mlp = getattr(layer, family.mlp)
+        if families.plain_silu_mlp(mlp):
+            gate, up = 4 * rand(2, 1, 4096), rand(2, 1, 4096)
+            if not _within_one_step(triton_kernels.silu_mul(gate, up), mlp.act_fn(gate) * up):
+                return "the fused SiLU product differs from the model's"
+        if rotary(attention) is joint_rotary:
+            _, kv_heads, head_dim = families.kv_geometry(model)
+            return _rope_check(triton_kernels, rand, model.config.num_attention_heads, kv_heads, head_dim, device)
+    except RuntimeError as error:  # a kernel that does not compile or launch here
+        return f"a fused kernel failed ({error})"
+    return None
+
+
+def _rope_check(triton_kernels, rand, heads: int, kv_heads: int, head_dim: int, device) -> str | None:
+    q, k, v = rand(2, 1, heads * head_dim), rand(2, 1, kv_heads * head_dim), rand(2, 1, kv_heads * head_dim)
+    q, k, v = (t.view(2, 1, -1, head_dim).transpose(1, 2) for t in (q, k, v))
+    angles = 100 * torch.rand(2, 1, head_dim, device=device)
+    cos, sin = angles.cos().to(q.dtype), angles.sin().to(q.dtype)
+    keys, values = (torch.zeros(2, kv_heads, 8, head_dim, device=device, dtype=q.dtype) for _ in range(2))
+    if not triton_kernels.rope_write_supported(q, k, v, cos, keys, values):
+        return None  # the step keeps torch's RoPE for this layout, per call
+    slot = torch.tensor([3], device=device)
+    rotated = triton_kernels.rope_write(q, k, v, cos, sin, keys, values, slot)
+    expected_q, expected_k = joint_rotary(q, k, cos, sin)
+    if not (torch.equal(rotated, expected_q) and torch.equal(keys[:, :, 3:4], expected_k)
+            and torch.equal(values[:, :, 3:4], v) and not keys[:, :, :3].any() and not keys[:, :, 4:].any()):
+        return "the fused RoPE and K/V write differ from the model's"
+    return None
+
+
+def _within_one_step(actual: torch.Tensor, expected: torch.Tensor) -> bool:
+    """Equal but for at most 1% of the elements, each off by at most one bf16 step (under 2^-7 of its value)."""
+    differ = actual != expected
+    if not bool(differ.any()):
+        return True
+    off = (actual.float() - expected.float()).abs()[differ]
+    step = expected.float().abs()[differ] * 2.0**-7 + 1e-30
+    return bool((off <= step).all()) and differ.float().mean().item() <= 0.01

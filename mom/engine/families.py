@@ -131,10 +131,35 @@ def plain_rms_norm_eps(norm: nn.Module) -> float | None:
     Mistral's are copies): weight * (x in fp32 * rsqrt(mean(x^2) + eps)).to(x's dtype); else None."""
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-    code, plain = getattr(type(norm).forward, "__code__", None), LlamaRMSNorm.forward.__code__
-    if code is None or (code.co_code, code.co_names) != (plain.co_code, plain.co_names) or "forward" in vars(norm):
+    if not _runs_code_of(norm, LlamaRMSNorm.forward):
         return None
     return norm.variance_epsilon
+
+
+def plain_silu_mlp(mlp: nn.Module) -> bool:
+    """Whether the MLP is Llama's gated one, the same code (Qwen's and Mistral's are copies),
+    with SiLU as its activation: down_proj(silu(gate_proj(x)) * up_proj(x))."""
+    from transformers.models.llama.modeling_llama import LlamaMLP
+
+    if not _runs_code_of(mlp, LlamaMLP.forward):
+        return False
+    act = getattr(mlp, "act_fn", None)
+    return isinstance(act, nn.SiLU) or (type(act).__name__ == "SiLUActivation" and "forward" not in vars(act))
+
+
+def _runs_code_of(module: nn.Module, reference) -> bool:
+    """Whether a one-token call of `module` runs the code of `reference` (a class's forward):
+    its class's forward is that code, and its instance has no forward of its own or only mom's
+    mini-sequence wrapper around the class's (engine/patch.py; for one token it calls that
+    forward as is). Someone else's instance patch is not looked through."""
+    code, plain = getattr(type(module).forward, "__code__", None), reference.__code__
+    if code is None or (code.co_code, code.co_names) != (plain.co_code, plain.co_names):
+        return False
+    own = module.__dict__.get("forward")
+    if own is None:
+        return True
+    inner = getattr(own, "__wrapped__", None)
+    return getattr(own, "_mom_one_token_plain", False) and getattr(inner, "__func__", None) is type(module).forward
 
 
 def rotary(attention: nn.Module):

@@ -43,7 +43,10 @@ kernel where the module launches six (fp32 power, mean, add, rsqrt, multiply, an
 around them), the weight multiplied after the cast back as the module does. 65 norms per step
 on a 32-layer model. RoPE rotates q and k in one pass where that equals the family's own
 rotation bit for bit (decode_kernels.same_rotation, checked once per handle): 6 kernels a layer
-where two calls launch 10. The kernels live in engine/decode_kernels.py.
+where two calls launch 10. For bf16 on CUDA, Triton kernels fuse further where they match torch
+on the device (decode_kernels.StepKernels, engine/triton_kernels.py): the residual add with the
+next norm, RoPE with the K/V write, SiLU with the product, 12 kernels a Llama layer where torch's
+take about 29. The kernels live in engine/decode_kernels.py.
 
 Taken only in the plain case: one new token per row, no padding, token ids, no per-layer
 outputs, no module hooks anywhere in the model (the memory recorder's hooks and the Stop
@@ -63,11 +66,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from . import families
 from .decode_kernels import (
+    StepKernels,
     flash_varlen_supported,
-    fused_norm,
     joint_rotary,
     same_rotation,
     split_attention,
@@ -123,8 +127,10 @@ class DecodeGraphs:
         self.last_attention: str | None = None  # how the latest step attended: "flash-varlen" or "split"
         self._step: _Step | None = None
         self.disabled: str | None = None  # why this handle stopped trying (a failed capture)
-        self._modules = list(model.modules())  # scanned for hooks at every step (a walk per step cost more)
-        self._rotary = None  # the step's RoPE: joint_rotary where it is the family's, bit for bit
+        self._modules = list(model.modules())  # scanned for hooks (a walk per step cost more)
+        self._no_hooks_at = -1  # RemovableHandle.next_id when a scan last found no hooks (_hooks_attached)
+        self._rope = getattr(model.model.rotary_emb, "rope_type", "default")
+        self._kernels: StepKernels | None = None  # the step's norms, RoPE and MLP (chosen at the first step)
 
     def close(self) -> None:
         self._step = None
@@ -133,7 +139,8 @@ class DecodeGraphs:
         """Decode steps per path, captures and their seconds, and why the last eager step was eager."""
         return dict(graph_steps=self.path_counts["graph"], eager_steps=self.path_counts["eager"],
                     captures=self.captures, capture_seconds=self.capture_seconds,
-                    attention=self.last_attention, last_eager_reason=self.last_eager_reason)
+                    attention=self.last_attention, last_eager_reason=self.last_eager_reason,
+                    kernels=self._kernels.name if self._kernels is not None else None)
 
     def attention_kind(self) -> str:
         """How the step attends (module docstring): "flash-varlen" for half precision on CUDA."""
@@ -200,27 +207,34 @@ class DecodeGraphs:
         layers = cache.mom_layers()
         if len(layers) != len(cache.layers):
             return "sliding-window layers"
-        if not cache.decode_planned or any(layer.tier != "device" for layer in layers):
-            return "some layers are not resident on the GPU (streamed or not yet placed)"
-        lengths = {layer.length for layer in layers}
-        if len(lengths) != 1 or any(layer.device_kv[0].shape[-2] <= layer.length for layer in layers):
-            return "a K/V buffer is full (the eager step grows it)"
-        if any(layer.device_kv[0].shape[0] != input_ids.shape[0] for layer in layers):
-            return "batch size differs from the cache's"
+        reason = _layers_reason(layers, cache.decode_planned, input_ids.shape[0])
+        if reason is not None:
+            return reason
         mask = call.get("attention_mask")
         if mask is not None and (mask.dim() != 2 or not bool(mask.all())):
             return "padded batch (attention mask with zeros)"
-        rope = getattr(self.model.model.rotary_emb, "rope_type", "default")
-        if "dynamic" in rope or "longrope" in rope:
-            return f"RoPE type {rope!r} rescales on the host as the context grows"
-        if _has_module_hooks(self._modules):
+        if "dynamic" in self._rope or "longrope" in self._rope:
+            return f"RoPE type {self._rope!r} rescales on the host as the context grows"
+        if self._hooks_attached():
             return "module hooks attached (memory recorder or Stop)"
         return None
 
+    def _hooks_attached(self) -> bool:
+        """_has_module_hooks, its scan (45 us a step on a 32-layer model, a third of the host's
+        time before a replay) skipped while no hook can have been added since a scan found none:
+        every register_*hook call makes a RemovableHandle, which counts them in `next_id`. A
+        scan that found hooks is repeated every step, so a removed hook is noticed at once."""
+        stamp = RemovableHandle.next_id
+        if stamp != self._no_hooks_at:
+            if _has_module_hooks(self._modules):
+                return True
+            self._no_hooks_at = stamp
+        return False
+
     # -- building and capturing ----------------------------------------------------------
     def _new_step(self, batch: int, length: int, buffers: tuple, device) -> _Step:
-        if self._rotary is None:
-            self._rotary = self._step_rotary(device)
+        if self._kernels is None:
+            self._kernels = StepKernels(self.model, self.family, self._step_rotary(device))
         capacity = min(b[0].shape[-2] for b in buffers)
         attention = self.attention_kind()
         flat = all(b.is_contiguous() and b.shape[-2] == capacity for kv in buffers for b in kv)
@@ -288,25 +302,40 @@ class DecodeGraphs:
 
     def _forward(self, step: _Step, layers) -> torch.Tensor:
         """The static decode step: [B, 1] token ids -> [B, 1, V] logits, K/V written in place."""
-        model, family = self.model, self.family
+        model, family, kernels = self.model, self.family, self._kernels
         x = families.embedding(model)(step.input_ids)
         cos, sin = model.model.rotary_emb(x, step.positions)
+        pending = None  # the MLP's output, added to x by the next norm's kernel
         for decoder_layer, cache_layer in zip(families.decoder_layers(model), layers):
             attention = getattr(decoder_layer, family.attention)
-            h = fused_norm(getattr(decoder_layer, family.input_norm))(x)
+            x, h = kernels.residual_norm(x, pending, getattr(decoder_layer, family.input_norm))
             q, k, v = families.project_qkv(family, attention, h)
-            q, k = self._rotary(attention)(q, k, cos, sin)
             keys, values = cache_layer.device_kv
-            keys.index_copy_(2, step.slot, k)
-            values.index_copy_(2, step.slot, v)
+            q = kernels.rope_write(attention, q, k, v, cos, sin, keys, values, step.slot)
             if step.attention == "flash-varlen":
                 out = varlen_attention(q, keys, values, step.used, step.cumulative, attention.scaling)
             else:
                 out = split_attention(q, keys, values, step.prefix, step.window_index, step.filled, attention.scaling)
-            x = x + attention.o_proj(out)
-            h = fused_norm(getattr(decoder_layer, family.post_attention_norm))(x)
-            x = x + getattr(decoder_layer, family.mlp)(h)
-        return families.lm_head(model)(fused_norm(families.final_norm(model))(x))
+            x, h = kernels.residual_norm(x, attention.o_proj(out), getattr(decoder_layer, family.post_attention_norm))
+            pending = kernels.mlp(getattr(decoder_layer, family.mlp), h)
+        _, h = kernels.residual_norm(x, pending, families.final_norm(model))
+        return families.lm_head(model)(h)
+
+
+def _layers_reason(layers, planned: bool, batch: int) -> str | None:
+    """Why the cache's layers cannot take the graph step (None: they can), in one pass."""
+    if not planned:
+        return "some layers are not resident on the GPU (streamed or not yet placed)"
+    length = layers[0].length
+    for layer in layers:
+        if layer.tier != "device":
+            return "some layers are not resident on the GPU (streamed or not yet placed)"
+        keys = layer.device_kv[0]
+        if layer.length != length or keys.shape[-2] <= length:
+            return "a K/V buffer is full (the eager step grows it)"
+        if keys.shape[0] != batch:
+            return "batch size differs from the cache's"
+    return None
 
 
 def _has_module_hooks(modules: list[nn.Module]) -> bool:

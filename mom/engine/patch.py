@@ -357,6 +357,7 @@ def _mini_sequence_forward(handle: Handle, layer_index: int, original: Callable)
             return original(x)
         return run_in_pieces(original, x, piece_size, hooks)
 
+    forward._mom_one_token_plain = True  # one token: `original` as is (families._runs_code_of)
     return forward
 
 
@@ -368,6 +369,7 @@ def _token_wise_forward(handle: Handle, original: Callable) -> Callable:
         return run_in_pieces(original, x, handle.config.piece_size(x.shape[-2]))
 
     forward._mom_token_wise = True
+    forward._mom_one_token_plain = True  # one token: one piece, `original` as is
     return forward
 
 

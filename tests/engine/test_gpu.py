@@ -258,8 +258,9 @@ def test_graph_decode_is_taken_and_exact_on_gpu(record_property, monkeypatch):
         assert stats["graph_steps"] >= 70, stats
         if name == "fp32":  # flash has no fp32: the split step, recaptured past each 16-slot window
             assert stats["attention"] == "split" and stats["captures"] >= 6, stats
-        else:  # one capture serves every length while the buffers hold
+        else:  # one capture serves every length while the buffers hold, with the fused kernels
             assert stats["attention"] == "flash-varlen" and stats["captures"] >= 1, stats
+            assert stats["kernels"] == "triton", stats
         if name == "fp32":
             assert fp32_mismatch(actual, reference) is None, fp32_mismatch(actual, reference)
             assert torch.equal(generated, tokens)

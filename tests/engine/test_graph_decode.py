@@ -100,6 +100,31 @@ def test_module_hooks_send_decode_down_the_eager_path(tiny_models):
 
 
 @torch.no_grad()
+def test_a_hook_added_or_removed_between_generates_is_seen_at_the_next_step(tiny_models):
+    """The hook scan is skipped while no hook can have been registered since one found none
+    (DecodeGraphs._hooks_attached): a hook registered after graph steps, and its removal, still
+    switch the path at the next step; a global forward hook counts too."""
+    model = tiny_models["tiny-llama"]
+    ids = prompt(length=30)
+    with mom.enable(model, GRAPH) as handle:
+        _generate(model, ids, 5, do_sample=False)
+        assert handle.decode.path_counts == {"eager": 1, "graph": 3}
+        calls = []
+        hook = model.model.layers[1].mlp.register_forward_pre_hook(lambda *_a: calls.append(1))
+        _generate(model, ids, 5, do_sample=False)
+        assert handle.decode.path_counts["graph"] == 3 and len(calls) == 5
+        hook.remove()
+        _generate(model, ids, 5, do_sample=False)
+        assert handle.decode.path_counts["graph"] == 6
+        hook = torch.nn.modules.module.register_module_forward_hook(lambda *_a: calls.append(2))
+        try:
+            _generate(model, ids, 5, do_sample=False)
+        finally:
+            hook.remove()
+        assert handle.decode.path_counts["graph"] == 6 and calls.count(2) > 5
+
+
+@torch.no_grad()
 def test_streamed_layers_keep_the_eager_path(tiny_models):
     model = tiny_models["tiny-llama"]
     ids = prompt(length=30)
@@ -170,6 +195,27 @@ def test_the_fused_norm_is_the_modules_function(tiny_models, dtype):
 
     other = Other()
     assert decode_kernels.fused_norm(other) is other
+
+
+def test_the_step_fuses_norms_and_mlps_through_moms_own_wrappers_only(tiny_models):
+    """mom's mini-sequence wrappers (a one-token call runs the class's forward as is) leave the
+    norm and the MLP fusable, as they are on an unpatched model; an instance patch of anyone
+    else's is not looked through."""
+    model = tiny_models["tiny-llama"]
+    layer = model.model.layers[0]
+    norm, mlp = layer.input_layernorm, layer.mlp
+    assert families.plain_rms_norm_eps(norm) is not None and families.plain_silu_mlp(mlp)
+    with mom.enable(model, mom.MomConfig(mini_sequences=4, offload="auto")):
+        assert "forward" in vars(norm) and "forward" in vars(mlp)  # mom's wrappers are bound
+        assert families.plain_rms_norm_eps(norm) == norm.variance_epsilon and families.plain_silu_mlp(mlp)
+    norm.forward, mlp.forward = (lambda x: 2 * x), (lambda x: x)
+    try:
+        assert families.plain_rms_norm_eps(norm) is None and not families.plain_silu_mlp(mlp)
+        with mom.enable(model, mom.MomConfig(mini_sequences=4, offload="auto")):  # mom's around someone else's
+            assert families.plain_rms_norm_eps(norm) is None and not families.plain_silu_mlp(mlp)
+    finally:
+        del norm.forward, mlp.forward
+    assert not families.plain_silu_mlp(mom.load("tiny-phi3", device="cpu").model.layers[0].mlp)  # fused gate_up
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
