@@ -129,35 +129,46 @@ def same_rotation(family_rotary, q, k, cos, sin) -> bool:
 class StepKernels:
     """The pieces of the static decode step that fuse (module docstring), chosen once per handle.
 
-    `triton` is the engine/triton_kernels module where its kernels take this model and each
-    matched its torch version on the device (`_triton_checks`), else None; `why_torch` says why
-    not. MOM_DECODE_KERNELS=torch in the environment keeps torch's kernels (for A/B timing).
+    `triton` is the engine/triton_kernels module where Triton takes this model (bf16 on CUDA),
+    else None; `fused` names the pieces ("norm", "rope", "silu") whose kernel matched its torch
+    version on the device (`_triton_checks`); `why_torch` says why each other piece runs torch's
+    kernels. MOM_DECODE_KERNELS=torch in the environment keeps torch's for every piece (A/B timing).
     """
+
+    PIECES = ("norm", "rope", "silu")
 
     def __init__(self, model: nn.Module, family: families.Family, rotary):
         self.family, self.rotary = family, rotary
-        self.triton, self.why_torch = None, None
+        self.triton, self.fused, self.why_torch = None, frozenset(), {}
         reference = next(model.parameters())
         if os.environ.get("MOM_DECODE_KERNELS", "") == "torch":
-            self.why_torch = "MOM_DECODE_KERNELS=torch"
+            self.why_torch = dict.fromkeys(self.PIECES, "MOM_DECODE_KERNELS=torch")
         elif not reference.is_cuda or reference.dtype != torch.bfloat16:
-            self.why_torch = "fused kernels are for bf16 on CUDA"
+            self.why_torch = dict.fromkeys(self.PIECES, "fused kernels are for bf16 on CUDA")
         else:
             try:
                 from . import triton_kernels
             except ImportError as error:  # no Triton in this torch build
-                self.why_torch = f"no Triton ({error})"
+                self.why_torch = dict.fromkeys(self.PIECES, f"no Triton ({error})")
             else:
                 self.why_torch = _triton_checks(triton_kernels, model, family, rotary)
-                self.triton = triton_kernels if self.why_torch is None else None
+                self.fused = frozenset(p for p in self.PIECES if p not in self.why_torch)
+                self.triton = triton_kernels if self.fused else None
 
     @property
     def name(self) -> str:
-        return "triton" if self.triton is not None else f"torch ({self.why_torch})"
+        """"triton" where every piece runs fused, else which run torch's kernels and why."""
+        if not self.why_torch:
+            return "triton"
+        if not self.fused:
+            return f"torch ({next(iter(set(self.why_torch.values())))})" if len(set(self.why_torch.values())) == 1 \
+                else "torch (" + "; ".join(f"{piece}: {why}" for piece, why in self.why_torch.items()) + ")"
+        torch_pieces = ", ".join(f"{piece} ({why})" for piece, why in self.why_torch.items())
+        return f"triton for {', '.join(p for p in self.PIECES if p in self.fused)}; torch for {torch_pieces}"
 
     def residual_norm(self, x, delta, norm: nn.Module):
         """(x + delta, norm(x + delta)); delta None: (x, norm(x))."""
-        eps = families.plain_rms_norm_eps(norm) if self.triton is not None else None
+        eps = families.plain_rms_norm_eps(norm) if "norm" in self.fused else None
         if (eps is not None and norm.weight.dtype == x.dtype == torch.bfloat16 and x.is_contiguous()
                 and (delta is None or delta.is_contiguous())):
             return self.triton.add_rms_norm(x, delta, norm.weight, eps)
@@ -166,8 +177,7 @@ class StepKernels:
 
     def rope_write(self, attention: nn.Module, q, k, v, cos, sin, keys, values, slot):
         """q rotated; k rotated and v written into the buffers at `slot` ([1] int64)."""
-        if (self.triton is not None and self.rotary(attention) is joint_rotary
-                and self.triton.rope_write_supported(q, k, v, cos, keys, values)):
+        if "rope" in self.fused and self.triton.rope_write_supported(q, k, v, cos, keys, values):
             return self.triton.rope_write(q, k, v, cos, sin, keys, values, slot)
         q, k = self.rotary(attention)(q, k, cos, sin)
         keys.index_copy_(2, slot, k)
@@ -175,38 +185,52 @@ class StepKernels:
         return q
 
     def mlp(self, mlp: nn.Module, h):
-        if self.triton is not None and families.plain_silu_mlp(mlp):
+        if "silu" in self.fused and families.plain_silu_mlp(mlp):
             return mlp.down_proj(self.triton.silu_mul(mlp.gate_proj(h), mlp.up_proj(h)))
         return mlp(h)
 
 
-def _triton_checks(triton_kernels, model: nn.Module, family: families.Family, rotary) -> str | None:
+def _triton_checks(triton_kernels, model: nn.Module, family: families.Family, rotary) -> dict[str, str]:
     """Each fused kernel against what it replaces, on random inputs of the model's sizes on its
     device: RoPE and the residual sums bit for bit, the norm and the MLP product to within one
     bf16 step on at most 1% of the elements (module docstring of engine/triton_kernels.py).
-    None when all pass, else what failed."""
+    Returns why each piece keeps torch's kernels (empty when all pass)."""
     layer = families.decoder_layers(model)[0]
-    attention, norm = getattr(layer, family.attention), getattr(layer, family.input_norm)
+    attention, norm, mlp = (getattr(layer, name) for name in (family.attention, family.input_norm, family.mlp))
     device, dtype, width = next(model.parameters()).device, torch.bfloat16, model.config.hidden_size
     gen = torch.Generator(device=device).manual_seed(0)
     rand = lambda *shape: torch.randn(*shape, generator=gen, device=device).to(dtype)  # noqa: E731
-    try:
+
+    def norm_check():
+        if families.plain_rms_norm_eps(norm) is None:
+            return "not Llama's RMSNorm"
         x, delta = rand(2, 1, width), rand(2, 1, width)
-        if families.plain_rms_norm_eps(norm) is not None:
-            summed, normed = triton_kernels.add_rms_norm(x, delta, norm.weight, norm.variance_epsilon)
-            if not torch.equal(summed, x + delta) or not _within_one_step(normed, norm(x + delta)):
-                return "the fused residual norm differs from the model's"
-        mlp = getattr(layer, family.mlp)
-        if families.plain_silu_mlp(mlp):
-            gate, up = 4 * rand(2, 1, 4096), rand(2, 1, 4096)
-            if not _within_one_step(triton_kernels.silu_mul(gate, up), mlp.act_fn(gate) * up):
-                return "the fused SiLU product differs from the model's"
-        if rotary(attention) is joint_rotary:
-            _, kv_heads, head_dim = families.kv_geometry(model)
-            return _rope_check(triton_kernels, rand, model.config.num_attention_heads, kv_heads, head_dim, device)
-    except RuntimeError as error:  # a kernel that does not compile or launch here
-        return f"a fused kernel failed ({error})"
-    return None
+        summed, normed = triton_kernels.add_rms_norm(x, delta, norm.weight, norm.variance_epsilon)
+        if not torch.equal(summed, x + delta) or not _within_one_step(normed, norm(x + delta)):
+            return "the fused residual norm differs from the model's"
+
+    def silu_check():
+        if not families.plain_silu_mlp(mlp):
+            return "not Llama's SiLU MLP"
+        gate, up = 4 * rand(2, 1, 4096), rand(2, 1, 4096)
+        if not _within_one_step(triton_kernels.silu_mul(gate, up), mlp.act_fn(gate) * up):
+            return "the fused SiLU product differs from the model's"
+
+    def rope_check():
+        if rotary(attention) is not joint_rotary:
+            return "not Llama's rotation"
+        _, kv_heads, head_dim = families.kv_geometry(model)
+        return _rope_check(triton_kernels, rand, model.config.num_attention_heads, kv_heads, head_dim, device)
+
+    why = {}
+    for piece, check in (("norm", norm_check), ("rope", rope_check), ("silu", silu_check)):
+        try:
+            reason = check()
+        except RuntimeError as error:  # a kernel that does not compile or launch here
+            reason = f"the kernel failed ({error})"
+        if reason is not None:
+            why[piece] = reason
+    return why
 
 
 def _rope_check(triton_kernels, rand, heads: int, kv_heads: int, head_dim: int, device) -> str | None:

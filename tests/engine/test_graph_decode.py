@@ -218,6 +218,16 @@ def test_the_step_fuses_norms_and_mlps_through_moms_own_wrappers_only(tiny_model
     assert not families.plain_silu_mlp(mom.load("tiny-phi3", device="cpu").model.layers[0].mlp)  # fused gate_up
 
 
+def test_the_step_keeps_torchs_kernels_off_cuda_and_says_why(tiny_models, monkeypatch):
+    model = tiny_models["tiny-llama"]
+    rotary = lambda _attention: decode_kernels.joint_rotary  # noqa: E731
+    kernels = decode_kernels.StepKernels(model, families.family_of(model), rotary)
+    assert kernels.triton is None and not kernels.fused
+    assert kernels.name == "torch (fused kernels are for bf16 on CUDA)"
+    monkeypatch.setenv("MOM_DECODE_KERNELS", "torch")
+    assert decode_kernels.StepKernels(model, families.family_of(model), rotary).name == "torch (MOM_DECODE_KERNELS=torch)"
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_the_step_rotates_q_and_k_together_only_where_it_is_the_familys_rotation(tiny_model, dtype):
     """joint_rotary is taken where it equals the family's apply_rotary_pos_emb bit for bit (every

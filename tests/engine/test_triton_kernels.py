@@ -102,7 +102,8 @@ def test_the_static_step_with_the_fused_kernels_decodes_as_with_torchs():
         def forced(self, model, family, rotary):
             init(self, model, family, rotary)
             self.why_torch = decode_kernels._triton_checks(triton_kernels, model, family, rotary)
-            self.triton = triton_kernels if self.why_torch is None else None
+            self.fused = frozenset(p for p in self.PIECES if p not in self.why_torch)
+            self.triton = triton_kernels
         calls = {}
         def counted(name, kernel):
             def call(*args):
