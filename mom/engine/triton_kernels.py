@@ -17,8 +17,8 @@ the normalization, after the weight; after each product of RoPE and after their 
 SiLU and after the product), with round-to-nearest-even done by integer arithmetic in
 `_round_bf16`, so Triton's CPU interpreter (TRITON_INTERPRET=1, which truncates on a cast)
 gives the same bits as the GPU. RoPE and the residual add are bit for bit the torch results.
-The norm's mean sums in another order and SiLU's exp is Triton's, so those two may differ from
-torch in the last bit of a rare element: the bf16 criterion (tests/engine/test_gpu.py) covers
+The norm's mean sums in another order and SiLU's exp is Triton's (its division is IEEE's, as
+torch's), so those two may differ from torch in the last bit of a rare element: the bf16 criterion (tests/engine/test_gpu.py) covers
 them. The decode step checks every kernel against its torch version on the device once per
 handle and uses the torch version where a check fails (`graph_decode.StepKernels`).
 
@@ -79,7 +79,7 @@ def _silu_mul_kernel(gate_ptr, up_ptr, out_ptr, count, BLOCK: tl.constexpr):
     inside = index < count
     gate = tl.load(gate_ptr + index, mask=inside, other=0.0).to(tl.float32)
     up = tl.load(up_ptr + index, mask=inside, other=0.0).to(tl.float32)
-    activated = _round_bf16(gate / (1.0 + tl.exp(-gate))).to(tl.float32)
+    activated = _round_bf16(tl.math.div_rn(gate, 1.0 + tl.exp(-gate))).to(tl.float32)  # IEEE division, as torch
     tl.store(out_ptr + index, _round_bf16(activated * up), mask=inside)
 
 
