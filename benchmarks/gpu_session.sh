@@ -20,9 +20,10 @@
 #                 default backends and without cuDNN: is the first-time-length cost cuDNN's plans (~8 min)
 #   graph_probe   issue 15: the graph-decode GPU tests alone, then decode_speed for hf and mom
 #                 (graph) at never-decoded lengths, 2 rounds (~5 min): a quick look at a new step
-#   fused_probe   issue 15: the graph-decode GPU tests, then decode_speed for hf, hf static+compile,
-#                 mom (graph, fused Triton kernels) and mom-torch-kernels at never-decoded lengths,
-#                 3 rounds (~8 min, estimated): what the fused kernels buy, against the peers
+#   fused_probe   issue 15: decode_speed for hf, hf static+compile and mom (graph, fused Triton
+#                 kernels) at never-decoded lengths, 3 rounds, and mom-torch-kernels (the same step
+#                 with torch's kernels) once (~7 min, estimated): what the fusion buys, against the
+#                 peers; run it after gpu_tests, which check the fused step first
 #   placement_exact  issue 14: K/V placed on GPU and host vs offload none, 376,832 tokens (~6 min)
 # Each stage writes its log (and JSON) in DIR as it goes; `poll` waits for the stages and
 # copies DIR's files to a folder ($OUT).
@@ -55,10 +56,9 @@ if [ "$mode" = run ]; then
         graph_probe) stage graph_probe bash -c "python3 -m pytest -o addopts='' -p no:cacheprovider -m gpu -rA \
             -s -k 'varlen or graph_decode' tests/engine; python3 benchmarks/decode_speed.py --variants hf,mom \
             --once none --rounds 2 --fresh --out $dir/graph_probe.json" ;;
-        fused_probe) stage fused_probe bash -c "python3 -m pytest -o addopts='' -p no:cacheprovider -m gpu -rA \
-            -s -k 'varlen or graph_decode' tests/engine; python3 benchmarks/decode_speed.py \
-            --variants hf,hf-static-compile,mom,mom-torch-kernels --once none --rounds 3 --fresh \
-            --out $dir/fused_probe.json" ;;
+        fused_probe) stage fused_probe python3 benchmarks/decode_speed.py \
+            --variants hf,hf-static-compile,mom,mom-torch-kernels --once mom-torch-kernels --rounds 3 --fresh \
+            --out "$dir/fused_probe.json" ;;
         paper144k) stage paper144k python3 benchmarks/paper_tables.py --contexts 144000 --variants hf,mom \
             --out "$dir/paper144k.json" ;;
         paper_small) stage paper_small python3 benchmarks/paper_tables.py --contexts 48000,80000 \
