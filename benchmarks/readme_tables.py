@@ -79,7 +79,8 @@ def decode_speed_table(path: Path, report: dict) -> list[str]:
         lines.append(f"| {int(context) // 1024}k | HBM bound | | {bound * 1e3:.2f} | 1.00 | | | |")
         for replay in report.get("graph_replay", []):
             if str(replay["context"]) == context and "replay_ms" in replay:
-                lines.append(f"| {int(context) // 1024}k | `graph.replay()` alone | {replay['repeats']} | "
+                label = "" if replay.get("kernels") in (None, "triton") else " (torch kernels)"
+                lines.append(f"| {int(context) // 1024}k | `graph.replay()` alone{label} | {replay['repeats']} | "
                              f"{replay['replay_ms']:.2f} | {replay['replay_ms'] / 1e3 / bound:.2f} | | | |")
         for variant, runs in groups.items():
             steps = [r["decode_median_s_per_token"] * 1e3 for r in runs]
