@@ -116,11 +116,15 @@ def _run(model, variant: str, context: int, new_tokens: int) -> dict:
 @contextlib.contextmanager
 def _torch_kernels():
     """The graph step with torch's kernels (decode_kernels.StepKernels reads this per handle)."""
+    previous = os.environ.get("MOM_DECODE_KERNELS")
     os.environ["MOM_DECODE_KERNELS"] = "torch"
     try:
         yield
     finally:
-        del os.environ["MOM_DECODE_KERNELS"]
+        if previous is None:
+            del os.environ["MOM_DECODE_KERNELS"]
+        else:
+            os.environ["MOM_DECODE_KERNELS"] = previous
 
 
 def step_bytes(model, context: int) -> dict:
