@@ -145,11 +145,12 @@ def host_cost(path: str, data: dict[str, Any] | None = None) -> HostCost:
 #
 # A replayed step (engine/graph_decode.py) is the GPU's reads plus a fixed cost per step, flat in
 # the context: generate()'s and mom's Python around the launch (generate() waits for each token,
-# so it adds) and the graph's own per-kernel costs (about 40 small kernels per layer, GEMVs short
-# of the copy rate). The run splits them (graph.replay() alone: 8.62 ms at 4k, 3.5 ms over the
-# reads; through generate() 1.4 ms more), but the sum is what a user sees and what is fitted.
-# Read off the committed H100 decode_speed run of the flash-varlen step, every run at lengths
-# never decoded before as a user's generate() runs (packaged in
+# so it adds, with the launch of the graph itself) and the graph's own per-kernel costs (12
+# kernels per layer with the fused Triton kernels, GEMVs short of the copy rate). The run splits
+# them (graph.replay() alone: 7.07 ms at 4k, 1.9 ms over the reads; through generate() 0.58 ms
+# more), but the sum is what a user sees and what is fitted. Read off the committed H100
+# decode_speed run of the fused flash-varlen step, every run at lengths never decoded before as
+# a user's generate() runs (packaged in
 # data/decode_graph_h100.json, extracted by `graph_reference`, kept equal to the results file by
 # a test):
 #   weights read at the device-copy bandwidth measured in that run; K/V read at the rate the
@@ -161,7 +162,7 @@ def host_cost(path: str, data: dict[str, Any] | None = None) -> HostCost:
 
 GRAPH_FILE = "decode_graph_h100.json"
 GRAPH_SCHEMA = "mom.decode_graph/1"
-GRAPH_SOURCE = "benchmarks/results/2026-12-07_h100_decode_speed_fresh.json"
+GRAPH_SOURCE = "benchmarks/results/2026-12-07_h100_decode_speed_fused.json"
 
 
 @dataclass(frozen=True)

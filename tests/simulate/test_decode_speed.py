@@ -174,11 +174,11 @@ def test_graph_path_when_every_layer_is_resident(predicted):
     assert graph.decode_path.startswith("graph")
     assert 1 / graph.decode_tokens_per_s < 1 / eager.decode_tokens_per_s
     assert graph.decode_s_per_token_range[1] == pytest.approx(eager.decode_s_per_token_range[1])
-    assert "2026-12-07_h100_decode_speed_fresh.json" in graph.speed_notes[-1]
-    assert graph.calibration["decode_graph"]["commit"].startswith("866ddc4")
+    assert "2026-12-07_h100_decode_speed_fused.json" in graph.speed_notes[-1]
+    assert graph.calibration["decode_graph"]["commit"].startswith("a00f1b0")
 
 
-GRAPH_RUNS = RESULTS / "2026-12-07_h100_decode_speed_fresh.json"
+GRAPH_RUNS = RESULTS / "2026-12-07_h100_decode_speed_fused.json"  # the fused step (Triton kernels)
 GRAPH_CONFIG = mom.MomConfig(mini_sequence_size=4096, offload="auto", decode_graph=True)  # decode_speed.py's `mom`
 
 
