@@ -12,7 +12,8 @@
 #   paper_large   issue 12: Tables 1-4 at 112k and 144k, every variant, 3 repeats (~15 min, estimated)
 #   paper_all1    issue 12: Tables 1-4 at 48k-144k, every variant, one round (~11 min, estimated)
 #   paper_all3    issue 12: the same file resumed to 3 rounds (adds what paper_all1 left; ~22 min more)
-#   max_hf        issues 12-13: hf's maximum context, bracketed (~10 min, estimated)
+#   max_hf        issues 12-13: hf's maximum context, bracketed from mom.predict's (~4 min, estimated)
+#   max_paper     issue 12: mom-paper's maximum context, bracketed from mom.predict's (~9 min, estimated)
 #   million       issue 14: 1,081,344 tokens with 32 decoded (~13 min)
 #   predict       issue 13: predict_accuracy.py, predicted vs measured peak/TTFT/decode (~9 min)
 #   max_mom       issues 12-14: mom's maximum context, bracketed (detached; ~15 min)
@@ -70,6 +71,7 @@ if [ "$mode" = run ]; then
         paper_all1) stage paper_all1 python3 benchmarks/paper_tables.py --repeats 1 --out "$dir/paper_tables.json" ;;
         paper_all3) stage paper_all3 python3 benchmarks/paper_tables.py --repeats 3 --out "$dir/paper_tables.json" ;;
         max_hf) stage max_hf python3 benchmarks/max_context.py --variants hf --out "$dir/max_hf.json" ;;
+        max_paper) stage max_paper python3 benchmarks/max_context.py --variants mom-paper --out "$dir/max_paper.json" ;;
         placement_exact) stage placement_exact python3 benchmarks/placement_exact.py --context 376832 \
             --out "$dir/placement_exact.json" ;;
         predict) stage predict python3 benchmarks/predict_accuracy.py --out "$dir/predict_accuracy.json" ;;

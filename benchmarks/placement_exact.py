@@ -65,12 +65,12 @@ def none_config(args) -> mom.MomConfig:
 def target_context(args) -> int:
     """--context, or (once; kept in args) the largest context mom-none is predicted to run on this card."""
     if args.context is None:
-        from predict_accuracy import _card  # this GPU's row of mom.simulate.GPUS, with its exact memory
+        from predict_accuracy import this_card  # this GPU's row of mom.simulate.GPUS, with its exact memory
 
         from mom.simulate import GPUS
         from mom.simulate.plan import max_context
 
-        card = _card() if torch.cuda.is_available() else GPUS["H100-80GB"]
+        card = this_card() if torch.cuda.is_available() else GPUS["H100-80GB"]
         begun = time.perf_counter()
         args.context = max_context(args.model, none_config(args), card, new_tokens=args.exact_tokens + 1,
                                    resolution=STEP)

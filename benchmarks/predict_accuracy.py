@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     cuda = args.device.startswith("cuda")
-    card = _card() if cuda else GPUS["H100-80GB"]
+    card = this_card() if cuda else GPUS["H100-80GB"]
     report = dict(commit=os.environ.get("MOM_COMMIT", "unknown"), environment=_environment() if cuda else {},
                   model=args.model, gpu_model=card.name, args=vars(args), runs=[])
     model = mom.load(args.model, device=args.device)
@@ -152,7 +152,7 @@ def _errors(measured: dict, predicted: dict) -> dict:
     return out
 
 
-def _card():
+def this_card():
     """This GPU's row of the table (by name; the H100's speeds when none matches), with its exact memory."""
     name, total = torch.cuda.get_device_name(), torch.cuda.get_device_properties(0).total_memory
     row = next((card for key, card in GPUS.items() if key.split("-")[0] in name and
