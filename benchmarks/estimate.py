@@ -4,7 +4,9 @@ A plan, not a measurement: constants from the H100 80GB runs logged in NOTES.md 
 independent measurements quoted in issue 12. Prefill = FLOPs / 500 TFLOP/s, FLOPs =
 2 x params x S (linear layers) + 2 x S^2 x heads x head_dim x layers (causal attention): 13 s at 128k and 294 s at 720,896 for
 llama-3.1-8b (measured 11.7 s and 295 s). fp32 prefill (the exactness reference) at 50 TFLOP/s.
-Decode through generate() is host-bound, about 0.1 s/token (0.067-0.109 measured at 128k);
+Decode through generate(): Hugging Face's eager step is host-bound, about 0.065 s/token (0.056-0.066
+measured at 4k and 128k, results/2026-12-07_h100_decode_speed_fused.json); mom's captured step
+about 0.015 (7.7-13.3 ms measured there);
 transformers' offloaded cache copies the whole cache each step (5.0 s/token at 128k on
 16 GiB: about 3.4 GB/s); mom streams what the GPU cannot keep at about 50 GB/s. Loading a
 preset's random weights: about 1 minute (a guess; the scripts log the real figure).
@@ -15,7 +17,8 @@ from __future__ import annotations
 import mom
 
 TFLOPS = {"bf16": 500e12, "fp32": 50e12}
-DECODE_S = 0.1
+DECODE_S = 0.065  # Hugging Face's eager step
+GRAPH_DECODE_S = 0.015  # mom's captured step, layers resident
 LOAD_S = 60.0
 SETTLE_S = 1.0
 OFFLOADED_BYTES_PER_S = 3.4e9
@@ -44,7 +47,8 @@ def decode_s_per_token(s: dict, variant: str, context: int) -> float:
         return kv / OFFLOADED_BYTES_PER_S
     if variant.startswith("mom"):
         room = GPU_BYTES - 2 * s["params"] - 10e9
-        return DECODE_S + max(0.0, kv - room) / STREAM_BYTES_PER_S
+        streamed = max(0.0, kv - room)
+        return DECODE_S + streamed / STREAM_BYTES_PER_S if streamed else GRAPH_DECODE_S
     return DECODE_S
 
 

@@ -227,6 +227,8 @@ def estimate_lines(args) -> list[str]:
             contexts = [int(c) for c in args.contexts.split(",")]
         else:
             contexts = [guess + args.coarse, guess] if variant in GUARD_FIRST else _simulated_tries(args, guess)
+            if variant in PREDICTED and args.start != "grow":  # on a GPU: from the prediction, if it is right
+                contexts = [guess, guess + step_at(args, guess)]
         total += sum(estimate.run_s(shape, variant, c, args.new_tokens) if c <= guess else
                      estimate.failing_s(shape, variant, c) for c in contexts)
     return estimate.lines(f"max_context ({args.variants})", total)
