@@ -89,6 +89,7 @@ elif [ "$mode" = poll ]; then
     limit=$3 out=$4 waited=0
     while [ $waited -lt "$limit" ] && ! grep -q "all done" "$dir/stages" 2>/dev/null; do
         sleep 10; waited=$((waited + 10))
+        cp "$dir"/* "$out/" 2>/dev/null  # a command cut off by the lease still brings back what is there
     done
     cat "$dir/stages"; nvidia-smi --query-gpu=memory.used --format=csv,noheader; free -g | head -2
     for f in "$dir"/*; do cp "$f" "$out/"; done
