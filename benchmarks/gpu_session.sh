@@ -13,6 +13,8 @@
 #   paper_all1    issue 12: Tables 1-4 at 48k-144k, every variant, one round (~11 min, estimated)
 #   paper_all3    issue 12: the same file resumed to 3 rounds (adds what paper_all1 left; ~22 min more)
 #   max_hf        issues 12-13: hf's maximum context, bracketed from mom.predict's (~4 min, estimated)
+#   families      issue 12: qwen2.5-7b and mistral-nemo-12b, hf vs mom, 32k-128k, bf16 verdict (~17 min, estimated)
+#   peers         issue 12: transformers' offloaded and static caches beside mom at 4k and 128k (~9 min, estimated)
 #   max_paper     issue 12: mom-paper's maximum context, bracketed from mom.predict's (~9 min, estimated)
 #   million       issue 14: 1,081,344 tokens with 32 decoded (~13 min)
 #   predict       issue 13: predict_accuracy.py, predicted vs measured peak/TTFT/decode (~9 min)
@@ -71,6 +73,8 @@ if [ "$mode" = run ]; then
         paper_all1) stage paper_all1 python3 benchmarks/paper_tables.py --repeats 1 --out "$dir/paper_tables.json" ;;
         paper_all3) stage paper_all3 python3 benchmarks/paper_tables.py --repeats 3 --out "$dir/paper_tables.json" ;;
         max_hf) stage max_hf python3 benchmarks/max_context.py --variants hf --out "$dir/max_hf.json" ;;
+        families) stage families python3 benchmarks/families.py --out "$dir/families.json" ;;
+        peers) stage peers python3 benchmarks/peers.py --out "$dir/peers.json" ;;
         max_paper) stage max_paper python3 benchmarks/max_context.py --variants mom-paper --out "$dir/max_paper.json" ;;
         placement_exact) stage placement_exact python3 benchmarks/placement_exact.py --context 376832 \
             --out "$dir/placement_exact.json" ;;
