@@ -48,7 +48,9 @@ def decode_s_per_token(s: dict, variant: str, context: int) -> float:
     if variant.startswith("mom"):
         room = GPU_BYTES - 2 * s["params"] - 10e9
         streamed = max(0.0, kv - room)
-        return DECODE_S + streamed / STREAM_BYTES_PER_S if streamed else GRAPH_DECODE_S
+        if streamed:  # the eager step, waiting on the streamed layers
+            return DECODE_S + streamed / STREAM_BYTES_PER_S
+        return GRAPH_DECODE_S
     return DECODE_S
 
 

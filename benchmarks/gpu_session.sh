@@ -10,12 +10,14 @@
 #   paper144k     issue 12: Tables 1-4 at 144k for hf and mom, 3 repeats (~5 min)
 #   paper_small   issue 12: Tables 1-4 at 48k and 80k, every variant, 3 repeats (~10 min, estimated)
 #   paper_large   issue 12: Tables 1-4 at 112k and 144k, every variant, 3 repeats (~15 min, estimated)
-#   paper_all1    issue 12: Tables 1-4 at 48k-144k, every variant, one round (~11 min, estimated)
-#   paper_all3    issue 12: the same file resumed to 3 rounds (adds what paper_all1 left; ~22 min more)
-#   max_hf        issues 12-13: hf's maximum context, bracketed from mom.predict's (~4 min, estimated)
+#   paper_all1    issue 12: Tables 1-4 at 48k-144k, every variant, one round (~7 min, estimated)
+#   paper_all3    issue 12: the same file resumed to 3 rounds (adds what paper_all1 left; ~12 min more)
+#   max_hf        issues 12-13: hf's maximum context, bracketed (~8 min, estimated; ~2 from mom.predict's
+#                 maximum once branch next/session7 is merged)
 #   families      issue 12: qwen2.5-7b and mistral-nemo-12b, hf vs mom, 32k-128k, bf16 verdict (~17 min, estimated)
 #   peers         issue 12: transformers' offloaded and static caches beside mom at 4k and 128k (~9 min, estimated)
-#   max_paper     issue 12: mom-paper's maximum context, bracketed from mom.predict's (~9 min, estimated)
+#   max_paper     issue 12: mom-paper's maximum context, bracketed (~13 min, estimated; ~5 from mom.predict's
+#                 maximum once branch next/session7 is merged)
 #   million       issue 14: 1,081,344 tokens with 32 decoded (~13 min)
 #   predict       issue 13: predict_accuracy.py, predicted vs measured peak/TTFT/decode (~9 min)
 #   max_mom       issues 12-14: mom's maximum context, bracketed (detached; ~15 min)
@@ -96,6 +98,6 @@ elif [ "$mode" = poll ]; then
         cp "$dir"/* "$out/" 2>/dev/null  # a command cut off by the lease still brings back what is there
     done
     cat "$dir/stages"; nvidia-smi --query-gpu=memory.used --format=csv,noheader; free -g | head -2
-    for f in "$dir"/*; do cp "$f" "$out/"; done
+    cp "$dir"/* "$out/"
     tail -n 5 "$dir"/*.log
 fi
