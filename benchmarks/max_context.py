@@ -160,15 +160,16 @@ def walk(attempt, start: int, step, low: int, high: int) -> tuple[int | None, in
     if attempt(start):
         passing = start
         for _ in range(WALK_STEPS):
-            if passing + step(passing) > high:
+            above = passing + step(passing)
+            if above > high:
                 return None, None
-            if not attempt(passing + step(passing)):
-                return passing, passing + step(passing)
-            passing += step(passing)
+            if not attempt(above):
+                return passing, above
+            passing = above
         return None, None
     failing = start
     for _ in range(WALK_STEPS):
-        below = failing - step(failing - 1)
+        below = failing - step(failing - 1)  # the step of the grid just under `failing`
         if below < low:
             return None, None
         if attempt(below):
