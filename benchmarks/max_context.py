@@ -12,6 +12,12 @@ the bracket ends below 256k, once more with 8192. Each try is recorded and saved
 one, and a try already in the file is not run again: the search is deterministic, so a search
 cut off anywhere replays its recorded tries for free and goes on where it stopped.
 
+Where mom.predict covers the variant (`hf`, `mom-paper`; `mom` has its host wall below) and
+the card is a GPU, the search starts at the predicted maximum instead (`--start prediction`, the
+default on CUDA): it tries that context and walks one step at a time towards the wall, so an
+exact prediction costs two runs (the maximum and one step above) where the grow-and-narrow search
+costs six to eight; after `WALK_STEPS` steps without a bracket it hands over to the search.
+
 Host walls cost nothing to find: `mom`'s wall is host RAM, so it first tries one step above the
 guard's maximum (refused before any allocation) and then the maximum itself; transformers'
 offloaded cache has no guard, so the same check refuses its tries here (recorded as the
@@ -31,6 +37,7 @@ import runfile  # noqa: E402
 import tables  # noqa: E402
 from generate_clock import PAPER_CHUNK, PAPER_PIECE, generate_options, measure_generate, mom_configs  # noqa: E402
 
+import mom  # noqa: E402
 from mom.engine.host_guard import HostMemoryError, check_model_fits_host  # noqa: E402
 from mom.memory.search import bracket_search  # noqa: E402
 
@@ -38,6 +45,8 @@ KIND = "max_context"
 VARIANTS = "standard,hf,hf-chunked,hf-offload,mom-paper,mom"
 GUARD_FIRST = {"mom"}  # offload="auto": host RAM is the wall
 BENCH_GUARD = {"hf-offload"}  # host-resident cache without a guard of its own
+PREDICTED = {"hf", "mom-paper", "mom-none", "mom-stream", "mom-prefill"}  # variants mom.predict covers
+WALK_STEPS = 3  # steps walked from a prediction before the bracket search takes over
 
 
 @dataclass
@@ -62,6 +71,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--contexts", default=None, help="run these contexts per variant instead of searching")
     parser.add_argument("--piece", type=int, default=PAPER_PIECE, help="mom's mini-sequence size")
     parser.add_argument("--chunk", type=int, default=PAPER_CHUNK, help="hf-chunked's prefill chunk")
+    parser.add_argument("--start", choices=("prediction", "grow"), default=None,
+                        help="first try at mom.predict's maximum, or grow from --low (default: prediction on CUDA)")
     return parser.parse_args(argv)
 
 
@@ -73,6 +84,7 @@ class Searcher:
         self.configs = mom_configs(args.piece)
         device = next(model.parameters()).device
         self.limit = _device_total(device)
+        self.from_prediction = (args.start or ("prediction" if device.type == "cuda" else "grow")) == "prediction"
 
     def attempt(self, variant: str, context: int, tries: list[Try]) -> bool:
         record = self.recorded(variant, context) or self.run(variant, context)
@@ -111,17 +123,78 @@ def search(searcher: Searcher, variant: str) -> dict:
     top = guard_maximum(searcher.model, args.coarse, args.high) if variant in GUARD_FIRST else args.high
     if top < args.high and attempt(top + args.coarse):  # the guard let more through than computed here
         top = args.high
-    if top < args.high and attempt(top):
-        passing, failing = top, top + args.coarse
-    else:
-        passing, failing = bracket_search(attempt, tries, args.low, top, args.coarse, searcher.limit, growth=4)
-        if passing is not None and failing is not None and passing < args.switch and failing - passing > args.fine:
-            passing, failing = bracket_search(attempt, tries, passing, failing, args.fine, searcher.limit, growth=4)
+    predicted = predicted_maximum(searcher, variant) if variant not in GUARD_FIRST else None
+    passing, failing = (walk(attempt, predicted, lambda c: step_at(args, c), args.low, top)
+                        if predicted is not None else (None, None))
+    if passing is None or failing is None:
+        passing, failing = search_range(searcher, attempt, tries, top)
     above = searcher.recorded(variant, failing) if failing is not None else None
-    return dict(maximum=passing, failing_above=failing, wall=(above or {}).get("wall"),
+    return dict(maximum=passing, failing_above=failing, wall=(above or {}).get("wall"), predicted=predicted,
                 error_above=(above or {}).get("error"), limit_reached=failing is not None,
                 resolution=failing - passing if passing is not None and failing is not None else None,
                 tries=len(tries), done=True)
+
+
+def search_range(searcher: Searcher, attempt, tries: list[Try], top: int) -> tuple[int | None, int | None]:
+    """The search without a prediction: `top` itself when the host guard set it, else grow from
+    --low and narrow, 16384-token steps first, then 8192 where the bracket lies below --switch."""
+    args = searcher.args
+    if top < args.high and attempt(top):
+        return top, top + args.coarse
+    passing, failing = bracket_search(attempt, tries, args.low, top, args.coarse, searcher.limit, growth=4)
+    if passing is not None and failing is not None and passing < args.switch and failing - passing > args.fine:
+        passing, failing = bracket_search(attempt, tries, passing, failing, args.fine, searcher.limit, growth=4)
+    return passing, failing
+
+
+def step_at(args, context: int) -> int:
+    """The search's resolution at a context: --fine below --switch, --coarse from there."""
+    return args.fine if context < args.switch else args.coarse
+
+
+def walk(attempt, start: int, step, low: int, high: int) -> tuple[int | None, int | None]:
+    """From `start`, one step at a time towards the wall: (passing, failing) a step apart, or
+    (None, None) when WALK_STEPS steps did not bracket it (the bracket search goes on from there;
+    its tries of the same contexts replay from the report)."""
+    start = max(low, min(start, high))
+    if attempt(start):
+        passing = start
+        for _ in range(WALK_STEPS):
+            above = passing + step(passing)
+            if above > high:
+                return None, None
+            if not attempt(above):
+                return passing, above
+            passing = above
+        return None, None
+    failing = start
+    for _ in range(WALK_STEPS):
+        below = failing - step(failing - 1)  # the step of the grid just under `failing`
+        if below < low:
+            return None, None
+        if attempt(below):
+            return below, failing
+        failing = below
+    return None, None
+
+
+def predicted_maximum(searcher: Searcher, variant: str) -> int | None:
+    """mom.predict's maximum context of a variant on this card with this host, on the search's grid;
+    None where the search does not start from a prediction."""
+    if not searcher.from_prediction or variant not in PREDICTED:
+        return None
+    import psutil
+    from predict_accuracy import this_card
+
+    from mom.simulate.plan import max_context as predict_max_context
+
+    args = searcher.args
+    config = searcher.configs.get(variant) or mom.MomConfig()
+    found = predict_max_context(args.model, config, gpu=this_card(), host_bytes=psutil.virtual_memory().available,
+                                new_tokens=args.new_tokens, resolution=args.fine, high=args.high)
+    if found is None:
+        return None
+    return found if found < args.switch else found // args.coarse * args.coarse
 
 
 def guard_maximum(model, step: int, high: int) -> int:
@@ -155,6 +228,8 @@ def estimate_lines(args) -> list[str]:
             contexts = [int(c) for c in args.contexts.split(",")]
         else:
             contexts = [guess + args.coarse, guess] if variant in GUARD_FIRST else _simulated_tries(args, guess)
+            if variant in PREDICTED and args.start != "grow":  # on a GPU: from the prediction, if it is right
+                contexts = [guess, guess + step_at(args, guess)]
         total += sum(estimate.run_s(shape, variant, c, args.new_tokens) if c <= guess else
                      estimate.failing_s(shape, variant, c) for c in contexts)
     return estimate.lines(f"max_context ({args.variants})", total)

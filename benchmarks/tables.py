@@ -175,6 +175,7 @@ def max_context_rows(report: dict, anchors: dict | None = None) -> list[dict]:
                          failing=f"{_tokens(above)} ({found.get('wall') or 'error'})" if above else
                          "none: every try up to the cap passed",
                          step=_tokens(found.get("resolution")), tries=found.get("tries"),
+                         predicted=_tokens(found.get("predicted")),
                          paper=_tokens(paper.get(PAPER_MAX.get(variant, ""))),
                          measured=found.get("maximum"), variant_name=variant))
     return rows
@@ -184,8 +185,9 @@ def max_context_markdown(report: dict, path: Path | None = None) -> list[str]:
     args = report.get("args", {})
     what = (f"Maximum context per variant: prefill + {args.get('new_tokens')} greedy tokens through `generate()`, "
             "each backed by a passing run at the maximum and a failing run one step above it, ")
-    titles = ["variant", "maximum (tokens)", "fails at (wall)", "step", "tries", "paper (A100 80GB)"]
-    columns = ["variant", "maximum", "failing", "step", "tries", "paper"]
+    titles = ["variant", "maximum (tokens)", "fails at (wall)", "step", "tries", "mom.predict (search start)",
+              "paper (A100 80GB)"]
+    columns = ["variant", "maximum", "failing", "step", "tries", "predicted", "paper"]
     rows = [{t: row[c] for t, c in zip(titles, columns)} for row in max_context_rows(report)]
     return [header(report, path, what), "", *markdown(titles, rows)]
 

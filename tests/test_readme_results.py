@@ -66,7 +66,9 @@ def test_paper_tables_with_the_comparison_come_from_files_naming_a_full_commit(t
 
 def test_max_context_families_and_peers_tables(tmp_path):
     searches = {"mom": dict(maximum=851968, failing_above=868352, wall="host", resolution=16384, tries=2, done=True),
-                "standard": dict(maximum=155648, failing_above=163840, wall="gpu", resolution=8192, tries=7, done=True)}
+                "standard": dict(maximum=155648, failing_above=163840, wall="gpu", resolution=8192, tries=7, done=True),
+                "hf": dict(maximum=229376, failing_above=237568, wall="gpu", resolution=8192, tries=2, done=True,
+                           predicted=229376)}
     _write(tmp_path, "max.json", dict(kind="max_context", model="llama-3.1-8b", provenance=PROV, args=dict(new_tokens=32),
                                       runs=[], searches=searches))
     families = [_run(v, 32768, 2.0, 10.0, 20.0, model="qwen2.5-7b", kind="timing") for v in ("hf", "mom")]
@@ -80,9 +82,10 @@ def test_max_context_families_and_peers_tables(tmp_path):
              {**_run("hf-static-compile", 4096, 0.2, 80.0, 16.0), "kind": "timing"}]
     _write(tmp_path, "peers.json", dict(kind="peers", model="llama-3.1-8b", provenance=PROV, args={}, runs=peers))
     text = readme_tables.section(tmp_path)
-    assert "| `mom` | 851,968 | 868,352 (host) | 16,384 | 2 | 455,000 |" not in text  # paper's MOM is mom-paper's
-    assert "| `mom` | 851,968 | 868,352 (host) | 16,384 | 2 | - |" in text
-    assert "| `standard` | 155,648 | 163,840 (gpu) | 8,192 | 7 | 155,000 |" in text
+    assert "| `mom` | 851,968 | 868,352 (host) | 16,384 | 2 | - | 455,000 |" not in text  # paper's MOM is mom-paper's
+    assert "| `mom` | 851,968 | 868,352 (host) | 16,384 | 2 | - | - |" in text
+    assert "| `standard` | 155,648 | 163,840 (gpu) | 8,192 | 7 | - | 155,000 |" in text
+    assert "| `hf` | 229,376 | 237,568 (gpu) | 8,192 | 2 | 229,376 |" in text  # started from mom.predict
     assert "pass (worst ratio 1.10); mom-fp32 reference vs unpatched fp32: relative error 2.0e-06" in text
     assert "differ from token 11 of 32" in text
     assert "| 4k | `hf-static-compile` | 1 | 200 | 16.00 | 0.20 | 0.0125 | 45.2 |" in text

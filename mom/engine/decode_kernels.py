@@ -126,10 +126,28 @@ def same_rotation(family_rotary, q, k, cos, sin) -> bool:
     return all(a.shape == e.shape and torch.equal(a, e) for a, e in zip(actual, expected, strict=True))
 
 
+def step_rotary(model: nn.Module, family: families.Family, device):
+    """The step's RoPE, as `attention -> rotate(q, k, cos, sin)`: joint_rotary where it rotates
+    exactly as the family does (checked on random q, k and the model's own cos/sin at two
+    positions, outside any capture), else the family's own."""
+    attention = getattr(families.decoder_layers(model)[0], family.attention)
+    config, dtype = model.config, next(model.parameters()).dtype
+    head_dim = attention.head_dim
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    gen = torch.Generator(device=device).manual_seed(0)
+    q = torch.randn(2, config.num_attention_heads, 1, head_dim, generator=gen, device=device).to(dtype)
+    k = torch.randn(2, kv_heads, 1, head_dim, generator=gen, device=device).to(dtype)
+    x = torch.zeros(2, 1, config.hidden_size, device=device, dtype=dtype)
+    cos, sin = model.model.rotary_emb(x, torch.tensor([[3], [12345]], device=device))
+    same = same_rotation(families.rotary(attention), q, k, cos, sin)
+    return (lambda _: joint_rotary) if same else families.rotary
+
+
 class StepKernels:
     """The pieces of the static decode step that fuse (module docstring), chosen once per handle.
 
-    `triton` is the engine/triton_kernels module where Triton takes this model (bf16 on CUDA),
+    `rotary` is the step's RoPE (`step_rotary`). `triton` is the engine/triton_kernels module
+    where Triton takes this model (bf16 on CUDA),
     else None; `fused` names the pieces ("norm", "rope", "silu") whose kernel matched its torch
     version on the device (`_triton_checks`); `why_torch` says why each other piece runs torch's
     kernels. MOM_DECODE_KERNELS=torch in the environment keeps torch's for every piece (A/B timing).
@@ -137,32 +155,36 @@ class StepKernels:
 
     PIECES = ("norm", "rope", "silu")
 
-    def __init__(self, model: nn.Module, family: families.Family, rotary):
-        self.family, self.rotary = family, rotary
+    def __init__(self, model: nn.Module, family: families.Family, device: torch.device):
+        self.family, self.rotary = family, step_rotary(model, family, device)
         self.triton, self.fused, self.why_torch = None, frozenset(), {}
+        self.why_all: str | None = None  # one reason every piece runs torch's kernels
         reference = next(model.parameters())
         if os.environ.get("MOM_DECODE_KERNELS", "") == "torch":
-            self.why_torch = dict.fromkeys(self.PIECES, "MOM_DECODE_KERNELS=torch")
+            self.why_all = "MOM_DECODE_KERNELS=torch"
         elif not reference.is_cuda or reference.dtype != torch.bfloat16:
-            self.why_torch = dict.fromkeys(self.PIECES, "fused kernels are for bf16 on CUDA")
+            self.why_all = "fused kernels are for bf16 on CUDA"
         else:
             try:
                 from . import triton_kernels
             except ImportError as error:  # no Triton in this torch build
-                self.why_torch = dict.fromkeys(self.PIECES, f"no Triton ({error})")
+                self.why_all = f"no Triton ({error})"
             else:
-                self.why_torch = _triton_checks(triton_kernels, model, family, rotary)
+                self.why_torch = _triton_checks(triton_kernels, model, family, self.rotary)
                 self.fused = frozenset(p for p in self.PIECES if p not in self.why_torch)
                 self.triton = triton_kernels if self.fused else None
+        if self.why_all is not None:
+            self.why_torch = dict.fromkeys(self.PIECES, self.why_all)
 
     @property
     def name(self) -> str:
         """"triton" where every piece runs fused, else which run torch's kernels and why."""
+        if self.why_all is not None:
+            return f"torch ({self.why_all})"
+        if not self.fused:
+            return "torch (" + "; ".join(f"{piece}: {why}" for piece, why in self.why_torch.items()) + ")"
         if not self.why_torch:
             return "triton"
-        if not self.fused:
-            return f"torch ({next(iter(set(self.why_torch.values())))})" if len(set(self.why_torch.values())) == 1 \
-                else "torch (" + "; ".join(f"{piece}: {why}" for piece, why in self.why_torch.items()) + ")"
         torch_pieces = ", ".join(f"{piece} ({why})" for piece, why in self.why_torch.items())
         return f"triton for {', '.join(p for p in self.PIECES if p in self.fused)}; torch for {torch_pieces}"
 

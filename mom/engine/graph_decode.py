@@ -69,14 +69,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from . import families
-from .decode_kernels import (
-    StepKernels,
-    flash_varlen_supported,
-    joint_rotary,
-    same_rotation,
-    split_attention,
-    varlen_attention,
-)
+from .decode_kernels import StepKernels, flash_varlen_supported, split_attention, varlen_attention
 
 WINDOW = 256  # decode slots attended outside the captured prefix, per capture
 _CAPTURE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}  # one per device, for the process (docstring)
@@ -234,7 +227,7 @@ class DecodeGraphs:
     # -- building and capturing ----------------------------------------------------------
     def _new_step(self, batch: int, length: int, buffers: tuple, device) -> _Step:
         if self._kernels is None:
-            self._kernels = StepKernels(self.model, self.family, self._step_rotary(device))
+            self._kernels = StepKernels(self.model, self.family, device)
         capacity = min(b[0].shape[-2] for b in buffers)
         attention = self.attention_kind()
         flat = all(b.is_contiguous() and b.shape[-2] == capacity for kv in buffers for b in kv)
@@ -266,22 +259,6 @@ class DecodeGraphs:
             step.used.fill_(length + 1)
         else:
             step.filled.fill_(length - step.prefix + 1)
-
-    def _step_rotary(self, device):
-        """joint_rotary where it rotates exactly as the family does (checked on random q, k and
-        the model's own cos/sin at two positions, outside any capture), else the family's own."""
-        attention = getattr(families.decoder_layers(self.model)[0], self.family.attention)
-        config, dtype = self.model.config, next(self.model.parameters()).dtype
-        head_dim = attention.head_dim
-        kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-        gen = torch.Generator(device=device).manual_seed(0)
-        q = torch.randn(2, config.num_attention_heads, 1, head_dim, generator=gen, device=device).to(dtype)
-        k = torch.randn(2, kv_heads, 1, head_dim, generator=gen, device=device).to(dtype)
-        x = torch.zeros(2, 1, config.hidden_size, device=device, dtype=dtype)
-        cos, sin = self.model.model.rotary_emb(x, torch.tensor([[3], [12345]], device=device))
-        family_rotary = families.rotary(attention)
-        same = same_rotation(family_rotary, q, k, cos, sin)
-        return (lambda _: joint_rotary) if same else families.rotary
 
     def _capture(self, step: _Step, layers) -> None:
         """Warm up on a side stream, capture, replay: the replay computes this step."""

@@ -145,23 +145,28 @@ def host_cost(path: str, data: dict[str, Any] | None = None) -> HostCost:
 #
 # A replayed step (engine/graph_decode.py) is the GPU's reads plus a fixed cost per step, flat in
 # the context: generate()'s and mom's Python around the launch (generate() waits for each token,
-# so it adds) and the graph's own per-kernel costs (about 40 small kernels per layer, GEMVs short
-# of the copy rate). The run splits them (graph.replay() alone: 8.62 ms at 4k, 3.5 ms over the
-# reads; through generate() 1.4 ms more), but the sum is what a user sees and what is fitted.
-# Read off the committed H100 decode_speed run of the flash-varlen step, every run at lengths
-# never decoded before as a user's generate() runs (packaged in
+# so it adds, with the launch of the graph itself) and the graph's own per-kernel costs (12
+# kernels per layer with the fused Triton kernels, GEMVs short of the copy rate). The run splits
+# them (graph.replay() alone: 7.07 ms at 4k, 1.9 ms over the reads; through generate() 0.58 ms
+# more), but the sum is what a user sees and what is fitted. Read off the committed H100
+# decode_speed run of the fused flash-varlen step, every run at lengths never decoded before as
+# a user's generate() runs (packaged in
 # data/decode_graph_h100.json, extracted by `graph_reference`, kept equal to the results file by
 # a test):
 #   weights read at the device-copy bandwidth measured in that run; K/V read at the rate the
 #   step's attention kernel (flash-varlen; the prefix flash kernel in files before it) measured
 #   there at the longest context (both as shares of the card's table bandwidth, so another card
 #   scales by its own);
-#   per-step overhead = median over the runs at the shortest context of (median step - reads).
+#   per-step overhead = median over the runs at the shortest context of (median step - reads),
+#   split by the run's graph.replay() alone (files that time it): the replay's excess over the
+#   reads is the graph's kernels, a cost per layer (12 kernels a Llama layer), and the rest,
+#   step - replay, is generate()'s and mom's Python and the launch, a cost per step. A model of
+#   another depth scales the first by its layers; files without the replay keep it per step.
 # The longer context is kept out of the fit and checks the K/V term (tests/simulate).
 
 GRAPH_FILE = "decode_graph_h100.json"
 GRAPH_SCHEMA = "mom.decode_graph/1"
-GRAPH_SOURCE = "benchmarks/results/2026-12-07_h100_decode_speed_fresh.json"
+GRAPH_SOURCE = "benchmarks/results/2026-12-07_h100_decode_speed_fused.json"
 
 
 @dataclass(frozen=True)
@@ -170,7 +175,7 @@ class GraphCost:
 
     weights_share: float  # device-copy bandwidth / the card's table bandwidth
     kv_share: float  # the prefix kernel's K/V read rate / the card's table bandwidth
-    overhead_s: float  # the median (module comment)
+    overhead_s: float  # the median (module comment), for the calibration model's `layers`
     low_s: float
     high_s: float
     runs: int
@@ -178,10 +183,18 @@ class GraphCost:
     card: str
     source: str
     commit: str
+    layers: int = 0  # the calibration model's decoder layers (0: no replay timed, all per step)
+    per_layer_s: float = 0.0  # the graph's kernels per layer: (replay - reads) / layers
 
-    def step_seconds(self, weights: int, kv_device: int, hbm_bytes_per_s: float) -> float:
-        """A replayed step on a card of `hbm_bytes_per_s` (its table bandwidth)."""
-        return _reads_seconds(weights, kv_device, hbm_bytes_per_s, self.weights_share, self.kv_share) + self.overhead_s
+    def overhead_for(self, layers: int) -> float:
+        """The per-step overhead of a model of `layers` decoder layers (module comment)."""
+        return self.overhead_s + self.per_layer_s * (layers - self.layers)
+
+    def step_seconds(self, weights: int, kv_device: int, hbm_bytes_per_s: float, layers: int | None = None) -> float:
+        """A replayed step on a card of `hbm_bytes_per_s` (its table bandwidth), of a model of
+        `layers` decoder layers (None: the calibration model's)."""
+        overhead = self.overhead_for(self.layers if layers is None else layers)
+        return _reads_seconds(weights, kv_device, hbm_bytes_per_s, self.weights_share, self.kv_share) + overhead
 
     def describe(self) -> dict[str, Any]:
         return {**asdict(self), "rule": "reads at the measured copy and prefix-kernel rates, plus the median "
@@ -198,11 +211,18 @@ def graph_reference(results: dict[str, Any], table_hbm_bytes_per_s: float,
                  **{k: results["bytes_per_step"][str(r["context"])][k] for k in ("weights", "kv")})
             for r in results["runs"] if r["variant"] == "mom" and isinstance(r.get("round"), int)
             and (r.get("decode") or {}).get("graph_steps")]
+    shortest = min(r["context"] for r in runs)
+    replays = [r["replay_ms"] / 1e3 for r in results.get("graph_replay", []) if r["context"] == shortest
+               and "replay_ms" in r and r.get("kernels", "triton") == "triton"]  # the step the runs took
+    from ..presets import PRESETS
+
     return dict(schema=GRAPH_SCHEMA, source=source, card=results["provenance"]["device"],
                 commit=results["provenance"]["commit"], model=results["model"],
+                layers=PRESETS[results["model"]].config["num_hidden_layers"],
                 table_hbm_bytes_per_s=table_hbm_bytes_per_s,
                 copy_bytes_per_s=results["hbm"]["copy_gb_per_s"] * 1e9,
-                kv_kernel_bytes_per_s=kernel["gb_per_s"] * 1e9, runs=runs)
+                kv_kernel_bytes_per_s=kernel["gb_per_s"] * 1e9, runs=runs,
+                replay_s=statistics.median(replays) if replays else None)
 
 
 def _packaged_graph() -> dict[str, Any]:
@@ -215,10 +235,14 @@ def graph_cost(data: dict[str, Any] | None = None) -> GraphCost:
     weights_share = data["copy_bytes_per_s"] / data["table_hbm_bytes_per_s"]
     kv_share = data["kv_kernel_bytes_per_s"] / data["table_hbm_bytes_per_s"]
     shortest, hbm = min(r["context"] for r in data["runs"]), data["table_hbm_bytes_per_s"]
-    overheads = [r["median_s_per_token"] - _reads_seconds(r["weights"], r["kv"], hbm, weights_share, kv_share)
-                 for r in data["runs"] if r["context"] == shortest]
+    reads = {r["context"]: _reads_seconds(r["weights"], r["kv"], hbm, weights_share, kv_share) for r in data["runs"]}
+    overheads = [r["median_s_per_token"] - reads[r["context"]] for r in data["runs"] if r["context"] == shortest]
+    layers, per_layer = 0, 0.0
+    if data.get("replay_s") is not None:  # the graph's kernels, per layer (module comment)
+        layers = data["layers"]
+        per_layer = max(0.0, data["replay_s"] - reads[shortest]) / layers
     return GraphCost(weights_share, kv_share, statistics.median(overheads), min(overheads), max(overheads),
-                     len(overheads), shortest, data["card"], data["source"], data["commit"])
+                     len(overheads), shortest, data["card"], data["source"], data["commit"], layers, per_layer)
 
 
 def _reads_seconds(weights: int, kv: int, hbm_bytes_per_s: float, weights_share: float, kv_share: float) -> float:

@@ -24,9 +24,10 @@ Decode takes one of two paths (`decode_path`: the engine's own rule, read off th
   decode without cuDNN's sdpa and do not pay it).
 - graph (a mom cache with every layer resident; engine/graph_decode.py): one graph launch per
   step, so step = weights and K/V read at the rates measured in the H100 decode_speed run, plus
-  a fixed cost per step (generate()'s and mom's Python, which adds because generate() waits for
-  each token, and the graph's per-kernel costs): calibration.graph_cost, fitted at 4k, checked
-  at 128k (tests/simulate/test_decode_speed.py).
+  an overhead: generate()'s and mom's Python and the graph's launch, which add because
+  generate() waits for each token (per step), and the graph's kernels (per layer, from the
+  replay timed alone): calibration.graph_cost, fitted at 4k, checked at 128k
+  (tests/simulate/test_decode_speed.py).
 
 The eager device term, from the GPU's busy time per step (torch.profiler) in the H100
 decode_split runs (calibration.eager_device_rates): the weights once at 54% of the card's HBM
@@ -137,13 +138,16 @@ def pays_cudnn_plans(mom_config: MomConfig, card: GPU) -> bool:
 
 
 def graph_step(weights: int, kv_device: int, card: GPU, cost: calibration.GraphCost,
-               eager: tuple[float, tuple, str]) -> tuple[float, tuple, str]:
-    """(seconds, (low, high), what bounds it) of a replayed step: the calibrated graph step
-    (`cost`: reads at measured rates plus the per-step overhead), at worst eager."""
-    step = cost.step_seconds(weights, kv_device, card.hbm_bytes_per_s)
+               eager: tuple[float, tuple, str], layers: int) -> tuple[float, tuple, str]:
+    """(seconds, (low, high), what bounds it) of a replayed step of a model of `layers` decoder
+    layers: the calibrated graph step (`cost`: reads at measured rates plus the overhead, its
+    kernels' part scaled by the layers), at worst eager."""
+    step = cost.step_seconds(weights, kv_device, card.hbm_bytes_per_s, layers)
+    overhead = cost.overhead_for(layers)
     low = min(step - cost.overhead_s + cost.low_s, step * (1 - DEVICE_SPREAD))  # never narrower than -15%
     high = max(step - cost.overhead_s + cost.high_s, step * (1 + DEVICE_SPREAD))
-    bound = (f"HBM-bound, one CUDA graph per step (+{cost.overhead_s * 1e3:.1f} ms fixed per step; "
+    per_layer = f", {cost.per_layer_s * 1e6:.0f} us of it per layer" if cost.per_layer_s else ""
+    bound = (f"HBM-bound, one CUDA graph per step (+{overhead * 1e3:.1f} ms per step{per_layer}; "
              f"median of {cost.runs} runs at {cost.context:,} tokens on {cost.card}, {cost.source} @ {cost.commit[:7]})")
     return step, (low, max(high, eager[1][1])), bound  # at worst as slow as the eager step
 
@@ -172,7 +176,8 @@ def _fill_decode(result, config, mom_config: MomConfig, card: GPU, batch: int) -
     path, why = decode_path(mom_config, config, kv_host)
     if path == "graph":
         graph = calibration.graph_cost()
-        step, (low, high), bound = graph_step(result.weights_bytes, kv_device, card, graph, eager)
+        step, (low, high), bound = graph_step(result.weights_bytes, kv_device, card, graph, eager,
+                                              config.num_hidden_layers)
     else:
         step, (low, high), bound = eager
     reload = reloaded / card.host_link_bytes_per_s / steps  # the first step's, spread over the steps

@@ -82,3 +82,32 @@ def test_hf_offload_is_refused_by_the_benchmark_guard_without_a_run(tmp_path, mo
     assert found["maximum"] <= 400_000 < found["failing_above"] and found["wall"] == "host"
     assert all(c <= 400_000 for c in fake.calls)
     assert any(r.get("clock") == "not run" for r in report["runs"])
+
+
+@pytest.mark.parametrize("wall, predicted, runs", [
+    (200_000, 196_608, 2),   # exact: the maximum and one step above
+    (200_000, 212_992, 3),   # two steps too high: walks down
+    (200_000, 180_224, 4),   # two steps too low: walks up
+    (700_000, 688_128, 2),   # beyond 256k the step is 16384
+    (200_000, 65_536, None),  # far off: the walk hands over to the search
+])
+def test_a_search_from_the_prediction_walks_to_the_wall(tmp_path, monkeypatch, model, wall, predicted, runs):
+    monkeypatch.setattr(max_context, "predicted_maximum", lambda searcher, variant: predicted)
+    fake = Wall(wall)
+    found, report = _search(tmp_path, monkeypatch, model, fake)
+    step = 8192 if wall < 262_144 else 16384
+    assert found["maximum"] <= wall < found["failing_above"] == found["maximum"] + step
+    assert found["predicted"] == predicted
+    assert len(fake.calls) == len(set(fake.calls))  # no try twice
+    if runs is not None:
+        assert len(fake.calls) == runs
+    else:
+        assert fake.calls[:4] == [65_536, 73_728, 81_920, 90_112]
+
+
+def test_the_search_starts_from_a_prediction_only_on_a_gpu(tmp_path, model):
+    args = max_context.parse(["--out", str(tmp_path / "m.json"), "--device", "cpu"])
+    assert not max_context.Searcher(args, model, dict(runs=[])).from_prediction
+    args = max_context.parse(["--out", str(tmp_path / "m.json"), "--device", "cpu", "--start", "prediction"])
+    searcher = max_context.Searcher(args, model, dict(runs=[]))
+    assert searcher.from_prediction and max_context.predicted_maximum(searcher, "hf-chunked") is None

@@ -220,12 +220,12 @@ def test_the_step_fuses_norms_and_mlps_through_moms_own_wrappers_only(tiny_model
 
 def test_the_step_keeps_torchs_kernels_off_cuda_and_says_why(tiny_models, monkeypatch):
     model = tiny_models["tiny-llama"]
-    rotary = lambda _attention: decode_kernels.joint_rotary  # noqa: E731
-    kernels = decode_kernels.StepKernels(model, families.family_of(model), rotary)
+    cpu = torch.device("cpu")
+    kernels = decode_kernels.StepKernels(model, families.family_of(model), cpu)
     assert kernels.triton is None and not kernels.fused
     assert kernels.name == "torch (fused kernels are for bf16 on CUDA)"
     monkeypatch.setenv("MOM_DECODE_KERNELS", "torch")
-    assert decode_kernels.StepKernels(model, families.family_of(model), rotary).name == "torch (MOM_DECODE_KERNELS=torch)"
+    assert decode_kernels.StepKernels(model, families.family_of(model), cpu).name == "torch (MOM_DECODE_KERNELS=torch)"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -234,8 +234,8 @@ def test_the_step_rotates_q_and_k_together_only_where_it_is_the_familys_rotation
     tiny family); a rotation of another kind (here: only half the dimensions) keeps its own."""
     model = tiny_model.to(dtype)
     try:
-        graphs = graph_decode.DecodeGraphs(model, families.family_of(model), capture=False)
-        assert graphs._step_rotary(torch.device("cpu"))(None) is decode_kernels.joint_rotary
+        rotary = decode_kernels.step_rotary(model, families.family_of(model), torch.device("cpu"))
+        assert rotary(None) is decode_kernels.joint_rotary
     finally:
         model.float()
     q, k = torch.randn(2, 4, 1, 8), torch.randn(2, 2, 1, 8)

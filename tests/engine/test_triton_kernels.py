@@ -99,9 +99,10 @@ def test_the_static_step_with_the_fused_kernels_decodes_as_with_torchs():
         import mom, mom.engine.families
         from mom.engine import decode_kernels, triton_kernels
         init = decode_kernels.StepKernels.__init__
-        def forced(self, model, family, rotary):
-            init(self, model, family, rotary)
-            self.why_torch = decode_kernels._triton_checks(triton_kernels, model, family, rotary)
+        def forced(self, model, family, device):
+            init(self, model, family, device)
+            self.why_all = None
+            self.why_torch = decode_kernels._triton_checks(triton_kernels, model, family, self.rotary)
             self.fused = frozenset(p for p in self.PIECES if p not in self.why_torch)
             self.triton = triton_kernels
         calls = {}

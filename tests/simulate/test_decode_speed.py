@@ -174,11 +174,11 @@ def test_graph_path_when_every_layer_is_resident(predicted):
     assert graph.decode_path.startswith("graph")
     assert 1 / graph.decode_tokens_per_s < 1 / eager.decode_tokens_per_s
     assert graph.decode_s_per_token_range[1] == pytest.approx(eager.decode_s_per_token_range[1])
-    assert "2026-12-07_h100_decode_speed_fresh.json" in graph.speed_notes[-1]
-    assert graph.calibration["decode_graph"]["commit"].startswith("866ddc4")
+    assert "2026-12-07_h100_decode_speed_fused.json" in graph.speed_notes[-1]
+    assert graph.calibration["decode_graph"]["commit"].startswith("a00f1b0")
 
 
-GRAPH_RUNS = RESULTS / "2026-12-07_h100_decode_speed_fresh.json"
+GRAPH_RUNS = RESULTS / "2026-12-07_h100_decode_speed_fused.json"  # the fused step (Triton kernels)
 GRAPH_CONFIG = mom.MomConfig(mini_sequence_size=4096, offload="auto", decode_graph=True)  # decode_speed.py's `mom`
 
 
@@ -221,6 +221,22 @@ def test_graph_overhead_is_the_median_at_the_shortest_context():
     ] + [dict(context=131072, round=0, median_s_per_token=1.0, weights=0, kv=0)]}
     cost = calibration.graph_cost(data)
     assert (cost.overhead_s, cost.low_s, cost.high_s, cost.runs) == (0.012, 0.010, 0.030, 3)
+
+
+def test_graph_overhead_splits_into_per_step_and_per_layer_by_the_replay():
+    """With the replay timed alone, its excess over the reads is the graph's kernels, per layer;
+    the rest of the overhead is per step. A deeper model pays more, the calibration model the
+    measured overhead exactly; a file without the replay keeps it all per step."""
+    packaged = calibration._packaged_graph()
+    runs = [dict(context=4096, round=i, median_s_per_token=0.010, weights=0, kv=0) for i in range(3)]
+    cost = calibration.graph_cost({**packaged, "runs": runs, "replay_s": 0.008, "layers": 32})
+    assert cost.per_layer_s == pytest.approx(0.008 / 32) and cost.overhead_for(32) == pytest.approx(0.010)
+    assert cost.overhead_for(80) == pytest.approx(0.002 + 80 * 0.008 / 32)
+    assert cost.step_seconds(0, 0, 1.0, 16) == pytest.approx(0.002 + 0.004)
+    flat = calibration.graph_cost({**packaged, "runs": runs, "replay_s": None})
+    assert flat.per_layer_s == 0 and flat.overhead_for(80) == pytest.approx(0.010)
+    fused = calibration.graph_cost()
+    assert fused.layers == 32 and 0 < fused.per_layer_s * 32 < fused.overhead_s  # the replay's excess is part of it
 
 
 @pytest.mark.parametrize("config,why", [
