@@ -83,10 +83,10 @@ if [ "$mode" = run ]; then
         max_paper) stage max_paper python3 benchmarks/max_context.py --variants mom-paper --out "$dir/max_paper.json" ;;
         placement_exact) stage placement_exact python3 benchmarks/placement_exact.py --context 376832 \
             --out "$dir/placement_exact.json" ;;
-        predict) stage predict python3 benchmarks/predict_accuracy.py --out "$dir/predict_accuracy.json" ;;
+        predict) stage predict python3 benchmarks/predict_accuracy.py --fresh --out "$dir/predict_accuracy.json" ;;
         predict_qwen|predict_nemo) model=$([ $name = predict_qwen ] && echo qwen2.5-7b || echo mistral-nemo-12b)
             stage $name python3 benchmarks/predict_accuracy.py --model $model --contexts 32768,131072 \
-            --variants hf,mom-auto,mom-paper --decode-contexts 131072 --decode-rounds 2 --budget-s 330 \
+            --variants hf,mom-auto,mom-paper --decode-contexts 131072 --decode-rounds 2 --fresh --budget-s 330 \
             --out "$dir/$name.json" ;;
         max_mom) stage max_mom python3 benchmarks/max_context.py --variants mom --out "$dir/max_mom.json" ;;
         decode_split) stage decode_split python3 benchmarks/decode_split.py --out "$dir/decode_split.json" ;;

@@ -65,6 +65,10 @@ class Prediction(Profile):
     gpu: the card's name; peak_reserved_bytes: the allocator model's reserve high-water mark;
     calibration: bytes and speeds added from committed measurements, with their sources;
     ttft_range_s / decode_s_per_token_range: (low, high) of the speed model;
+    decode_step_s: the steady decode step, without the first step's reload of a cache offloaded in
+        prefill (decode_tokens_per_s spreads that reload over the new tokens: the mean a user waits;
+        a streamer's median step has no reload, so it is compared with this);
+    decode_reload_s: that first step's reload, whole (0 where nothing was offloaded in prefill);
     speed_notes: what bounds each phase (compute, HBM, host link, host launch overhead);
     engine_notes: what the engine warned of while it ran on fake tensors (a layer that streams
         after all, say), kept here rather than logged: a plan's search runs dozens of predictions;
@@ -78,6 +82,8 @@ class Prediction(Profile):
     calibration: dict[str, Any] = field(default_factory=dict)
     ttft_range_s: tuple[float, float] | None = None
     decode_s_per_token_range: tuple[float, float] | None = None
+    decode_step_s: float | None = None
+    decode_reload_s: float = 0.0
     speed_notes: list[str] = field(default_factory=list)
     engine_notes: list[str] = field(default_factory=list)
     oom_event: MemoryEvent | None = None

@@ -180,7 +180,8 @@ def _fill_decode(result, config, mom_config: MomConfig, card: GPU, batch: int) -
                                               config.num_hidden_layers)
     else:
         step, (low, high), bound = eager
-    reload = reloaded / card.host_link_bytes_per_s / steps  # the first step's, spread over the steps
+    result.decode_step_s, result.decode_reload_s = step, reloaded / card.host_link_bytes_per_s
+    reload = result.decode_reload_s / steps  # the first step's, spread over the steps
     result.decode_tokens_per_s = batch / (step + reload)
     result.decode_s_per_token_range = (low + reload, high + reload)
     result.decode_path = f"{path} (predicted: {why})"

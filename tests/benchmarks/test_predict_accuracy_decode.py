@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import predict_accuracy
+import pytest
 
 from mom.simulate import GPUS
 
@@ -21,3 +22,14 @@ def test_decode_record_compares_the_median_of_round_medians():
 def test_decode_record_without_a_measurement_keeps_the_prediction():
     record = predict_accuracy._decode_record("llama-3.1-8b", "mom-auto", 4096, 32, GPUS["H100-80GB"], [])
     assert "measured_median_s" not in record and record["predicted_path"].startswith("graph")
+
+
+def test_decode_record_compares_a_median_with_the_steady_step():
+    """The paper's config reloads its offloaded cache on the first step: a streamer's median step
+    has no reload, so it is judged against the steady step; the mean is kept beside it."""
+    record = predict_accuracy._decode_record("llama-3.1-8b", "mom-paper", 131072, 32, GPUS["H100-80GB"], [0.0175])
+    assert record["predicted_reload_s"] > 0 and record["predicted_mean_s"] > record["predicted_s"]
+    assert record["predicted_mean_s"] - record["predicted_s"] == pytest.approx(record["predicted_reload_s"] / 31)
+    low, high = record["predicted_range_s"]
+    assert low <= record["predicted_s"] <= high
+    assert record["error_pct"] == pytest.approx(100 * (record["predicted_s"] / 0.0175 - 1))

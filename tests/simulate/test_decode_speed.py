@@ -253,3 +253,32 @@ def test_which_eager_host_cost_a_config_uses():
     assert speed.eager_host(mom.MomConfig()) == "hf"
     assert speed.eager_host(mom.MomConfig(mini_sequence_size=4096)) == "mom"
     assert speed.eager_host(mom.MomConfig(offload="stream")) == "mom"
+
+
+def test_the_steady_step_and_the_first_steps_reload(predicted):
+    """A cache offloaded in prefill (the paper's config) is reloaded on the first decode step: the
+    mean (decode_tokens_per_s) spreads that reload over the steps, the steady step has none."""
+    paper = predicted("mom-paper", 131072, mom.MomConfig.paper())
+    assert paper.decode_reload_s > 0.05  # 16 GiB of K/V over the host link
+    mean = 1 / paper.decode_tokens_per_s
+    assert mean == pytest.approx(paper.decode_step_s + paper.decode_reload_s / 31)
+    resident = predicted("mom-graph", 131072, GRAPH_CONFIG)
+    assert resident.decode_reload_s == 0 and 1 / resident.decode_tokens_per_s == pytest.approx(resident.decode_step_s)
+
+
+def test_steady_step_of_another_family_within_15_percent_of_its_h100_medians():
+    """qwen2.5-7b (not in any fit) at 128k on an H100 (2026-12-07, eighth session, f1ac027):
+    graph decode's streamer medians against the predicted steady step, with and without the
+    prefill offload; the mean (reload spread) against the run's mean step."""
+    report = json.loads((RESULTS / "2026-12-07_h100_predict_accuracy_qwen.json").read_text())
+    configs = {"mom-auto": mom.MomConfig(mini_sequence_size=4096, offload="auto", decode_graph=True),
+               "mom-paper": mom.MomConfig.paper()}
+    for record in (r for r in report["decode"] if r["variant"] in configs):
+        prediction = mom.predict("qwen2.5-7b", configs[record["variant"]], context=record["context"],
+                                 new_tokens=32, gpu="H100-80GB")
+        assert prediction.decode_path.startswith("graph")
+        error = prediction.decode_step_s / record["measured_median_s"] - 1
+        assert abs(error) <= 0.15, f"{record['variant']}: steady step {prediction.decode_step_s:.4f} s vs {record['measured_median_s']:.4f}"
+    [paper_run] = [r for r in report["runs"] if r["variant"] == "mom-paper" and r["context"] == 131072]
+    prediction = mom.predict("qwen2.5-7b", configs["mom-paper"], context=131072, new_tokens=32, gpu="H100-80GB")
+    assert abs((1 / prediction.decode_tokens_per_s) / paper_run["measured"]["decode_s_per_token"] - 1) <= 0.15
