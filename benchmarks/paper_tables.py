@@ -8,6 +8,9 @@ Every run is one `model.generate()` call timed by the streamer clock (generate_c
 variants on one model object in one process. Runs go round-robin (repeat, then context, then
 variant), so a run cut off after the first round still holds every cell once, and repeats show
 order and warm-up effects as spread. Each variant is warmed up once at a short context first.
+Every variant at a context decodes the same K/V lengths, so only the first run of a context in
+a process meets them cold; each record says which (`warm_lengths`), and the table marks
+transformers' decode figures that ran warm (tables.WARM_NOTE).
 The table is the median and [min-max] over `--repeats`; an out-of-memory is a row (`oom`), and
 the sweep goes on.
 """
@@ -63,10 +66,12 @@ def run(args, model, report: dict) -> None:
     for variant in args.variants.split(",") if todo and args.warmup else ():
         measure_generate(model, variant, configs.get(variant), args.warmup, 4,
                          options=generate_options(variant, args.chunk), settle_s=0)
+    decoded = set()  # contexts this process has decoded: their K/V lengths are warm (tables.WARM_NOTE)
     for repeat, context, variant in todo:
         record = measure_generate(model, variant, configs.get(variant), context, args.new_tokens,
                                   options=generate_options(variant, args.chunk), settle_s=args.settle)
-        record["repeat"] = repeat
+        record.update(repeat=repeat, warm_lengths=context in decoded)
+        decoded.add(context)
         report["runs"].append(record)
         runfile.save(args.out, report)
         print(runfile.brief(record), flush=True)

@@ -95,8 +95,29 @@ def paper_rows(report: dict) -> list[dict]:
                    n=sum(1 for r in runs if not r.get("oom") and not r.get("error")))
         row.update({name: cell(runs, key, digits) for name, (key, digits, _) in METRICS.items()})
         row["peak_vs_standard"] = f"{100 * peak / standard:.1f}%" if peak and standard else "-"
+        if variant in TRANSFORMERS_DECODE and any(warm_lengths(report["runs"], r) for r in runs):
+            row["decode_tokens_per_s"] += " †"
         rows.append(row)
     return rows
+
+
+TRANSFORMERS_DECODE = {"standard", "hf", "hf-chunked", "hf-offload", "hf-static"}  # sdpa decode, cuDNN first
+WARM_NOTE = ("† decoded K/V lengths that an earlier run of the same process had decoded (the same context): "
+             "transformers' sdpa decode reused cuDNN's plans for those lengths (docs/benchmarks.md, \"Cold and "
+             "warm lengths\"), so the figure is faster than a first generate() at that length. mom's decode "
+             "does not use cuDNN's sdpa.")
+
+
+def warm_lengths(runs: list[dict], run: dict) -> bool:
+    """Whether an earlier run of the process decoded this run's K/V lengths: the run's own record
+    (`warm_lengths`, paper_tables.py since the eighth session), else, for files written before it
+    (one process each), an earlier run in the file at the same context."""
+    if "warm_lengths" in run:
+        return bool(run["warm_lengths"])
+    if any("warm_lengths" in r for r in runs):
+        return False
+    index = next(i for i, r in enumerate(runs) if r is run)
+    return any(r.get("context") == run.get("context") and not r.get("oom") for r in runs[:index])
 
 
 PAPER_COLUMNS = ["context", "variant", "n", "peak_gib", "peak_vs_standard", "total_s", "ttft_s", "decode_tokens_per_s"]
@@ -108,7 +129,8 @@ def paper_markdown(report: dict, path: Path | None = None) -> list[str]:
     what = (f"Tables 1-4 of the MOM paper measured here: {args.get('new_tokens')} greedy tokens through `generate()` "
             f"(streamer clock), median [min-max] of {args.get('repeats')} round-robin repeats, ")
     rows = [{t: row[c] for t, c in zip(PAPER_TITLES, PAPER_COLUMNS)} for row in paper_rows(report)]
-    return [header(report, path, what), "", *markdown(PAPER_TITLES, rows), *targets(report)]
+    note = ["", WARM_NOTE] if any("†" in row["decode tokens/s"] for row in rows) else []
+    return [header(report, path, what), "", *markdown(PAPER_TITLES, rows), *note, *targets(report)]
 
 
 def targets(report: dict) -> list[str]:

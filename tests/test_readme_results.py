@@ -127,3 +127,22 @@ def test_predict_table_shows_decode_both_clocks_and_oom_agreement(tmp_path):
     assert "| 128k | `mom-auto` | 35.00 | 35.10 | +0.29% | 11.60 | 11.70 | +0.9% | 21.9 | 19.3 | -11.9% | graph |" in text
     assert "| 256k | `hf` | out of memory | NOT predicted |" in text
     assert "| 128k | `mom-auto` | 17.1 | 19.3 [16.4-74.5] | +12.8% | yes | graph |" in text
+
+
+def test_transformers_decode_at_warm_lengths_is_marked(tmp_path):
+    """A run that decodes K/V lengths an earlier run of the process decoded (cuDNN's plans warm)
+    is marked, from its record or, in older files, from the file's order; mom's rows never are."""
+    import tables
+
+    recorded = [_run("hf", 48000, 2.4, 15.0, 26.0, warm_lengths=False), _run("mom", 48000, 2.4, 95.0, 22.0, warm_lengths=True),
+                _run("hf-chunked", 48000, 4.7, 32.0, 22.8, warm_lengths=True)]
+    rows = {r["variant"]: r["decode tokens/s"] for r in
+            ({t: row[c] for t, c in zip(tables.PAPER_TITLES, tables.PAPER_COLUMNS)}
+             for row in tables.paper_rows(dict(runs=recorded)))}
+    assert rows == {"`hf`": "15.00", "`mom`": "95.00", "`hf-chunked`": "32.00 †"}
+    older = [_run("standard", 48000, 2.5, 15.0, 32.7), _run("hf", 48000, 2.4, 25.6, 26.2), _run("hf", 80000, 5.0, 15.1, 33.7)]
+    assert [tables.warm_lengths(older, r) for r in older] == [False, True, False]
+    report = dict(kind="paper_tables", model="llama-3.1-8b", provenance=PROV, args=dict(new_tokens=200, repeats=1),
+                  runs=older)
+    text = "\n".join(tables.paper_markdown(report))
+    assert "| 48k | `hf` | 1 | 26.20 |" in text and "25.60 †" in text and tables.WARM_NOTE in text
