@@ -12,6 +12,7 @@
 #   paper_large   issue 12: Tables 1-4 at 112k and 144k, every variant, 3 repeats (~15 min, estimated)
 #   paper_all1    issue 12: Tables 1-4 at 48k-144k, every variant, one round (~7 min, estimated)
 #   paper_all3    issue 12: the same file resumed to 3 rounds (adds what paper_all1 left; ~12 min more)
+#   paper144k_all3  issue 12: 144k, every variant, 3 rounds: the targets' medians of 3 (~6 min; estimate 7.4)
 #   max_hf        issues 12-13: hf's maximum context, bracketed (~8 min, estimated; ~2 from mom.predict's
 #                 maximum once branch next/session7 is merged)
 #   families      issue 12: qwen2.5-7b and mistral-nemo-12b, hf vs mom, 32k-128k, bf16 verdict (~17 min, estimated)
@@ -76,6 +77,8 @@ if [ "$mode" = run ]; then
         paper_large) stage paper_large python3 benchmarks/paper_tables.py --contexts 112000,144000 \
             --out "$dir/paper_large.json" ;;
         paper_all1) stage paper_all1 python3 benchmarks/paper_tables.py --repeats 1 --out "$dir/paper_tables.json" ;;
+        paper144k_all3) stage paper144k_all3 python3 benchmarks/paper_tables.py --contexts 144000 --repeats 3 \
+            --out "$dir/paper144k_all3.json" ;;
         paper_all3) stage paper_all3 python3 benchmarks/paper_tables.py --repeats 3 --out "$dir/paper_tables.json" ;;
         max_hf) stage max_hf python3 benchmarks/max_context.py --variants hf --out "$dir/max_hf.json" ;;
         families) stage families python3 benchmarks/families.py --out "$dir/families.json" ;;
