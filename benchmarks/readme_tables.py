@@ -194,6 +194,12 @@ def decode_split_table(path: Path, report: dict) -> list[str]:
     return decode_split.markdown(report, shown(path))
 
 
+def predict_speed_table(path: Path, report: dict) -> list[str]:
+    import predict_speed
+
+    return predict_speed.markdown(report, shown(path))
+
+
 def _rendered(function_name: str):
     def render(path: Path, report: dict) -> list[str]:
         import tables
@@ -204,7 +210,7 @@ def _rendered(function_name: str):
 
 TABLES = {"decode_repeats": decode_table, "decode_speed": decode_speed_table, "predict_accuracy": predict_table,
           "placement_exact": placement_exact_table, "paper_tables": paper_tables_table,
-          "million": million_table, "decode_split": decode_split_table,
+          "million": million_table, "decode_split": decode_split_table, "predict_speed": predict_speed_table,
           "max_context": _rendered("max_context_markdown"), "families": _rendered("families_markdown"),
           "peers": _rendered("peers_markdown")}
 
