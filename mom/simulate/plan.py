@@ -33,6 +33,12 @@ from .fake import model_config
 from .gpus import GPU, resolve_gpu
 from .runner import Prediction, predict
 
+NEAR_THE_WALL = 1 << 29  # reserve within 0.5 GiB of the card: the allocator model's error there decides
+NEAR_THE_WALL_NOTE = (
+    "* the allocator's reserve peaks within 0.5 GiB of the card: what runs out is the reserve (allocated "
+    "plus cached blocks stranded by fragmentation), and the card's fragmentation can differ from the "
+    "model's by more than that (an H100 ran the baseline out of memory at 229,376 tokens with 0.18 GiB "
+    "predicted left, benchmarks/results/2026-12-07_h100_max_context_hf.json)")
 DEFAULT_HIGH = 4 << 20  # 4M tokens: beyond any card in the table for an 8B model
 
 
@@ -52,6 +58,7 @@ class PlanRow:
     error: str | None = None
     gpus: int = 1
     peak_by_device: dict[str, int] = field(default_factory=dict)  # each card's peak, on several
+    peak_reserved_bytes: int = 0  # the caching allocator's reserve at its high-water mark (the fullest card)
 
 
 @dataclass
@@ -77,13 +84,15 @@ class Plan:
         """A plain-text table for a terminal."""
         several = self.gpus != [1]
         header = ("config", *(("GPUs",) if several else ()), "fits", "peak GPU" + (" (each)" if several else ""),
-                  "peak host", "TTFT s", "decode s/tok", "max context")
+                  "reserved", "peak host", "TTFT s", "decode s/tok", "max context")
         lines = [header]
         for row in self.rows + self.rejected:
             mode = row.config.get("offload", "none") if row.label != "baseline" else "baseline"
             reach = self.max_context.get(reach_key(mode, row.gpus, self.gpus))
+            close = row.fits and self.usable_bytes - row.peak_reserved_bytes < NEAR_THE_WALL
             lines.append((row.label, *((str(row.gpus),) if several else ()), "yes" if row.fits else f"no ({row.wall})",
-                          _peaks(row), format_bytes(row.peak_host_bytes), _fmt(row.ttft_s, 2),
+                          _peaks(row), format_bytes(row.peak_reserved_bytes) + (" *" if close else ""),
+                          format_bytes(row.peak_host_bytes), _fmt(row.ttft_s, 2),
                           _fmt(row.decode_s_per_token, 3), "-" if reach is None else f"{reach:,}"))
         widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
         text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in lines]
@@ -91,6 +100,8 @@ class Plan:
         title = (f"{self.model} on {_cards(self.gpus, self.gpu)} ({format_bytes(self.usable_bytes)} usable each), host "
                  f"{format_bytes(self.host_bytes) if self.host_bytes else 'unlimited'}, context {self.context:,} "
                  f"+ {self.new_tokens} tokens (predicted)")
+        if any(row.fits and self.usable_bytes - row.peak_reserved_bytes < NEAR_THE_WALL for row in self.rows):
+            text.append(NEAR_THE_WALL_NOTE)
         if not self.rows and all((row.error or "").startswith("the weights do not fit") for row in self.rejected):
             text.append(f"the weights alone ({format_bytes(self.rejected[0].peak_gpu_bytes)}) do not fit this card: "
                         "no configuration can run; a larger card, more cards (gpus=N), or a quantized model "
@@ -178,7 +189,8 @@ def _row(p: Prediction, cfg: MomConfig) -> PlanRow:
     total = None if p.oom or p.ttft_s is None else p.ttft_s + (decode or 0) * max(p.new_tokens - 1, 0)
     return PlanRow(label=cfg.describe(), config=asdict(cfg), fits=not p.oom, peak_gpu_bytes=p.peak_gpu_bytes,
                    peak_host_bytes=p.peak_host_bytes, ttft_s=p.ttft_s, decode_s_per_token=decode, total_s=total,
-                   wall=p.oom_kind, error=p.error, gpus=p.gpus, peak_by_device=dict(p.peak_by_device))
+                   wall=p.oom_kind, error=p.error, gpus=p.gpus, peak_by_device=dict(p.peak_by_device),
+                   peak_reserved_bytes=p.peak_reserved_bytes)
 
 
 def _peaks(row: PlanRow) -> str:
