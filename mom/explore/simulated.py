@@ -72,11 +72,30 @@ def prediction_lines(result: Any) -> list[str]:
         low, high = result.decode_s_per_token_range
         parts.append(f"decode {result.batch / result.decode_tokens_per_s:.4f} s/token ({low:.4f}-{high:.4f})")
     lines = [f"{predicted(result.gpu)}: {', '.join(parts)}; {'; '.join(result.speed_notes)}"] if parts else []
+    lines += reserve_lines(result)
     calibration = result.calibration or {}
     if "unseen_bytes" in calibration:
         lines.append(f"calibration: {format_bytes(calibration['unseen_bytes'])} of kernel workspaces fake tensors "
                      f"cannot see, held from the first matmul on ({calibration.get('source', 'no source')})")
     return lines
+
+
+def reserve_lines(result: Any) -> list[str]:
+    """The allocator's reserve at its peak against the card: what runs out is the reserve (allocated
+    plus cached blocks stranded by fragmentation), which the allocated peak alone does not show."""
+    from ..simulate.plan import NEAR_THE_WALL
+
+    if result.oom or not getattr(result, "peak_reserved_bytes", 0):
+        return []
+    try:
+        usable = resolve_gpu(result.gpu).usable_bytes
+    except (KeyError, ValueError):  # a card outside the table, named by hand: no usable figure to hold it to
+        return []
+    left = usable - result.peak_reserved_bytes
+    line = (f"allocator reserve at its peak: {format_bytes(result.peak_reserved_bytes)} of "
+            f"{format_bytes(usable)} usable ({format_bytes(max(left, 0))} left"
+            + ("; within 0.5 GiB of the card, the card's fragmentation can decide)" if left < NEAR_THE_WALL else ")"))
+    return [line]
 
 
 class PhysicalLimits:

@@ -141,3 +141,16 @@ def test_predicted_bars_beside_measured_ones(tiny_llama):
     assert panel.live.layer_widget.layout.yaxis2.matches == "y"  # one scale
     assert not run.oom and run.backend != "predicted"
     panel.close()
+
+
+def test_the_reserve_is_said_and_flagged_near_the_wall():
+    """What runs out is the allocator's reserve: at 221,184 tokens hf's allocated peak leaves 11.8
+    GiB of an H100 and its reserve 0.4 GiB (an H100 failed one step up)."""
+    from mom.explore.simulated import prediction_lines
+
+    near = mom.predict("llama-3.1-8b", mom.MomConfig(), context=221184, new_tokens=4, gpu="H100-80GB")
+    [line] = [line for line in prediction_lines(near) if line.startswith("allocator reserve")]
+    assert "of 78.44 GiB usable" in line and "within 0.5 GiB of the card" in line
+    far = mom.predict("llama-3.2-1b", mom.MomConfig(), context=8192, new_tokens=4, gpu="custom-8GiB")
+    [line] = [line for line in prediction_lines(far) if line.startswith("allocator reserve")]
+    assert "GiB left)" in line and "within" not in line
