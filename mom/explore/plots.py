@@ -226,7 +226,9 @@ def layer_figure(events, weights_by_layer: Mapping[str, int] | None = None, laye
     breakdown = layer_breakdown(events, weights_by_layer, layers)
     failed = failed_allocation(events)
     unit = unit or pick_unit(max(_layer_max(breakdown), _failed_top(breakdown, failed)))
-    fig = go.Figure(layout=_layout(title, "position", f"memory ({unit[0]})"))
+    # no x title: the ticks (embed, L0..., head) name the positions, and on a deep model they stand
+    # upright and would push a title into the legend below
+    fig = go.Figure(layout=_layout(title, "", f"memory ({unit[0]})"))
     where = _devices_where(events)
     _add_layer_bars(fig, breakdown, failed, unit, legend=True, where=where)
     fig.update_layout(barmode="group", xaxis=dict(type="category", categoryorder="array",
@@ -257,7 +259,7 @@ def compare_layer_figure(runs: Mapping[str, object], weights_by_layer: Mapping[s
         _add_layer_bars(fig, breakdown, failed[label], unit, legend=column == 1, col=column,
                         where=_devices_where(runs[label]))
         fig.update_xaxes(type="category", categoryorder="array", categoryarray=list(breakdown.index),
-                         title_text="position", row=1, col=column)
+                         row=1, col=column)
     fig.update_yaxes(title_text=f"memory ({unit[0]})", range=[0, 1.05 * top / unit[1]] if top else None, row=1, col=1)
     fig.update_layout(barmode="group")
     return fig
