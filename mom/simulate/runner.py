@@ -74,7 +74,9 @@ class Prediction(Profile):
         after all, say), kept here rather than logged: a plan's search runs dozens of predictions;
     oom_event: the call that would fail (oom_kind says which wall: "device" or "host"; its
         `device` names the card on several GPUs);
-    gpus, device_map: how many cards, and which module runs on which (several GPUs only).
+    gpus, device_map: how many cards, and which module runs on which (several GPUs only);
+    logits_to_keep: the prefill's logits, as generate() and forward take it (1: the last
+        position's; 0: every position's, as the paper's Standard and a plain forward keep).
     """
 
     gpu: str = ""
@@ -89,6 +91,7 @@ class Prediction(Profile):
     oom_event: MemoryEvent | None = None
     gpus: int = 1
     device_map: dict[str, Any] | None = None
+    logits_to_keep: int = 1
 
 
 def predict(
@@ -103,6 +106,7 @@ def predict(
     listeners: tuple = (),
     gpus: int | None = None,
     device_map: str | dict | None = None,
+    logits_to_keep: int = 1,
 ) -> Prediction:
     """Predict the memory and speed of a prefill of `context` tokens and `new_tokens` greedy tokens.
 
@@ -118,20 +122,25 @@ def predict(
         gpus: spread the model over this many cards of `gpu` (devices.py's even split, as
             device_map="auto"); None: one card, or as many as `device_map` names.
         device_map: "auto", or {module name: GPU index or "cuda:N"} (a model's `hf_device_map`).
+        logits_to_keep: the prefill's logits (1: the last position's, as generate() asks;
+            0: every position's, as `generate(logits_to_keep=0)` or a plain forward keeps).
 
     Returns:
         A Prediction (a Profile): oom=True with `oom_kind` and `oom_event` when it would not fit.
 
     Raises:
         ValueError: gpus below 1; a device map naming an unknown module, a non-GPU device or a
-            GPU beyond `gpus`, or leaving a module out.
+            GPU beyond `gpus`, or leaving a module out; logits_to_keep below 0.
     """
     config = config or MomConfig()
     card = resolve_gpu(gpu)
     hf_config, name = model_config(model)
     fake = fake_model(hf_config, name, dtype)
     devices = _imitated_devices(fake.model, card, gpus, device_map)
+    if logits_to_keep < 0:
+        raise ValueError(f"logits_to_keep must be 0 (every position) or a count of last positions, got {logits_to_keep}")
     result = _new_prediction(fake.model, name, config, context, new_tokens, batch, card)
+    result.logits_to_keep = logits_to_keep
     probe = devices.main if devices else AllocatorProbe(card.usable_bytes, f"{card.name} (predicted)")
     if devices:
         _describe_devices(result, devices)
@@ -233,7 +242,7 @@ def _prefill_and_decode(model, result: Prediction, probe: AllocatorProbe, where,
                         devices: ImitatedDevices | None = None) -> None:
     cache_name = families.cache_in_call(model, {})[0]
     ids = torch.zeros(result.batch, result.context, dtype=torch.long, device="meta")
-    out = model(input_ids=ids, logits_to_keep=1, use_cache=True)
+    out = model(input_ids=ids, logits_to_keep=result.logits_to_keep, use_cache=True)
     result.prefill_peak_bytes = recorder.peak_bytes
     cache, token = _cache_of(out), out.logits[:, -1:].argmax(-1)
     del out, ids

@@ -74,10 +74,12 @@ def matmul_params(config) -> int:
     return layers * (attention + 3 * d * inter)
 
 
-def prefill_seconds(config, context: int, batch: int, card: GPU) -> tuple[float, str]:
-    """(seconds, what bounds it) of a prefill of `context` tokens."""
+def prefill_seconds(config, context: int, batch: int, card: GPU, logits_to_keep: int = 1) -> tuple[float, str]:
+    """(seconds, what bounds it) of a prefill of `context` tokens that keeps the logits of its last
+    `logits_to_keep` positions (0: every position's)."""
     layers, _, head_dim = families.kv_geometry_of_config(config)
-    linear = 2 * matmul_params(config) * context * batch
+    positions = context if logits_to_keep == 0 else min(logits_to_keep, context)
+    linear = 2 * (matmul_params(config) * context + config.hidden_size * config.vocab_size * positions) * batch
     attention = 2 * context * context * config.num_attention_heads * head_dim * layers * batch
     seconds = linear / (card.bf16_flops * MATMUL_SHARE) + attention / (card.bf16_flops * ATTENTION_SHARE)
     return seconds, f"compute-bound: {(linear + attention) / 1e15:.1f} PFLOP at {card.bf16_flops / 1e12:.0f} TFLOP/s peak"
@@ -156,7 +158,7 @@ def fill(result, config, mom_config: MomConfig, card: GPU, batch: int) -> None:
     """Set TTFT, decode rate, their ranges, the decode path and notes on a Prediction from its memory events."""
     if result.oom:
         return
-    ttft, why = prefill_seconds(config, result.context, batch, card)
+    ttft, why = prefill_seconds(config, result.context, batch, card, result.logits_to_keep)
     result.ttft_s = ttft
     result.ttft_range_s = (ttft * (1 - PREFILL_SPREAD), ttft * (1 + PREFILL_SPREAD))
     result.speed_notes = [f"prefill {why}"]
