@@ -21,11 +21,21 @@ def measured_maxima(reports: list[dict]) -> dict[str, tuple[int, str]]:
     return found
 
 
+def predicted_maxima(reports: list[dict]) -> dict[str, int]:
+    """variant -> mom.predict's maximum on the search's card, where the search started from it."""
+    found = {}
+    for report in reports:
+        for variant, search in report.get("searches", {}).items():
+            if search.get("predicted") is not None:
+                found[variant] = search["predicted"]
+    return found
+
+
 def figure(anchors: dict, reports: list[dict], passing: dict[str, tuple[int, str]] | None = None) -> go.Figure:
     """Horizontal bars: per variant, the paper's maximum for its method and the measured one.
     `passing`: variant -> (tokens, card) of a passing run where no search has bracketed the
     maximum yet (issue 14's run for `mom`): drawn apart, as a lower bound."""
-    measured, paper = measured_maxima(reports), anchors["max_context_tokens"]
+    measured, paper, predicted = measured_maxima(reports), anchors["max_context_tokens"], predicted_maxima(reports)
     passing = {v: run for v, run in (passing or {}).items() if v not in measured}
     labels = [f"{v} ({_source(v, measured, passing)})" for v in VARIANTS]
     fig = go.Figure(layout=go.Layout(title="Maximum context (prefill + 32 greedy tokens)", xaxis_title="tokens",
@@ -34,8 +44,8 @@ def figure(anchors: dict, reports: list[dict], passing: dict[str, tuple[int, str
                 name=f"paper ({anchors['hardware']})", marker_color="#9e9e9e")
     fig.add_bar(y=labels, x=[measured.get(v, (0, ""))[0] for v in VARIANTS], orientation="h",
                 name="measured here", marker_color="#1f77b4",
-                text=[f"{measured[v][0]:,}" if v in measured else "" if v in passing else "not measured yet"
-                      for v in VARIANTS], textposition="outside")
+                text=[_measured_text(v, measured, predicted) if v in measured else "" if v in passing
+                      else "not measured yet" for v in VARIANTS], textposition="outside")
     if passing:
         fig.add_bar(y=labels, x=[passing.get(v, (0, ""))[0] for v in VARIANTS], orientation="h",
                     name="passed here (the maximum is at least this)", marker_color="#1f77b4",
@@ -44,6 +54,12 @@ def figure(anchors: dict, reports: list[dict], passing: dict[str, tuple[int, str
     longest = max([*paper.values(), *(m for m, _ in measured.values()), *(t for t, _ in passing.values()), 1])
     fig.update_layout(yaxis=dict(autorange="reversed"), xaxis=dict(range=[0, longest * 1.25]))  # room for the labels
     return fig
+
+
+def _measured_text(variant: str, measured: dict, predicted: dict) -> str:
+    """'221,184', with mom.predict's maximum on the same card beside it where the search started there."""
+    text = f"{measured[variant][0]:,}"
+    return f"{text} (mom.predict: {predicted[variant]:,})" if variant in predicted else text
 
 
 def _source(variant: str, measured: dict, passing: dict) -> str:
