@@ -76,7 +76,9 @@ class Prediction(Profile):
         `device` names the card on several GPUs);
     gpus, device_map: how many cards, and which module runs on which (several GPUs only);
     logits_to_keep: the prefill's logits, as generate() and forward take it (1: the last
-        position's; 0: every position's, as the paper's Standard and a plain forward keep).
+        position's; 0: every position's, as the paper's Standard and a plain forward keep);
+    prefill_chunk_size: the prefill in calls of this many tokens, as generate(prefill_chunk_size=...)
+        runs it (None: one call).
     """
 
     gpu: str = ""
@@ -92,6 +94,7 @@ class Prediction(Profile):
     gpus: int = 1
     device_map: dict[str, Any] | None = None
     logits_to_keep: int = 1
+    prefill_chunk_size: int | None = None
 
 
 def predict(
@@ -107,6 +110,7 @@ def predict(
     gpus: int | None = None,
     device_map: str | dict | None = None,
     logits_to_keep: int = 1,
+    prefill_chunk_size: int | None = None,
 ) -> Prediction:
     """Predict the memory and speed of a prefill of `context` tokens and `new_tokens` greedy tokens.
 
@@ -124,13 +128,16 @@ def predict(
         device_map: "auto", or {module name: GPU index or "cuda:N"} (a model's `hf_device_map`).
         logits_to_keep: the prefill's logits (1: the last position's, as generate() asks;
             0: every position's, as `generate(logits_to_keep=0)` or a plain forward keeps).
+        prefill_chunk_size: transformers' chunked prefill, `generate(prefill_chunk_size=...)`:
+            the prompt in calls of this many tokens onto the growing cache (None: one call).
 
     Returns:
         A Prediction (a Profile): oom=True with `oom_kind` and `oom_event` when it would not fit.
 
     Raises:
         ValueError: gpus below 1; a device map naming an unknown module, a non-GPU device or a
-            GPU beyond `gpus`, or leaving a module out; logits_to_keep below 0.
+            GPU beyond `gpus`, or leaving a module out; logits_to_keep below 0; a
+            prefill_chunk_size below 1.
     """
     config = config or MomConfig()
     card = resolve_gpu(gpu)
@@ -140,7 +147,9 @@ def predict(
     if logits_to_keep < 0:
         raise ValueError(f"logits_to_keep must be 0 (every position) or a count of last positions, got {logits_to_keep}")
     result = _new_prediction(fake.model, name, config, context, new_tokens, batch, card)
-    result.logits_to_keep = logits_to_keep
+    if prefill_chunk_size is not None and prefill_chunk_size < 1:
+        raise ValueError(f"prefill_chunk_size must be a positive number of tokens or None, got {prefill_chunk_size}")
+    result.logits_to_keep, result.prefill_chunk_size = logits_to_keep, prefill_chunk_size
     probe = devices.main if devices else AllocatorProbe(card.usable_bytes, f"{card.name} (predicted)")
     if devices:
         _describe_devices(result, devices)
@@ -241,10 +250,16 @@ def _run(model: nn.Module, config: MomConfig, result: Prediction, probe: Allocat
 def _prefill_and_decode(model, result: Prediction, probe: AllocatorProbe, where, recorder,
                         devices: ImitatedDevices | None = None) -> None:
     cache_name = families.cache_in_call(model, {})[0]
-    ids = torch.zeros(result.batch, result.context, dtype=torch.long, device="meta")
-    out = model(input_ids=ids, logits_to_keep=result.logits_to_keep, use_cache=True)
+    cache, chunk = None, result.prefill_chunk_size or result.context
+    for start in range(0, result.context, chunk):  # generate(prefill_chunk_size=...) runs a chunk a call
+        ids = torch.zeros(result.batch, min(chunk, result.context - start), dtype=torch.long, device="meta")
+        out = model(input_ids=ids, logits_to_keep=result.logits_to_keep, use_cache=True,
+                    **({cache_name: cache} if cache is not None else {}))
+        cache = _cache_of(out)
+        if start + chunk < result.context:
+            del out
     result.prefill_peak_bytes = recorder.peak_bytes
-    cache, token = _cache_of(out), out.logits[:, -1:].argmax(-1)
+    token = out.logits[:, -1:].argmax(-1)
     del out, ids
     steps = max(0, result.new_tokens - 1)
     watches = {d: p.watch() for d, p in devices.probes.items()} if devices else {None: probe.watch()}

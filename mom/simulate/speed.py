@@ -58,6 +58,12 @@ from .gpus import GPU
 
 MATMUL_SHARE = 0.61
 ATTENTION_SHARE = 0.525
+# transformers' chunked prefill (generate(prefill_chunk_size=...)) attends each chunk to the whole
+# cache through sdpa with an explicit mask, not the causal flash kernel: its attention rate, fitted
+# on hf-chunked at 144,000 tokens in 8,192-token chunks (26.32 s TTFT, the linear part at
+# MATMUL_SHARE; CHUNKED_SOURCE; tests/simulate/test_accuracy_h100_f1ac027.py refits it)
+CHUNKED_ATTENTION_SHARE = 0.2391
+CHUNKED_SOURCE = "benchmarks/results/2026-12-07_h100_paper_tables_round1.json @ f1ac027"
 WEIGHTS_HBM_SHARE = 0.54  # calibration.eager_device_rates, kept equal by tests/simulate/test_decode_speed.py
 KV_HBM_SHARE = 0.94
 CAT_TRAFFIC = 2.14  # DynamicCache's torch.cat per token, in reads of the cache
@@ -74,15 +80,27 @@ def matmul_params(config) -> int:
     return layers * (attention + 3 * d * inter)
 
 
-def prefill_seconds(config, context: int, batch: int, card: GPU, logits_to_keep: int = 1) -> tuple[float, str]:
-    """(seconds, what bounds it) of a prefill of `context` tokens that keeps the logits of its last
+def prefill_flops(config, context: int, batch: int, logits_to_keep: int = 1) -> tuple[int, int]:
+    """(linear, attention) FLOPs of a prefill of `context` tokens that keeps the logits of its last
     `logits_to_keep` positions (0: every position's)."""
     layers, _, head_dim = families.kv_geometry_of_config(config)
     positions = context if logits_to_keep == 0 else min(logits_to_keep, context)
     linear = 2 * (matmul_params(config) * context + config.hidden_size * config.vocab_size * positions) * batch
     attention = 2 * context * context * config.num_attention_heads * head_dim * layers * batch
-    seconds = linear / (card.bf16_flops * MATMUL_SHARE) + attention / (card.bf16_flops * ATTENTION_SHARE)
-    return seconds, f"compute-bound: {(linear + attention) / 1e15:.1f} PFLOP at {card.bf16_flops / 1e12:.0f} TFLOP/s peak"
+    return linear, attention
+
+
+def prefill_seconds(config, context: int, batch: int, card: GPU, logits_to_keep: int = 1,
+                    chunk: int | None = None) -> tuple[float, str]:
+    """(seconds, what bounds it) of a prefill (prefill_flops), in calls of `chunk` tokens (None: one)."""
+    linear, attention = prefill_flops(config, context, batch, logits_to_keep)
+    chunked = chunk is not None and chunk < context
+    share = CHUNKED_ATTENTION_SHARE if chunked else ATTENTION_SHARE
+    seconds = linear / (card.bf16_flops * MATMUL_SHARE) + attention / (card.bf16_flops * share)
+    why = f"compute-bound: {(linear + attention) / 1e15:.1f} PFLOP at {card.bf16_flops / 1e12:.0f} TFLOP/s peak"
+    if chunked:
+        why += f"; attention in {chunk:,}-token chunks through a masked kernel, at {share:.0%} ({CHUNKED_SOURCE})"
+    return seconds, why
 
 
 def device_seconds(weights: int, kv_device: int, copies_cache: bool, card: GPU) -> float:
@@ -158,7 +176,7 @@ def fill(result, config, mom_config: MomConfig, card: GPU, batch: int) -> None:
     """Set TTFT, decode rate, their ranges, the decode path and notes on a Prediction from its memory events."""
     if result.oom:
         return
-    ttft, why = prefill_seconds(config, result.context, batch, card, result.logits_to_keep)
+    ttft, why = prefill_seconds(config, result.context, batch, card, result.logits_to_keep, result.prefill_chunk_size)
     result.ttft_s = ttft
     result.ttft_range_s = (ttft * (1 - PREFILL_SPREAD), ttft * (1 + PREFILL_SPREAD))
     result.speed_notes = [f"prefill {why}"]
