@@ -12,7 +12,7 @@ the bracket ends below 256k, once more with 8192. Each try is recorded and saved
 one, and a try already in the file is not run again: the search is deterministic, so a search
 cut off anywhere replays its recorded tries for free and goes on where it stopped.
 
-Where mom.predict covers the variant (`hf`, `mom-paper`; `mom` has its host wall below) and
+Where mom.predict covers the variant (`standard`, `hf`, `hf-chunked`, `mom-paper`; `mom` has its host wall below) and
 the card is a GPU, the search starts at the predicted maximum instead (`--start prediction`, the
 default on CUDA): it tries that context and walks one step at a time towards the wall, so an
 exact prediction costs two runs (the maximum and one step above) where the grow-and-narrow search
@@ -45,7 +45,7 @@ KIND = "max_context"
 VARIANTS = "standard,hf,hf-chunked,hf-offload,mom-paper,mom"
 GUARD_FIRST = {"mom"}  # offload="auto": host RAM is the wall
 BENCH_GUARD = {"hf-offload"}  # host-resident cache without a guard of its own
-PREDICTED = {"hf", "mom-paper", "mom-none", "mom-stream", "mom-prefill"}  # variants mom.predict covers
+PREDICTED = {"standard", "hf", "hf-chunked", "mom-paper", "mom-none", "mom-stream", "mom-prefill"}  # mom.predict covers
 WALK_STEPS = 3  # steps walked from a prediction before the bracket search takes over
 
 
@@ -191,10 +191,18 @@ def predicted_maximum(searcher: Searcher, variant: str) -> int | None:
     args = searcher.args
     config = searcher.configs.get(variant) or mom.MomConfig()
     found = predict_max_context(args.model, config, gpu=this_card(), host_bytes=psutil.virtual_memory().available,
-                                new_tokens=args.new_tokens, resolution=args.fine, high=args.high)
+                                new_tokens=args.new_tokens, resolution=args.fine, high=args.high,
+                                **predict_options(variant, args.chunk))
     if found is None:
         return None
     return found if found < args.switch else found // args.coarse * args.coarse
+
+
+def predict_options(variant: str, chunk: int) -> dict:
+    """mom.predict's words for a variant's generate() options: `standard` keeps every position's
+    logits, `hf-chunked` prefills in chunks (generate_clock.GENERATE_OPTIONS)."""
+    options = generate_options(variant, chunk)
+    return dict(logits_to_keep=options.get("logits_to_keep", 1), prefill_chunk_size=options.get("prefill_chunk_size"))
 
 
 def guard_maximum(model, step: int, high: int) -> int:

@@ -208,15 +208,17 @@ def _cards(counts: list[int], name: str) -> str:
 
 def max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100-80GB", host_bytes: int | None = None,
                 new_tokens: int = 32, batch: int = 1, resolution: int = 8192, high: int = DEFAULT_HIGH,
-                gpus: int | None = None) -> int | None:
+                gpus: int | None = None, logits_to_keep: int = 1, prefill_chunk_size: int | None = None) -> int | None:
     """The largest multiple of `resolution` up to `high` predicted to run; None if one step does not."""
-    return find_max_context(model, config, gpu, host_bytes, new_tokens, batch, resolution, high, gpus=gpus).maximum
+    return find_max_context(model, config, gpu, host_bytes, new_tokens, batch, resolution, high, gpus=gpus,
+                            logits_to_keep=logits_to_keep, prefill_chunk_size=prefill_chunk_size).maximum
 
 
 def find_max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100-80GB", host_bytes: int | None = None,
                      new_tokens: int = 32, batch: int = 1, resolution: int = 8192, high: int = DEFAULT_HIGH,
                      on_try: Callable[[Prediction], None] | None = None, gpus: int | None = None,
-                     device_map: str | dict | None = None) -> MaxContextResult:
+                     device_map: str | dict | None = None, logits_to_keep: int = 1,
+                     prefill_chunk_size: int | None = None) -> MaxContextResult:
     """`mom.find_max_context` over predictions: the same MaxContextResult, its tries Predictions.
 
     Args:
@@ -225,6 +227,7 @@ def find_max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100
             host-RAM wall of an offloaded cache, which is arithmetic).
         on_try: called with each Prediction as it is made (the Explorer's progress).
         gpus, device_map: several cards, as for `mom.predict` (a try passes when every card's does).
+        logits_to_keep, prefill_chunk_size: the prefill, as for `mom.predict`.
     """
     card = resolve_gpu(gpu)
     hf_config, _ = model_config(model)
@@ -235,7 +238,8 @@ def find_max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100
 
     def passes(context: int) -> bool:
         prediction = predict(hf_config, config, context, new_tokens, batch, card, host_bytes, gpus=gpus,
-                             device_map=device_map)
+                             device_map=device_map, logits_to_keep=logits_to_keep,
+                             prefill_chunk_size=prefill_chunk_size)
         result.tries.append(prediction)
         if on_try is not None:
             on_try(prediction)

@@ -110,4 +110,12 @@ def test_the_search_starts_from_a_prediction_only_on_a_gpu(tmp_path, model):
     assert not max_context.Searcher(args, model, dict(runs=[])).from_prediction
     args = max_context.parse(["--out", str(tmp_path / "m.json"), "--device", "cpu", "--start", "prediction"])
     searcher = max_context.Searcher(args, model, dict(runs=[]))
-    assert searcher.from_prediction and max_context.predicted_maximum(searcher, "hf-chunked") is None
+    assert searcher.from_prediction and max_context.predicted_maximum(searcher, "hf-offload") is None
+
+
+def test_the_prediction_runs_the_variants_prefill():
+    """`standard` keeps every position's logits and `hf-chunked` prefills in chunks: so do their predictions."""
+    assert max_context.predict_options("standard", 8192) == dict(logits_to_keep=0, prefill_chunk_size=None)
+    assert max_context.predict_options("hf-chunked", 4096) == dict(logits_to_keep=1, prefill_chunk_size=4096)
+    assert max_context.predict_options("hf", 8192) == dict(logits_to_keep=1, prefill_chunk_size=None)
+    assert {"standard", "hf-chunked"} <= max_context.PREDICTED and "hf-offload" not in max_context.PREDICTED
