@@ -12,9 +12,10 @@ the bracket ends below 256k, once more with 8192. Each try is recorded and saved
 one, and a try already in the file is not run again: the search is deterministic, so a search
 cut off anywhere replays its recorded tries for free and goes on where it stopped.
 
-Where mom.predict covers the variant (`standard`, `hf`, `hf-chunked`, `mom-paper`; `mom` has its host wall below) and
-the card is a GPU, the search starts at the predicted maximum instead (`--start prediction`, the
-default on CUDA): it tries that context and walks one step at a time towards the wall, so an
+Where mom.predict covers the variant (`standard`, `hf`, `hf-chunked`, `mom-paper`; `mom` has its
+host wall below) and the card is a GPU, the search starts at the predicted maximum instead
+(`--start prediction`, the default on CUDA): it tries that context and walks one step at a time
+towards the wall, so an
 exact prediction costs two runs (the maximum and one step above) where the grow-and-narrow search
 costs six to eight; after `WALK_STEPS` steps without a bracket it hands over to the search.
 
