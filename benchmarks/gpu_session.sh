@@ -17,6 +17,8 @@
 #                 maximum once branch next/session7 is merged)
 #   families      issue 12: qwen2.5-7b and mistral-nemo-12b, hf vs mom, 32k-128k, bf16 verdict (~17 min, estimated)
 #   peers         issue 12: transformers' offloaded and static caches beside mom at 4k and 128k (~9 min, estimated)
+#   max_std_chunked  issues 12-13: standard's and hf-chunked's maxima, each from mom.predict's
+#                 (147,456 and 311,296 predicted; ~4.3 min estimated)
 #   max_paper     issue 12: mom-paper's maximum context, bracketed (~13 min, estimated; ~5 from mom.predict's
 #                 maximum once branch next/session7 is merged)
 #   million       issue 14: 1,081,344 tokens with 32 decoded (~13 min)
@@ -83,6 +85,8 @@ if [ "$mode" = run ]; then
         max_hf) stage max_hf python3 benchmarks/max_context.py --variants hf --out "$dir/max_hf.json" ;;
         families) stage families python3 benchmarks/families.py --out "$dir/families.json" ;;
         peers) stage peers python3 benchmarks/peers.py --out "$dir/peers.json" ;;
+        max_std_chunked) stage max_std_chunked python3 benchmarks/max_context.py --variants standard,hf-chunked \
+            --out "$dir/max_std_chunked.json" ;;
         max_paper) stage max_paper python3 benchmarks/max_context.py --variants mom-paper --out "$dir/max_paper.json" ;;
         placement_exact) stage placement_exact python3 benchmarks/placement_exact.py --context 376832 \
             --out "$dir/placement_exact.json" ;;
