@@ -83,19 +83,15 @@ def prediction_lines(result: Any) -> list[str]:
 def reserve_lines(result: Any) -> list[str]:
     """The allocator's reserve at its peak against the card: what runs out is the reserve (allocated
     plus cached blocks stranded by fragmentation), which the allocated peak alone does not show."""
-    from ..simulate.plan import NEAR_THE_WALL
+    from ..simulate.plan import near_the_wall
 
     if result.oom or not getattr(result, "peak_reserved_bytes", 0):
         return []
-    try:
-        usable = resolve_gpu(result.gpu).usable_bytes
-    except (KeyError, ValueError):  # a card outside the table, named by hand: no usable figure to hold it to
-        return []
-    left = usable - result.peak_reserved_bytes
-    line = (f"allocator reserve at its peak: {format_bytes(result.peak_reserved_bytes)} of "
-            f"{format_bytes(usable)} usable ({format_bytes(max(left, 0))} left"
-            + ("; within 0.5 GiB of the card, the card's fragmentation can decide)" if left < NEAR_THE_WALL else ")"))
-    return [line]
+    usable, reserved = result.device_limit_bytes, result.peak_reserved_bytes
+    close = near_the_wall(usable, reserved)
+    return [f"allocator reserve at its peak: {format_bytes(reserved)} of {format_bytes(usable)} usable "
+            f"({format_bytes(max(usable - reserved, 0))} left"
+            + ("; within 0.5 GiB of the card, the card's fragmentation can decide)" if close else ")")]
 
 
 class PhysicalLimits:

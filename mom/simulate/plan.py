@@ -42,6 +42,11 @@ NEAR_THE_WALL_NOTE = (
 DEFAULT_HIGH = 4 << 20  # 4M tokens: beyond any card in the table for an 8B model
 
 
+def near_the_wall(usable_bytes: int, reserved_bytes: int) -> bool:
+    """Whether the allocator's reserve peak comes within NEAR_THE_WALL of the card's usable memory."""
+    return usable_bytes - reserved_bytes < NEAR_THE_WALL
+
+
 @dataclass
 class PlanRow:
     """One candidate configuration at the planned context."""
@@ -89,7 +94,7 @@ class Plan:
         for row in self.rows + self.rejected:
             mode = row.config.get("offload", "none") if row.label != "baseline" else "baseline"
             reach = self.max_context.get(reach_key(mode, row.gpus, self.gpus))
-            close = row.fits and self.usable_bytes - row.peak_reserved_bytes < NEAR_THE_WALL
+            close = row.fits and near_the_wall(self.usable_bytes, row.peak_reserved_bytes)
             lines.append((row.label, *((str(row.gpus),) if several else ()), "yes" if row.fits else f"no ({row.wall})",
                           _peaks(row), format_bytes(row.peak_reserved_bytes) + (" *" if close else ""),
                           format_bytes(row.peak_host_bytes), _fmt(row.ttft_s, 2),
@@ -100,7 +105,7 @@ class Plan:
         title = (f"{self.model} on {_cards(self.gpus, self.gpu)} ({format_bytes(self.usable_bytes)} usable each), host "
                  f"{format_bytes(self.host_bytes) if self.host_bytes else 'unlimited'}, context {self.context:,} "
                  f"+ {self.new_tokens} tokens (predicted)")
-        if any(row.fits and self.usable_bytes - row.peak_reserved_bytes < NEAR_THE_WALL for row in self.rows):
+        if any(near_the_wall(self.usable_bytes, row.peak_reserved_bytes) for row in self.rows):
             text.append(NEAR_THE_WALL_NOTE)
         if not self.rows and all((row.error or "").startswith("the weights do not fit") for row in self.rejected):
             text.append(f"the weights alone ({format_bytes(self.rejected[0].peak_gpu_bytes)}) do not fit this card: "

@@ -139,16 +139,16 @@ def predict(
             GPU beyond `gpus`, or leaving a module out; logits_to_keep below 0; a
             prefill_chunk_size below 1.
     """
+    if logits_to_keep < 0:
+        raise ValueError(f"logits_to_keep must be 0 (every position) or a count of last positions, got {logits_to_keep}")
+    if prefill_chunk_size is not None and prefill_chunk_size < 1:
+        raise ValueError(f"prefill_chunk_size must be a positive number of tokens or None, got {prefill_chunk_size}")
     config = config or MomConfig()
     card = resolve_gpu(gpu)
     hf_config, name = model_config(model)
     fake = fake_model(hf_config, name, dtype)
     devices = _imitated_devices(fake.model, card, gpus, device_map)
-    if logits_to_keep < 0:
-        raise ValueError(f"logits_to_keep must be 0 (every position) or a count of last positions, got {logits_to_keep}")
     result = _new_prediction(fake.model, name, config, context, new_tokens, batch, card)
-    if prefill_chunk_size is not None and prefill_chunk_size < 1:
-        raise ValueError(f"prefill_chunk_size must be a positive number of tokens or None, got {prefill_chunk_size}")
     result.logits_to_keep, result.prefill_chunk_size = logits_to_keep, prefill_chunk_size
     probe = devices.main if devices else AllocatorProbe(card.usable_bytes, f"{card.name} (predicted)")
     if devices:
