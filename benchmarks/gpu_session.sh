@@ -24,7 +24,8 @@
 #   million       issue 14: 1,081,344 tokens with 32 decoded (~13 min)
 #   predict       issue 13: predict_accuracy.py, predicted vs measured peak/TTFT/decode (~9 min)
 #   predict_qwen  issue 13: the same check on a family the calibration never saw: qwen2.5-7b at 32k
-#                 and 128k, hf, mom-auto and mom-paper, decode at 128k in 2 rounds (~5 min, estimated)
+#                 and 128k, hf, mom-auto and mom-paper, decode at fresh lengths at 32k and 128k in 2 rounds
+#                 (~3 min)
 #   predict_nemo  the same for mistral-nemo-12b (~6 min, estimated)
 #   max_mom       issues 12-14: mom's maximum context, bracketed (detached; ~15 min)
 #   decode_split  issue 13: eager decode's wall step against the GPU's kernel time per step,
@@ -93,7 +94,7 @@ if [ "$mode" = run ]; then
         predict) stage predict python3 benchmarks/predict_accuracy.py --fresh --out "$dir/predict_accuracy.json" ;;
         predict_qwen|predict_nemo) model=$([ $name = predict_qwen ] && echo qwen2.5-7b || echo mistral-nemo-12b)
             stage $name python3 benchmarks/predict_accuracy.py --model $model --contexts 32768,131072 \
-            --variants hf,mom-auto,mom-paper --decode-contexts 131072 --decode-rounds 2 --fresh --budget-s 330 \
+            --variants hf,mom-auto,mom-paper --decode-contexts 32768,131072 --decode-rounds 2 --fresh --budget-s 330 \
             --out "$dir/$name.json" ;;
         max_mom) stage max_mom python3 benchmarks/max_context.py --variants mom --out "$dir/max_mom.json" ;;
         decode_split) stage decode_split python3 benchmarks/decode_split.py --out "$dir/decode_split.json" ;;
