@@ -7,11 +7,10 @@ A fixed piece count, not a piece size, keeps a prediction's cost independent of 
 (the op count is layers x pieces), which is what makes the maximum-context search take seconds.
 
 Ranking: predicted time of the whole run, TTFT + (new_tokens - 1) decode steps. The maximum
-context of each mode is searched over predictions like `mom.find_max_context` searches over
-runs: grow from one resolution step, aim at the context where predicted peak memory (linear in
-the context through the two longest passing tries) meets the card, at most twice in a row, then
-bisect; the answer is a predicted pass whose neighbour one step up is a predicted failure (or the
-host-RAM wall of offloaded modes, which is arithmetic). The search stops at `high`.
+context of each mode is searched over predictions (reach.py: the host wall where it is
+arithmetic, else an aim from two predictions and a walk of single steps): the answer is a
+predicted pass whose neighbour one step up is a predicted failure. The search stops at `high`;
+a mode that passes there shows ">= high" in the table (`max_context_capped`).
 
 Several GPUs (`gpus=2` or `gpus=(1, 2, 4)`): every candidate is predicted on each count of cards
 (devices.py's even split), rows are grouped by count (fewest cards first, fastest first within),
@@ -28,7 +27,7 @@ from typing import Any
 from ..config import MomConfig
 from ..engine.host_guard import HOST_RAM_MARGIN, host_bytes_needed
 from ..memory.events import MaxContextResult, format_bytes
-from ..memory.search import bracket_search
+from . import reach
 from .fake import model_config
 from .gpus import GPU, resolve_gpu
 from .runner import Prediction, predict
@@ -79,6 +78,7 @@ class Plan:
     rows: list[PlanRow] = field(default_factory=list)
     rejected: list[PlanRow] = field(default_factory=list)
     max_context: dict[str, int | None] = field(default_factory=dict)
+    max_context_capped: list[str] = field(default_factory=list)  # keys whose maximum is the search's cap, not a wall
     resolution: int = 8192
     gpus: list[int] = field(default_factory=lambda: [1])
 
@@ -93,12 +93,13 @@ class Plan:
         lines = [header]
         for row in self.rows + self.rejected:
             mode = row.config.get("offload", "none") if row.label != "baseline" else "baseline"
-            reach = self.max_context.get(reach_key(mode, row.gpus, self.gpus))
+            key = reach_key(mode, row.gpus, self.gpus)
+            furthest = self.max_context.get(key)
             close = row.fits and near_the_wall(self.usable_bytes, row.peak_reserved_bytes)
             lines.append((row.label, *((str(row.gpus),) if several else ()), "yes" if row.fits else f"no ({row.wall})",
                           _peaks(row), format_bytes(row.peak_reserved_bytes) + (" *" if close else ""),
                           format_bytes(row.peak_host_bytes), _fmt(row.ttft_s, 2),
-                          _fmt(row.decode_s_per_token, 3), "-" if reach is None else f"{reach:,}"))
+                          _fmt(row.decode_s_per_token, 3), _reach_cell(furthest, key in self.max_context_capped)))
         widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
         text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in lines]
         text.insert(1, "  ".join("-" * w for w in widths))
@@ -171,8 +172,11 @@ def plan(
         for count in counts:
             for cfg in candidates(mini_sequences, kv_gpu_budget):
                 mode = "baseline" if cfg.is_baseline else cfg.offload
-                result.max_context[reach_key(mode, count, counts)] = max_context(
-                    config, cfg, card, host_bytes, new_tokens, batch, resolution, high, gpus=count)
+                key = reach_key(mode, count, counts)
+                found = find_max_context(config, cfg, card, host_bytes, new_tokens, batch, resolution, high, gpus=count)
+                result.max_context[key] = found.maximum
+                if found.maximum is not None and not found.limit_reached:
+                    result.max_context_capped.append(key)
     return result
 
 
@@ -236,23 +240,21 @@ def find_max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100
     """
     card = resolve_gpu(gpu)
     hf_config, _ = model_config(model)
-    top = min(high, _host_wall(hf_config, config, batch, host_bytes, resolution)) // resolution * resolution
-    result = MaxContextResult(maximum=None, resolution=resolution, high=high)
-    if top < resolution:
-        return result
+    high = high // resolution * resolution
+    if high < resolution:
+        return MaxContextResult(maximum=None, resolution=resolution, high=high)
 
-    def passes(context: int) -> bool:
+    def predict_at(context: int) -> Prediction:
         prediction = predict(hf_config, config, context, new_tokens, batch, card, host_bytes, gpus=gpus,
                              device_map=device_map, logits_to_keep=logits_to_keep,
                              prefill_chunk_size=prefill_chunk_size)
-        result.tries.append(prediction)
         if on_try is not None:
             on_try(prediction)
-        return not prediction.oom
+        return prediction
 
-    # predictions cost the same at any length, so the growth phase steps by 4x, not 2x
-    result.maximum, _ = bracket_search(passes, result.tries, resolution, top, resolution, card.usable_bytes, growth=4)
-    return result
+    wall = _host_wall(hf_config, config, batch, host_bytes, resolution)
+    return reach.search(predict_at, card.usable_bytes, host_bytes, resolution, high,
+                        host_top=wall if wall < high else None)
 
 
 def _host_wall(hf_config, config: MomConfig, batch: int, host_bytes: int | None, resolution: int) -> int:
@@ -273,6 +275,13 @@ def _host_wall(hf_config, config: MomConfig, batch: int, host_bytes: int | None,
         middle = (low + high) // 2 // resolution * resolution
         low, high = (middle, high) if fits(middle) else (low, middle)
     return low
+
+
+def _reach_cell(tokens: int | None, capped: bool) -> str:
+    """A maximum context for the table: '>= N' where the search stopped at its cap with no wall below."""
+    if tokens is None:
+        return "-"
+    return f">= {tokens:,}" if capped else f"{tokens:,}"
 
 
 def _fmt(value: float | None, digits: int) -> str:

@@ -77,6 +77,32 @@ def test_cli_plan_refuses_an_unknown_card(capsys):
     assert "unknown GPU 'H100-81GB'" in capsys.readouterr().err
 
 
+def test_a_host_wall_costs_two_predictions_and_is_a_wall():
+    """stream on a host smaller than the card's reach: the engine's rule refuses one step above
+    the arithmetic wall and the card holds the wall itself (reach.py, step 1)."""
+    cfg = mom.MomConfig(mini_sequences=8, offload="stream")
+    wall = _host_wall(mom.simulate.fake.model_config("llama-3.2-1b")[0], cfg, 1, 4 * GiB, 8192)
+    result = mom.simulate.find_max_context("llama-3.2-1b", cfg, "custom-40GiB", host_bytes=4 * GiB, resolution=8192)
+    assert [p.context for p in result.tries] == [wall + 8192, wall]
+    assert result.maximum == wall and result.limit_reached and result.wall == "host"
+
+
+def test_a_host_wall_the_card_cannot_hold_is_searched_below_it():
+    cfg = mom.MomConfig(mini_sequences=8, offload="prefill")  # decode reloads every layer onto a small card
+    wall = _host_wall(mom.simulate.fake.model_config("llama-3.2-1b")[0], cfg, 1, 64 * GiB, 16384)
+    result = mom.simulate.find_max_context("llama-3.2-1b", cfg, "custom-4GiB", host_bytes=64 * GiB, resolution=16384)
+    assert result.maximum < wall and result.wall == "device"
+    assert result.first_failure_above.context == result.maximum + 16384
+
+
+def test_a_maximum_at_the_search_cap_reads_as_a_bound():
+    plan = mom.plan("llama-3.2-1b", gpu="H100-80GB", host_bytes=512 * GiB, context=16384, high=65536)
+    assert plan.max_context["stream"] == 65536 and "stream" in plan.max_context_capped
+    row = next(line for line in plan.table().splitlines() if line.startswith("M=16, trim, offload=stream"))
+    assert row.endswith(">= 65,536")
+    assert all(plan.max_context[key] == 65536 for key in plan.max_context_capped)
+
+
 def test_find_max_context_answers_like_the_measured_search():
     seen = []
     cfg = mom.MomConfig(mini_sequences=8, offload="stream")
