@@ -154,3 +154,19 @@ def test_the_reserve_is_said_and_flagged_near_the_wall():
     far = mom.predict("llama-3.2-1b", mom.MomConfig(), context=8192, new_tokens=4, gpu="custom-8GiB")
     [line] = [line for line in prediction_lines(far) if line.startswith("allocator reserve")]
     assert "GiB left)" in line and "within" not in line
+
+
+def test_find_max_marks_a_host_walled_maximum():
+    """offload="stream" on a small host: the host rule is the wall (simulate/reach.py predicts one
+    step above it and at it), and the panel marks the predicted maximum like any other wall."""
+    panel = Explorer("llama-3.2-1b", gpu="A10G-24GB", host_gib=4)
+    panel.controls["new_tokens"].value = 4
+    panel.controls["mini_sequences"].value = 16
+    panel.controls["offload"].value = "stream"
+    panel.defaults["resolution"] = 32768
+    result = panel.find_max_context()
+    assert panel.last_error is None, panel.message.value
+    assert result.limit_reached and result.wall == "host" and len(result.tries) == 2
+    maximum = next(t for t in panel.sweep.data if "predicted on A10G-24GB maximum" in t.name)
+    assert list(maximum.x) == [result.maximum] * 2
+    panel.close()
