@@ -8,8 +8,8 @@ A fixed piece count, not a piece size, keeps a prediction's cost independent of 
 
 Ranking: predicted time of the whole run, TTFT + (new_tokens - 1) decode steps. The maximum
 context of each mode is searched over predictions (reach.py: the host wall where it is
-arithmetic, else an aim from two predictions and a walk of single steps): the answer is a
-predicted pass whose neighbour one step up is a predicted failure. The search stops at `high`;
+arithmetic, else the bracket search of memory/search.py): the answer is a predicted pass whose
+neighbour one step up is a predicted failure. The search stops at `high`;
 a mode that passes there shows ">= high" in the table (`max_context_capped`).
 
 Several GPUs (`gpus=2` or `gpus=(1, 2, 4)`): every candidate is predicted on each count of cards
@@ -252,9 +252,8 @@ def find_max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100
             on_try(prediction)
         return prediction
 
-    wall = _host_wall(hf_config, config, batch, host_bytes, resolution)
-    return reach.search(predict_at, card.usable_bytes, host_bytes, resolution, high,
-                        host_top=wall if wall < high else None)
+    return reach.search(predict_at, card.usable_bytes, resolution, high,
+                        host_top=_host_wall(hf_config, config, batch, host_bytes, resolution))
 
 
 def _host_wall(hf_config, config: MomConfig, batch: int, host_bytes: int | None, resolution: int) -> int:
