@@ -145,7 +145,8 @@ def limit_terms(model, device: torch.device, context: int, step: int = 16384, st
     free = SideStreamCopier(device).free_device_bytes()  # None on a CPU
     total = torch.cuda.mem_get_info(device)[1] if device.type == "cuda" else None
     embedding = families.embedding(model).weight
-    transient = placement.prefill_transient_bytes(model.config, model.dtype, 1, 1, fused=True)
+    # per prompt token, fused; a piece's own term (C=4096 here) is not per prompt token
+    transient = placement.prefill_transient_bytes(model.config, model.dtype, 1, 1, piece=0)
     out = dict(gpu_free_after_weights=free, gpu_total=total,
                weights=sum(p.numel() * p.element_size() for p in model.parameters()),
                embedding=embedding.numel() * embedding.element_size(),

@@ -10,6 +10,7 @@ threads (the pools and the streams are shared; each call's own state is not).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 import weakref
 
 from . import devices, host_guard
@@ -21,9 +22,11 @@ from .placement import place_before_prefill
 class OffloadRuntime:
     """The side streams, pinned pools and live caches of one `mom.enable` handle."""
 
-    def __init__(self, model, mode: str, kv_gpu_budget: int | None, fused_prefill: bool = False):
+    def __init__(self, model, mode: str, kv_gpu_budget: int | None,
+                 piece_size: Callable[[int], int] | None = None):
         self.model, self.mode, self.kv_gpu_budget = model, mode, kv_gpu_budget
-        self.fused_prefill = fused_prefill  # mini-sequences: prefill's transients are the fused layer's
+        # mini-sequences (MomConfig.piece_size): prefill's transients are the fused layer's, one piece wide
+        self.piece_size = piece_size
         self.lanes = Lanes(devices.layer_devices(model))
         self.caches: weakref.WeakSet[MomCache] = weakref.WeakSet()
         self.lock = threading.RLock()
@@ -55,7 +58,7 @@ class OffloadRuntime:
             HostMemoryError: the prompt's K/V would not fit in host RAM.
         """
         cache = MomCache(self.model, self.mode, self.kv_gpu_budget, self.lanes)
-        place_before_prefill(cache, batch, seq_len, fused=self.fused_prefill)
+        place_before_prefill(cache, batch, seq_len, self.piece_size(seq_len) if self.piece_size else None)
         sizes = cache.host_block_sizes_by_lane(batch, seq_len)
         needed = sum(sum(lane_sizes) for lane_sizes in sizes.values())
         host_guard.check_host_memory(needed, batch, seq_len, self.lanes.free_bytes)

@@ -206,7 +206,8 @@ def _install(handle: Handle) -> None:
     if config.offload != "none":
         from .offload import OffloadRuntime
 
-        handle.offload = OffloadRuntime(model, config.offload, config.kv_gpu_budget, config.uses_mini_sequences)
+        handle.offload = OffloadRuntime(model, config.offload, config.kv_gpu_budget,
+                                        config.piece_size if config.uses_mini_sequences else None)
         handle.decode = _decode_graphs(handle)
     handle._bind(model, "forward", _causal_lm_forward(handle, _inner_forward(model)))
     layers = families.decoder_layers(model)

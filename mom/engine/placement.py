@@ -27,31 +27,40 @@ logger = logging.getLogger(__name__)
 PREFILL_HIDDEN_COPIES = 6  # [S, hidden] tensors alive at an unfused prefill's peak (measured ~44 KiB/token on 8B)
 
 
-def prefill_transient_bytes(model_config, dtype, batch: int, seq_len: int, fused: bool) -> int:
-    """Prompt-length bytes prefill holds at its peak beside the weights and the placed K/V.
+def prefill_transient_bytes(model_config, dtype, batch: int, seq_len: int, piece: int | None) -> int:
+    """Bytes prefill holds at its peak beside the weights and the placed K/V.
 
-    Fused (mini-sequences; engine/patch.py `_fused_prefill_layer_forward`): the residual stream
-    x, Q, this layer's freshly computed K and V, and the attention output,
+    `piece`: tokens per mini-sequence piece, where prefill runs the fused layer (engine/patch.py
+    `_fused_prefill_layer_forward`); None without mini-sequences. Fused, the prompt-length terms
+    are the residual stream x, Q, this layer's freshly computed K and V, and the attention output,
+    plus one piece's MLP intermediates, its normed input and its output:
 
-        S b (d + 2 h_q d_h + 2 h_kv d_h)        (28 KiB per token on Llama-3.1-8B in bf16)
+        S b (d + 2 h_q d_h + 2 h_kv d_h) + C b (3 I + 2 d)
 
-    (one piece's MLP intermediates and normed input do not grow with S). Without mini-sequences
-    the family's own layer holds more: PREFILL_HIDDEN_COPIES [S, d] copies and two layers' K/V.
+    (28 KiB per prompt token on Llama-3.1-8B in bf16, and 100 KiB per piece token). The piece
+    term is small at C=4096 (0.2 GiB) but grows with the prompt at a fixed piece count: at 16
+    pieces of 1.1M tokens it is 6.5 GiB, and without it "auto" kept a layer too many on an H100
+    (predicted: llama-3.1-8b, 1,097,728 tokens, M=16, out of memory in prefill where 1,089,536
+    and 1,114,112 passed; benchmarks/NOTES.md, ninth session). Without mini-sequences the
+    family's own layer holds more: PREFILL_HIDDEN_COPIES [S, d] copies and two layers' K/V.
     """
     from .families import kv_geometry_of_config
 
     _, kv_heads, head_dim = kv_geometry_of_config(model_config)
     hidden, b = model_config.hidden_size, dtype.itemsize
-    if fused:
+    if piece is not None:
         per_token = hidden + 2 * model_config.num_attention_heads * head_dim + 2 * kv_heads * head_dim
-        return batch * seq_len * per_token * b
+        inner = getattr(model_config, "intermediate_size", None) or 4 * hidden
+        per_piece_token = 3 * inner + 2 * hidden
+        return batch * (seq_len * per_token + min(piece, seq_len) * per_piece_token) * b
     return PREFILL_HIDDEN_COPIES * batch * seq_len * hidden * b + 2 * layer_kv_bytes_of(model_config, dtype, batch, seq_len)
 
 
-def place_before_prefill(cache, batch: int, seq_len: int, fused: bool = False) -> int:
+def place_before_prefill(cache, batch: int, seq_len: int, piece: int | None = None) -> int:
     """Place the first layers that fit the GPU budget on the device ("auto"); returns how many.
 
-    `fused`: prefill runs the fused layer (mini-sequences), whose transients are smaller.
+    `piece`: tokens per mini-sequence piece where prefill runs the fused layer, whose
+    transients are smaller (None: the family's own layer).
 
     On a model spread over several devices, each device places its own first layers by its
     own budget: `kv_gpu_budget` applies to each device, and without one each device's budget
@@ -66,7 +75,7 @@ def place_before_prefill(cache, batch: int, seq_len: int, fused: bool = False) -
     for lane, layers in cache.layers_by_lane().items():
         budget = cache.kv_gpu_budget
         if budget is None:
-            budget = _free_for_kv_before_prefill(cache, lane.copier, batch, seq_len, fused)
+            budget = _free_for_kv_before_prefill(cache, lane.copier, batch, seq_len, piece)
         resident = _allocate_resident(cache, lane.device, layers, layers_that_fit(len(layers), per_layer, budget),
                                       batch, seq_len)
         for position, layer in enumerate(layers):
@@ -119,11 +128,11 @@ DECODE_WORKING_SET = 1 << 30  # logits and activations of one decode step, besid
 BUDGET_SHARE = 0.92  # of what is free: the allocator rounds and fragments
 
 
-def _free_for_kv_before_prefill(cache, copier, batch: int, seq_len: int, fused: bool) -> int:
+def _free_for_kv_before_prefill(cache, copier, batch: int, seq_len: int, piece: int | None) -> int:
     free = copier.free_device_bytes()
     if free is None:
         return 1 << 62  # nothing to bound on CPU: keep everything resident
-    return kv_budget(free, prefill_transient_bytes(cache.model_config, cache.dtype, batch, seq_len, fused))
+    return kv_budget(free, prefill_transient_bytes(cache.model_config, cache.dtype, batch, seq_len, piece))
 
 
 def kv_budget(free: int, reserved: int) -> int:
