@@ -12,6 +12,9 @@ since the target is a laptop's. One process, as a user's session is:
   to the drawn result (`Explorer.run(wait=True)`). The first pays the imports and the fake
   model's construction; the target is on the ones after it.
 - then the ten predictions of CASES, each `mom.predict(...)` timed alone, one after another.
+- then `mom plan` as the CLI runs it (`workers=None`: the maximum-context searches one offload
+  mode per process, as many processes as cores), for PLANS: every configuration at 128k on an
+  H100-80GB with 125 GiB of host RAM, and each offload mode's maximum context.
 
 The JSON holds every time, the machine (CPU count, model name) and the full commit.
 """
@@ -49,6 +52,7 @@ CASES = [
     ("mistral-7b", "mom", 720896),
 ]
 TEN_TARGET_S, EXPLORER_TARGET_S = 240.0, 2.0
+PLANS = ["llama-3.1-8b", "qwen2.5-7b"]  # `mom plan --model M --host-gib 125`: 128k on an H100-80GB
 
 
 def config_of(variant: str) -> mom.MomConfig:
@@ -85,6 +89,20 @@ def ten_predictions() -> list[dict]:
     return runs
 
 
+def plans() -> list[dict]:
+    """Seconds of a whole `mom plan` (rows and every mode's maximum context) per model of PLANS."""
+    from mom.simulate.parallel import worker_count
+
+    runs = []
+    for model in PLANS:
+        start = time.perf_counter()
+        planned = mom.plan(model, gpu="H100-80GB", host_bytes=125 << 30, context=131072, workers=None)
+        runs.append(dict(model=model, seconds=time.perf_counter() - start, workers=worker_count(None, 5),
+                         max_context=planned.max_context))
+        print(json.dumps(runs[-1]), flush=True)
+    return runs
+
+
 def machine() -> dict:
     name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
@@ -105,6 +123,11 @@ def markdown(report: dict, path: Path | str | None = None) -> list[str]:
                   f"{'met' if ten < TEN_TARGET_S else 'MISSED'}). The Explorer's 128k Run: first "
                   f"{report['explorer_s'][0]:.1f} s, then {', '.join(f'{s:.2f}' for s in later)} s (target < "
                   f"{EXPLORER_TARGET_S:.0f} s after the first: {'met' if later and max(later) < EXPLORER_TARGET_S else 'MISSED'})."]
+    if report.get("plans"):
+        lines += ["", "`mom plan` at 128k on an H100-80GB with 125 GiB of host RAM (every configuration, and each "
+                      "offload mode's maximum context searched over predictions, "
+                      f"{report['plans'][0]['workers']} processes): "
+                  + "; ".join(f"`{r['model']}` {r['seconds']:.1f} s" for r in report["plans"]) + "."]
     return lines
 
 
@@ -120,6 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = dict(kind=KIND, provenance=provenance("cpu"), machine=machine(), args=vars(args))
     report["explorer_s"] = explorer_runs(args.explorer_runs)
     report["runs"] = ten_predictions()
+    report["plans"] = plans()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print("\n".join(markdown(report, args.out)))

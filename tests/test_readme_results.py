@@ -162,3 +162,6 @@ def test_predict_speed_table_judges_both_targets(tmp_path):
     report.update(runs=runs[:1] * 5, explorer_s=[3.8, 1.5])
     assert "(target < 240 s: met)" in "\n".join(predict_speed.markdown(report))
     assert "after the first: met" in "\n".join(predict_speed.markdown(report))
+    assert "`mom plan`" not in "\n".join(predict_speed.markdown(report))  # older files time no plan
+    report["plans"] = [dict(model="llama-3.1-8b", seconds=25.14, workers=2, max_context={"none": 385024})]
+    assert "2 processes): `llama-3.1-8b` 25.1 s." in "\n".join(predict_speed.markdown(report))

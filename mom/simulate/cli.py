@@ -2,6 +2,9 @@
 
     mom plan --model llama-3.1-70b --gpu H100-80GB --gpus 2 4 --host-gib 256 --context 262144 [--json plan.json]
 
+The maximum-context searches run one offload mode per process (`--workers`, default one per
+core; simulate/parallel.py): the command is a single-threaded process, where forking is safe.
+
 Registered by mom/cli.py with `add_plan_command`; everything else about the command lives here.
 """
 
@@ -49,6 +52,9 @@ def add_plan_command(sub) -> None:
     parser.add_argument("--resolution", type=_positive(int), default=8192, metavar="N",
                         help="step of the maximum-context search (default: 8192)")
     parser.add_argument("--no-max-context", action="store_true", help="skip the maximum-context search")
+    parser.add_argument("--workers", type=_positive(int), default=None, metavar="N",
+                        help="processes for the maximum-context searches, one offload mode each "
+                             "(default: one per CPU core; 1 searches in this process)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the plan as JSON to this file")
     parser.set_defaults(run=run_plan)
 
@@ -65,7 +71,7 @@ def run_plan(args) -> int:
     host = int(args.host_gib * GiB) if args.host_gib is not None else None
     result = plan(args.model, gpu=args.gpu, host_bytes=host, context=args.context, new_tokens=args.new_tokens,
                   mini_sequences=args.mini_sequences, max_contexts=not args.no_max_context,
-                  resolution=args.resolution, gpus=args.gpus)
+                  resolution=args.resolution, gpus=args.gpus, workers=args.workers)
     print(result.table())
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,9 +8,10 @@ A fixed piece count, not a piece size, keeps a prediction's cost independent of 
 
 Ranking: predicted time of the whole run, TTFT + (new_tokens - 1) decode steps. The maximum
 context of each mode is searched over predictions (reach.py: the host wall where it is
-arithmetic, else the bracket search of memory/search.py): the answer is a predicted pass whose
-neighbour one step up is a predicted failure. The search stops at `high`;
-a mode that passes there shows ">= high" in the table (`max_context_capped`).
+arithmetic, else the bracket search of memory/search.py, grown from the mode's prediction at the
+planned context): the answer is a predicted pass whose neighbour one step up is a predicted
+failure. The search stops at `high`; a mode that passes there shows ">= high" in the table
+(`max_context_capped`). The searches may run one mode per process (`workers`; parallel.py).
 
 Several GPUs (`gpus=2` or `gpus=(1, 2, 4)`): every candidate is predicted on each count of cards
 (devices.py's even split), rows are grouped by count (fewest cards first, fastest first within),
@@ -27,7 +28,7 @@ from typing import Any
 from ..config import MomConfig
 from ..engine.host_guard import HOST_RAM_MARGIN, host_bytes_needed
 from ..memory.events import MaxContextResult, format_bytes
-from . import reach
+from . import parallel, reach
 from .fake import model_config
 from .gpus import GPU, resolve_gpu
 from .runner import Prediction, predict
@@ -137,6 +138,7 @@ def plan(
     resolution: int = 8192,
     high: int = DEFAULT_HIGH,
     gpus: int | Sequence[int] = 1,
+    workers: int | None = 1,
 ) -> Plan:
     """Rank the configurations that fit, and find each offload mode's maximum context.
 
@@ -151,33 +153,47 @@ def plan(
         resolution, high: step and cap of that search.
         gpus: how many cards of `gpu` the model is spread over (an even split of its layers), or
             several counts to compare (rows per count).
+        workers: processes for the maximum-context searches, one mode each (parallel.py); None:
+            one per CPU core, at most one per search. 1 (the default) searches in this process.
 
     Returns:
         A Plan; `plan.table()` prints it, `plan.to_dict()` is its JSON.
 
     Raises:
-        ValueError: a GPU count below 1 (or none).
+        ValueError: a GPU count below 1 (or none), or a worker count below 1.
     """
     card = resolve_gpu(gpu)
     counts = gpu_counts(gpus)
+    parallel.worker_count(workers, 1)  # a bad count is refused before anything is predicted
     config, name = model_config(model)
     result = Plan(model=name, gpu=card.name, usable_bytes=card.usable_bytes, host_bytes=host_bytes,
                   context=context, new_tokens=new_tokens, resolution=resolution, gpus=counts)
+    at_context = {}
     for count in counts:
-        for cfg in candidates(mini_sequences, kv_gpu_budget):
-            row = _row(predict(config, cfg, context, new_tokens, batch, card, host_bytes, gpus=count), cfg)
+        for index, cfg in enumerate(candidates(mini_sequences, kv_gpu_budget)):
+            at_context[count, index] = predict(config, cfg, context, new_tokens, batch, card, host_bytes, gpus=count)
+            row = _row(at_context[count, index], cfg)
             (result.rows if row.fits else result.rejected).append(row)
     result.rows.sort(key=lambda r: (r.gpus, r.total_s if r.total_s is not None else float("inf")))
     if max_contexts:
+        searches = []
         for count in counts:
-            for cfg in candidates(mini_sequences, kv_gpu_budget):
+            for index, cfg in enumerate(candidates(mini_sequences, kv_gpu_budget)):
                 mode = "baseline" if cfg.is_baseline else cfg.offload
-                key = reach_key(mode, count, counts)
-                found = find_max_context(config, cfg, card, host_bytes, new_tokens, batch, resolution, high, gpus=count)
-                result.max_context[key] = found.maximum
-                if found.maximum is not None and not found.limit_reached:
-                    result.max_context_capped.append(key)
+                searches.append((reach_key(mode, count, counts), (config, cfg, card, host_bytes, new_tokens, batch,
+                                                                  resolution, high, count, at_context[count, index])))
+        for key, (maximum, limit_reached) in parallel.run_searches(_search_one, searches, workers):
+            result.max_context[key] = maximum
+            if maximum is not None and not limit_reached:
+                result.max_context_capped.append(key)
     return result
+
+
+def _search_one(config, cfg, card, host_bytes, new_tokens, batch, resolution, high, count, known):
+    """One mode's maximum-context search for plan(): (maximum, limit_reached), small to send back."""
+    found = find_max_context(config, cfg, card, host_bytes, new_tokens, batch, resolution, high, gpus=count,
+                             known=known)
+    return found.maximum, found.limit_reached
 
 
 def gpu_counts(gpus: int | Sequence[int]) -> list[int]:
@@ -227,7 +243,7 @@ def find_max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100
                      new_tokens: int = 32, batch: int = 1, resolution: int = 8192, high: int = DEFAULT_HIGH,
                      on_try: Callable[[Prediction], None] | None = None, gpus: int | None = None,
                      device_map: str | dict | None = None, logits_to_keep: int = 1,
-                     prefill_chunk_size: int | None = None) -> MaxContextResult:
+                     prefill_chunk_size: int | None = None, known: Prediction | None = None) -> MaxContextResult:
     """`mom.find_max_context` over predictions: the same MaxContextResult, its tries Predictions.
 
     Args:
@@ -237,6 +253,8 @@ def find_max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100
         on_try: called with each Prediction as it is made (the Explorer's progress).
         gpus, device_map: several cards, as for `mom.predict` (a try passes when every card's does).
         logits_to_keep, prefill_chunk_size: the prefill, as for `mom.predict`.
+        known: a prediction of this configuration already made (mom.plan's at the planned
+            context): the search starts from it (reach.py).
     """
     card = resolve_gpu(gpu)
     hf_config, _ = model_config(model)
@@ -253,7 +271,7 @@ def find_max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100
         return prediction
 
     return reach.search(predict_at, card.usable_bytes, resolution, high,
-                        host_top=_host_wall(hf_config, config, batch, host_bytes, resolution))
+                        host_top=_host_wall(hf_config, config, batch, host_bytes, resolution), known=known)
 
 
 def _host_wall(hf_config, config: MomConfig, batch: int, host_bytes: int | None, resolution: int) -> int:

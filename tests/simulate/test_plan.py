@@ -133,3 +133,40 @@ def test_a_reserve_near_the_card_is_marked():
     assert NEAR_THE_WALL_NOTE in table and [line for line in table.splitlines() if " *" in line][0].startswith("baseline")
     far = mom.plan("llama-3.1-8b", gpu="H100-80GB", context=131072, max_contexts=False)
     assert NEAR_THE_WALL_NOTE not in far.table() and "reserved" in far.table()
+
+
+def test_the_search_starts_from_a_prediction_already_made():
+    """mom.plan has each configuration's prediction at the planned context: the search grows from
+    it (no 16k, 64k, ... below it) and answers what the search from one step answers."""
+    cfg = mom.MomConfig(mini_sequences=8, offload="none")
+    known = mom.predict("llama-3.2-1b", cfg, context=65536, gpu="custom-8GiB")
+    assert not known.oom
+    cold = mom.simulate.find_max_context("llama-3.2-1b", cfg, "custom-8GiB", resolution=16384)
+    warm = mom.simulate.find_max_context("llama-3.2-1b", cfg, "custom-8GiB", resolution=16384, known=known)
+    assert warm.tries[0] is known and min(p.context for p in warm.tries) == 65536
+    assert warm.maximum == cold.maximum and warm.limit_reached
+    assert warm.first_failure_above.context == warm.maximum + 16384
+
+
+def test_a_failing_known_prediction_is_the_top_of_the_search():
+    cfg = mom.MomConfig(mini_sequences=8, offload="none")
+    cold = mom.simulate.find_max_context("llama-3.2-1b", cfg, "custom-8GiB", resolution=16384)
+    above = cold.maximum + 4 * 16384
+    known = mom.predict("llama-3.2-1b", cfg, context=above, gpu="custom-8GiB")
+    assert known.oom
+    warm = mom.simulate.find_max_context("llama-3.2-1b", cfg, "custom-8GiB", resolution=16384, known=known)
+    assert warm.maximum == cold.maximum and max(p.context for p in warm.tries) == above
+
+
+def test_searches_in_processes_give_the_maxima_of_one_process():
+    kwargs = dict(gpu="custom-8GiB", host_bytes=16 * GiB, context=65536, resolution=16384)
+    serial = mom.plan("llama-3.2-1b", workers=1, **kwargs)
+    spread = mom.plan("llama-3.2-1b", workers=2, **kwargs)
+    assert spread.max_context == serial.max_context and spread.max_context_capped == serial.max_context_capped
+    assert list(serial.max_context) == ["baseline", "none", "prefill", "stream", "auto"]
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True])
+def test_a_worker_count_below_one_is_refused(workers):
+    with pytest.raises(ValueError, match="workers must be a number of processes"):
+        mom.plan("llama-3.2-1b", gpu="custom-8GiB", context=16384, workers=workers)
