@@ -26,7 +26,7 @@ Decode takes one of two paths (`decode_path`: the engine's own rule, read off th
   step, so step = weights and K/V read at the rates measured in the H100 decode_speed run, plus
   an overhead: generate()'s and mom's Python and the graph's launch, which add because
   generate() waits for each token (per step), and the graph's kernels (per layer, from the
-  replay timed alone): calibration.graph_cost, fitted at 4k, checked at 128k
+  replay timed alone): calibration.graph_cost, fitted on llama at 4k and 128k, checked on qwen and nemo
   (tests/simulate/test_decode_speed.py).
 
 The eager device term, from the GPU's busy time per step (torch.profiler) in the H100
@@ -44,9 +44,9 @@ ran 2-3x slower) applied to the step, never narrower than -15% / +15%; with the 
 low end is the step without it (lengths decoded before in the process) and the high end adds
 its slowest measurement. Graph decode: the
 calibration rounds' spread of the fixed cost, never narrower than -15%, up to the eager step
-(replaying the kernels should not be slower than launching them one by one). The -15% floor
-matters at long contexts: the fixed cost fitted at 4k is about 2 ms high at 128k, where two H100
-hosts measured 17.1 and 17.85 ms against 19.3 predicted (benchmarks/NOTES.md, 2026-12-07).
+(replaying the kernels should not be slower than launching them one by one). The range's top
+holds the slower hosts: two H100 hosts measured 17.1 and 17.85 ms at 128k at commit 2522520,
+where the fused run's host took 13.3 (benchmarks/NOTES.md, 2026-12-07).
 """
 
 from __future__ import annotations
