@@ -10,8 +10,8 @@ threads (the pools and the streams are shared; each call's own state is not).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 import weakref
+from collections.abc import Callable
 
 from . import devices, host_guard
 from .cache import MomCache

@@ -258,6 +258,7 @@ def find_max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100
     """
     card = resolve_gpu(gpu)
     hf_config, _ = model_config(model)
+    _check_known(known, config, new_tokens, batch, card, gpus, logits_to_keep, prefill_chunk_size)
     high = high // resolution * resolution
     if high < resolution:
         return MaxContextResult(maximum=None, resolution=resolution, high=high)
@@ -272,6 +273,20 @@ def find_max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100
 
     return reach.search(predict_at, card.usable_bytes, resolution, high,
                         host_top=_host_wall(hf_config, config, batch, host_bytes, resolution), known=known)
+
+
+def _check_known(known: Prediction | None, config: MomConfig, new_tokens: int, batch: int, card: GPU,
+                 gpus: int | None, logits_to_keep: int, prefill_chunk_size: int | None) -> None:
+    """A `known` prediction must be of the searched run: else its pass or failure says nothing."""
+    if known is None:
+        return
+    ours = (asdict(config), new_tokens, batch, card.name, gpus or 1, logits_to_keep, prefill_chunk_size)
+    settings = {key: value for key, value in known.config.items() if key != "label"}  # Profile.config adds a label
+    theirs = (settings, known.new_tokens, known.batch, known.gpu, known.gpus, known.logits_to_keep,
+              known.prefill_chunk_size)
+    if ours != theirs:
+        raise ValueError("`known` was predicted for another run (its config, new_tokens, batch, card, GPU count or prefill "
+                         "differ from the search's): pass a prediction of this search's own run, or none")
 
 
 def _host_wall(hf_config, config: MomConfig, batch: int, host_bytes: int | None, resolution: int) -> int:

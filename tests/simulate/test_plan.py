@@ -158,6 +158,13 @@ def test_a_failing_known_prediction_is_the_top_of_the_search():
     assert warm.maximum == cold.maximum and max(p.context for p in warm.tries) == above
 
 
+def test_a_known_prediction_of_another_run_is_refused():
+    known = mom.predict("llama-3.2-1b", mom.MomConfig(mini_sequences=8, offload="none"), context=65536, gpu="custom-8GiB")
+    with pytest.raises(ValueError, match="predicted for another run"):
+        mom.simulate.find_max_context("llama-3.2-1b", mom.MomConfig(mini_sequences=8, offload="stream"), "custom-8GiB",
+                                      resolution=16384, known=known)
+
+
 def test_searches_in_processes_give_the_maxima_of_one_process():
     kwargs = dict(gpu="custom-8GiB", host_bytes=16 * GiB, context=65536, resolution=16384)
     serial = mom.plan("llama-3.2-1b", workers=1, **kwargs)
