@@ -168,20 +168,17 @@ def plan(
     config, name = model_config(model)
     result = Plan(model=name, gpu=card.name, usable_bytes=card.usable_bytes, host_bytes=host_bytes,
                   context=context, new_tokens=new_tokens, resolution=resolution, gpus=counts)
-    at_context = {}
+    searches = []  # each mode's maximum-context search, from its prediction at `context`
     for count in counts:
-        for index, cfg in enumerate(candidates(mini_sequences, kv_gpu_budget)):
-            at_context[count, index] = predict(config, cfg, context, new_tokens, batch, card, host_bytes, gpus=count)
-            row = _row(at_context[count, index], cfg)
+        for cfg in candidates(mini_sequences, kv_gpu_budget):
+            prediction = predict(config, cfg, context, new_tokens, batch, card, host_bytes, gpus=count)
+            row = _row(prediction, cfg)
             (result.rows if row.fits else result.rejected).append(row)
+            mode = "baseline" if cfg.is_baseline else cfg.offload
+            searches.append((reach_key(mode, count, counts), (config, cfg, card, host_bytes, new_tokens, batch,
+                                                              resolution, high, count, prediction)))
     result.rows.sort(key=lambda r: (r.gpus, r.total_s if r.total_s is not None else float("inf")))
     if max_contexts:
-        searches = []
-        for count in counts:
-            for index, cfg in enumerate(candidates(mini_sequences, kv_gpu_budget)):
-                mode = "baseline" if cfg.is_baseline else cfg.offload
-                searches.append((reach_key(mode, count, counts), (config, cfg, card, host_bytes, new_tokens, batch,
-                                                                  resolution, high, count, at_context[count, index])))
         for key, (maximum, limit_reached) in parallel.run_searches(_search_one, searches, workers):
             result.max_context[key] = maximum
             if maximum is not None and not limit_reached:

@@ -46,17 +46,13 @@ def search(predict_at: Callable[[int], Prediction], usable_bytes: int, resolutio
     same configuration already made (mom.plan's at the planned context), used as a try (step 3).
     Every prediction the answer rests on is in the result's `tries`."""
     result = MaxContextResult(maximum=None, resolution=resolution, high=high)
+    if known is not None and not (known.context % resolution == 0 and resolution <= known.context <= high):
+        known = None  # not a context this search can land on
     made: dict[int, Prediction] = {}
-    if known is not None and known.context % resolution == 0 and resolution <= known.context <= high:
-        made[known.context] = known
-
-    tried: set[int] = set()
 
     def passes(context: int) -> bool:
         if context not in made:
-            made[context] = predict_at(context)
-        if context not in tried:
-            tried.add(context)
+            made[context] = known if known is not None and context == known.context else predict_at(context)
             result.tries.append(made[context])
         return not made[context].oom
 
@@ -71,7 +67,7 @@ def search(predict_at: Callable[[int], Prediction], usable_bytes: int, resolutio
                 return result
             top = host_top
     low = resolution
-    if known is not None and known.context in made and known.context <= top:  # 3. grow from it, or search below it
+    if known is not None and known.context <= top:  # 3. grow from it, or search below it
         low, top = (known.context, top) if passes(known.context) else (resolution, known.context)
     # predictions cost about the same at any length, so the growth phase steps by 4x, not 2x
     result.maximum, _ = bracket_search(passes, result.tries, low, top, resolution, usable_bytes, growth=4)

@@ -2,6 +2,7 @@
 on fake tensors (mom.predict) at the size where it matters: an 8B model on an H100 at ~1M tokens."""
 
 import pytest
+import torch
 
 import mom
 from mom import MomConfig
@@ -13,7 +14,6 @@ HOST = 125 << 30  # the H100 machine's host RAM
 
 def test_a_fixed_piece_count_reserves_its_pieces_intermediates():
     config, _ = model_config("llama-3.1-8b")
-    import torch
 
     def transient(piece):
         return placement.prefill_transient_bytes(config, torch.bfloat16, 1, 1_097_728, piece)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,9 @@ GiB = 1 << 30
 COMMIT = "cd6f0009aca5dee5628f32f553335160b8c597ce"
 FAMILIES = {name: json.loads((RESULTS / f"2026-12-07_h100_predict_accuracy_{name}.json").read_text())
             for name in ("qwen_fresh", "nemo")}
-CONFIGS = {"hf": mom.MomConfig(), "mom-auto": mom.MomConfig(mini_sequence_size=4096, offload="auto", decode_graph=True),
-           "mom-paper": mom.MomConfig.paper()}
+sys.path.insert(0, str(RESULTS.parent))
+from predict_accuracy import VARIANTS as CONFIGS  # noqa: E402  (the configs the runs measured)
+
 MAXIMA = json.loads((RESULTS / "2026-12-07_h100_max_context_std_chunked.json").read_text())
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
@@ -204,6 +205,14 @@ def test_graph_decode_within_15_percent_of_the_h100_medians(context, predicted):
     assert low <= measured <= high, f"graph decode at {context}: {measured:.4f} s outside [{low:.4f}, {high:.4f}]"
 
 
+def accuracy_variants() -> dict[str, mom.MomConfig]:
+    """The configs benchmarks/predict_accuracy.py measured, by variant name."""
+    sys.path.insert(0, str(RESULTS.parent))
+    from predict_accuracy import VARIANTS
+
+    return VARIANTS
+
+
 @pytest.mark.parametrize("family", ["qwen_fresh", "nemo"])
 def test_graph_decode_of_families_never_fitted_within_15_percent(family):
     """qwen2.5-7b and mistral-nemo-12b on an H100 (cd6f000; streamer medians at never-decoded
@@ -214,9 +223,8 @@ def test_graph_decode_of_families_never_fitted_within_15_percent(family):
     for record in report["decode"]:
         if record["variant"] not in ("mom-auto", "mom-paper") or not record.get("measured_median_s"):
             continue
-        config = (mom.MomConfig(mini_sequence_size=4096, offload="auto", decode_graph=True)
-                  if record["variant"] == "mom-auto" else mom.MomConfig.paper())
-        prediction = mom.predict(report["model"], config, context=record["context"], new_tokens=32, gpu="H100-80GB")
+        prediction = mom.predict(report["model"], accuracy_variants()[record["variant"]], context=record["context"],
+                                 new_tokens=32, gpu="H100-80GB")
         assert prediction.decode_path.startswith("graph")
         error = prediction.decode_step_s / record["measured_median_s"] - 1
         assert abs(error) <= 0.15, f"{report['model']} {record['variant']} {record['context']}: {error:+.1%}"
