@@ -20,15 +20,20 @@ exact prediction costs two runs (the maximum and one step above) where the grow-
 costs six to eight; after `WALK_STEPS` steps without a bracket it hands over to the search.
 
 Host walls cost nothing to find: `mom`'s wall is host RAM, so it first tries one step above the
-guard's maximum (refused before any allocation) and then the maximum itself; transformers'
-offloaded cache has no guard, so the same check refuses its tries here (recorded as the
-benchmark's guard) rather than letting the kernel's OOM killer end the whole run.
+guard's maximum (refused before any allocation) and then walks from the prediction under it;
+transformers' offloaded cache has no guard, so the same check refuses its tries here (recorded
+as the benchmark's guard) rather than letting the kernel's OOM killer end the whole run.
+`mom`'s guard maximum is found with mom's own check after its placement (`OffloadRuntime.
+placed_cache`): offload="auto" keeps layers on the GPU, so it admits more than the whole cache's
+formula does (the eleventh session's search began one step above the formula's 901,120, a
+context the runtime admitted: an 8-minute run where a refusal was meant).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +41,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import estimate  # noqa: E402
 import runfile  # noqa: E402
 import tables  # noqa: E402
-from generate_clock import PAPER_CHUNK, PAPER_PIECE, generate_options, measure_generate, mom_configs  # noqa: E402
+from generate_clock import (  # noqa: E402
+    PAPER_CHUNK,
+    PAPER_PIECE,
+    free_memory,
+    generate_options,
+    measure_generate,
+    mom_configs,
+)
 
 import mom  # noqa: E402
 from mom.engine.host_guard import HostMemoryError, check_model_fits_host  # noqa: E402
@@ -46,7 +58,7 @@ KIND = "max_context"
 VARIANTS = "standard,hf,hf-chunked,hf-offload,mom-paper,mom"
 GUARD_FIRST = {"mom"}  # offload="auto": host RAM is the wall
 BENCH_GUARD = {"hf-offload"}  # host-resident cache without a guard of its own
-PREDICTED = {"standard", "hf", "hf-chunked", "mom-paper", "mom-none", "mom-stream", "mom-prefill"}  # mom.predict covers
+PREDICTED = {"standard", "hf", "hf-chunked", "mom-paper", "mom", "mom-none", "mom-stream", "mom-prefill"}  # mom.predict covers
 WALK_STEPS = 3  # steps walked from a prediction before the bracket search takes over
 
 
@@ -107,8 +119,11 @@ class Searcher:
         return record
 
     def bench_guard(self, variant: str, context: int) -> dict | None:
-        if variant not in BENCH_GUARD or _fits_host(self.model, context):
+        if variant not in BENCH_GUARD:
             return None
+        with host_guard(self.model, None) as admits:
+            if admits(context):
+                return None
         return dict(variant=variant, context=context, new_tokens=self.args.new_tokens, oom=True, wall="host",
                     error="refused by the benchmark's host-RAM check (mom's guard formula): the offloaded "
                           "cache would not fit host RAM", clock="not run")
@@ -121,10 +136,11 @@ def search(searcher: Searcher, variant: str) -> dict:
     def attempt(context: int) -> bool:
         return searcher.attempt(variant, context, tries)
 
-    top = guard_maximum(searcher.model, args.coarse, args.high) if variant in GUARD_FIRST else args.high
+    top = (guard_maximum(searcher.model, searcher.configs.get(variant), args.coarse, args.high)
+           if variant in GUARD_FIRST else args.high)
     if top < args.high and attempt(top + args.coarse):  # the guard let more through than computed here
         top = args.high
-    predicted = predicted_maximum(searcher, variant) if variant not in GUARD_FIRST else None
+    predicted = predicted_maximum(searcher, variant)
     passing, failing = (walk(attempt, predicted, lambda c: step_at(args, c), args.low, top)
                         if predicted is not None else (None, None))
     if passing is None or failing is None:
@@ -206,17 +222,35 @@ def predict_options(variant: str, chunk: int) -> dict:
     return dict(logits_to_keep=options.get("logits_to_keep", 1), prefill_chunk_size=options.get("prefill_chunk_size"))
 
 
-def guard_maximum(model, step: int, high: int) -> int:
-    """Largest multiple of `step` (at most `high`) whose offloaded cache the host-RAM guard accepts now."""
-    context = step
-    while context + step <= high and _fits_host(model, context + step):
-        context += step
-    return context
+def guard_maximum(model, config, step: int, high: int) -> int:
+    """Largest multiple of `step` (at most `high`) that the host-RAM guard admits now, as the run
+    will meet it (`host_guard`); the guard's verdict only falls as the context grows: bisected.
+    Placing allocates the GPU-resident layers' K/V: handed back to the card before the first run."""
+    with host_guard(model, config) as admits:
+        low, top = 1, high // step  # in steps; `low` is admitted or the smallest there is
+        while low < top:
+            middle = (low + top + 1) // 2
+            low, top = (middle, top) if admits(middle * step) else (low, middle - 1)
+    free_memory()
+    return low * step
 
 
-def _fits_host(model, context: int) -> bool:
+@contextmanager
+def host_guard(model, config):
+    """Yields admits(context): the host-RAM guard's verdict now for a 1 x context prompt. With a mom
+    config, mom's own check after placing the cache (offload="auto" keeps layers on the GPU and
+    offloads only the rest; the resident layers' buffers are allocated, as the run will); without
+    one (transformers' offloaded cache), the whole cache on the host."""
+    if config is None:
+        yield lambda context: _admitted(check_model_fits_host, model, 1, context)
+        return
+    with mom.enable(model, config) as handle:
+        yield lambda context: _admitted(handle.offload.placed_cache, 1, context)
+
+
+def _admitted(check, *args) -> bool:
     try:
-        check_model_fits_host(model, 1, context)
+        check(*args)
     except HostMemoryError:
         return False
     return True

@@ -200,7 +200,26 @@ def max_context_rows(report: dict, anchors: dict | None = None) -> list[dict]:
                          predicted=_tokens(found.get("predicted")),
                          paper=_tokens(paper.get(PAPER_MAX.get(variant, ""))),
                          measured=found.get("maximum"), variant_name=variant))
-    return rows
+    return rows + [_cut_off_row(report, variant, paper) for variant in _cut_off_variants(report)]
+
+
+def _cut_off_variants(report: dict) -> list[str]:
+    """Variants with tries in the file but no finished search (a run cut off by the lease)."""
+    done = set(report.get("searches", {}))
+    return list(dict.fromkeys(r["variant"] for r in report.get("runs", []) if r["variant"] not in done))
+
+
+def _cut_off_row(report: dict, variant: str, paper: dict) -> dict:
+    """What a cut-off search established: the largest passing try (a lower bound, not a maximum)
+    and the smallest failing try above it; no measured maximum for the chart."""
+    runs = [r for r in report["runs"] if r["variant"] == variant]
+    passed = max((r["context"] for r in runs if not r.get("oom") and not r.get("error")), default=None)
+    failed = [r for r in runs if (r.get("oom") or r.get("error")) and (passed is None or r["context"] > passed)]
+    above = min(failed, key=lambda r: r["context"], default=None)
+    return dict(variant=f"`{variant}`", maximum=f">= {_tokens(passed)} (search cut off)",
+                failing="-" if above is None else f"{_tokens(above['context'])} ({above.get('wall') or 'error'})",
+                step="-", tries=len(runs), predicted="-", paper=_tokens(paper.get(PAPER_MAX.get(variant, ""))),
+                measured=None, variant_name=variant)
 
 
 def max_context_markdown(report: dict, path: Path | None = None) -> list[str]:

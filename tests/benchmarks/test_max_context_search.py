@@ -5,6 +5,8 @@ host walls cost no run, and a search cut off anywhere resumes without running a 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from types import SimpleNamespace
 
 import max_context
 import pytest
@@ -67,16 +69,65 @@ def test_a_cut_off_search_resumes_without_running_a_try_twice(tmp_path, monkeypa
     assert first.calls + second.calls == whole.calls
 
 
+def _host_wall(monkeypatch, wall: int, seen: list | None = None) -> None:
+    """The host-RAM guard admits up to `wall` tokens; `seen` collects the configs it was asked with."""
+
+    @contextmanager
+    def guard(model, config):
+        if seen is not None:
+            seen.append(config)
+        yield lambda context: context <= wall
+
+    monkeypatch.setattr(max_context, "host_guard", guard)
+
+
 def test_mom_finds_its_host_wall_in_two_tries(tmp_path, monkeypatch, model):
-    monkeypatch.setattr(max_context, "_fits_host", lambda model, context: context <= 851_968)
+    seen = []
+    _host_wall(monkeypatch, 851_968, seen)
     fake = Wall(10**7, host_wall=851_968)
     found, _ = _search(tmp_path, monkeypatch, model, fake, variant="mom")
     assert fake.calls == [868_352, 851_968]
     assert (found["maximum"], found["failing_above"], found["wall"]) == (851_968, 868_352, "host")
+    assert seen and seen[0].offload == "auto"  # mom's own guard after its placement, not the whole cache
+
+
+@pytest.mark.parametrize("predicted, runs", [
+    (851_968, [868_352, 851_968]),           # the prediction is the host wall: nothing else runs
+    (819_200, [868_352, 819_200, 835_584, 851_968]),  # two steps low: walks up to the wall
+])
+def test_mom_from_its_prediction_runs_no_try_above_the_host_wall(tmp_path, monkeypatch, model, predicted, runs):
+    """The eleventh session's search began with an 8-minute run above the whole-cache formula's
+    maximum; under the runtime's guard every try above the wall is a refusal, and the walk starts
+    from the prediction."""
+    _host_wall(monkeypatch, 851_968)
+    monkeypatch.setattr(max_context, "predicted_maximum", lambda searcher, variant: predicted)
+    fake = Wall(10**7, host_wall=851_968)
+    found, _ = _search(tmp_path, monkeypatch, model, fake, variant="mom")
+    assert fake.calls == runs
+    assert (found["maximum"], found["failing_above"], found["wall"]) == (851_968, 868_352, "host")
+
+
+def test_mom_s_guard_is_what_mom_admits_after_placing_the_cache(model, monkeypatch):
+    """offload="auto" keeps on the device what fits there (on this CPU model, every layer), so its
+    guard admits a context whose whole cache the host cannot hold."""
+    import mom.engine.host_guard as guard
+
+    monkeypatch.setattr(guard.psutil, "virtual_memory", lambda: SimpleNamespace(available=2**20))
+    with max_context.host_guard(model, None) as whole_cache:
+        assert not whole_cache(65_536)  # more than 0.9 MiB of K/V
+        assert whole_cache(16)
+    with max_context.host_guard(model, max_context.mom_configs(4096)["mom"]) as admits:
+        assert admits(65_536)
+
+
+@pytest.mark.parametrize("wall", [16_384, 100_000, 851_968, 2**21])
+def test_the_guard_maximum_is_the_largest_step_admitted(monkeypatch, model, wall):
+    _host_wall(monkeypatch, wall)
+    assert max_context.guard_maximum(model, None, 16_384, 2**21) == wall // 16_384 * 16_384
 
 
 def test_hf_offload_is_refused_by_the_benchmark_guard_without_a_run(tmp_path, monkeypatch, model):
-    monkeypatch.setattr(max_context, "_fits_host", lambda model, context: context <= 400_000)
+    _host_wall(monkeypatch, 400_000)
     fake = Wall(10**7)
     found, report = _search(tmp_path, monkeypatch, model, fake, variant="hf-offload")
     assert found["maximum"] <= 400_000 < found["failing_above"] and found["wall"] == "host"
@@ -111,6 +162,7 @@ def test_the_search_starts_from_a_prediction_only_on_a_gpu(tmp_path, model):
     args = max_context.parse(["--out", str(tmp_path / "m.json"), "--device", "cpu", "--start", "prediction"])
     searcher = max_context.Searcher(args, model, dict(runs=[]))
     assert searcher.from_prediction and max_context.predicted_maximum(searcher, "hf-offload") is None
+    assert "mom" in max_context.PREDICTED
 
 
 def test_the_prediction_runs_the_variants_prefill():
