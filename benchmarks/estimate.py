@@ -8,7 +8,7 @@ Decode through generate(): Hugging Face's eager step is host-bound, about 0.065 
 measured at 4k and 128k, results/2026-12-07_h100_decode_speed_fused.json); mom's captured step
 about 0.015 (7.7-13.3 ms measured there);
 transformers' offloaded cache copies the whole cache each step (5.0 s/token at 128k on
-16 GiB: about 3.4 GB/s); mom streams what the GPU cannot keep at about 50 GB/s. Loading a
+16 GiB on one host: about 3.4 GB/s; 2.62 s/token on another, results/2026-12-07_h100_peers_128k.json); mom streams what the GPU cannot keep at about 50 GB/s. Loading a
 preset's random weights: about 1 minute (a guess; the scripts log the real figure).
 """
 
@@ -71,17 +71,23 @@ def lines(title: str, seconds: float, limit_s: float = 540) -> list[str]:
 def guessed_maximum(variant: str) -> int:
     """Where a search is expected to stop, for planning only (never reported): the paper's
     maxima (anchors) for its methods, 200k for hf (128k passed, 256k ran out of memory on an
-    H100) and the host-RAM guard's 851,968 for mom (NOTES.md)."""
+    H100), mom.predict's 1,114,112 for mom on a 125 GiB host (NOTES.md), and for hf-offload 491,520:
+    its 128k peak (30.07 GiB, 15.1 above the weights) grown linearly to the card, less the tenth
+    of it that transformers' allocations strand at the wall."""
     import json
     from pathlib import Path
 
     paper = json.loads((Path(__file__).resolve().parent / "anchors" / "mom_paper.json").read_text())
-    named = {"standard": "standard", "hf-offload": "offload", "hf-chunked": "chunked_prefill", "mom-paper": "mom"}
+    named = {"standard": "standard", "hf-chunked": "chunked_prefill", "mom-paper": "mom"}
     if variant in named:
         return paper["max_context_tokens"][named[variant]]
-    return {"hf": 200_000, "mom": 851_968}.get(variant, 200_000)
+    return {"hf": 200_000, "mom": 1_114_112, "hf-offload": 491_520}.get(variant, 200_000)
 
 
 def failing_s(s: dict, variant: str, context: int) -> float:
-    """A try that fails: the host guard refuses mom at once; a GPU OOM costs up to a prefill."""
-    return 0.0 if variant == "mom" else prefill_s(s, context)
+    """A try that fails: the host guard refuses mom at once; transformers' offloaded cache runs out
+    in the first layer's MLP (every layer's transients are the same, and its K/V leaves the card);
+    another GPU OOM costs up to a prefill."""
+    if variant == "mom":
+        return 0.0
+    return prefill_s(s, context) / (s["layers"] if variant == "hf-offload" else 1)

@@ -16,6 +16,11 @@
 #   max_hf        issues 12-13: hf's maximum context, bracketed (~8 min, estimated; ~2 from mom.predict's
 #                 maximum once branch next/session7 is merged)
 #   families      issue 12: qwen2.5-7b and mistral-nemo-12b, hf vs mom, 32k-128k, bf16 verdict (~17 min, estimated)
+#   families_qwen, families_nemo  the same, one model each (~7 and ~10.5 min, estimated)
+#   max_offload   issue 12: hf-offload's maximum (transformers' offloaded cache, not predicted),
+#                 walked down from 557,056, above the wall its 128k peak extrapolates to: the
+#                 failing tries run out in the first layer's MLP (seconds); one passing run with
+#                 32 tokens of decode at ~10 s each (~9 min; estimate 13.5 at the slower host's rate)
 #   peers         issue 12: transformers' offloaded and static caches beside mom at 4k and 128k (~9 min, estimated)
 #   max_std_chunked  issues 12-13: standard's and hf-chunked's maxima, each from mom.predict's
 #                 (147,456 and 311,296 predicted; ~4.3 min estimated)
@@ -27,7 +32,8 @@
 #                 and 128k, hf, mom-auto and mom-paper, decode at fresh lengths at 32k and 128k in 2 rounds
 #                 (~3 min)
 #   predict_nemo  the same for mistral-nemo-12b (~6 min, estimated)
-#   max_mom       issues 12-14: mom's maximum context, bracketed (detached; ~15 min)
+#   max_mom       issues 12-14: mom's maximum context: one step above mom's own host guard (refused
+#                 at once), then mom.predict's maximum (1,114,112 predicted; ~13.5 min)
 #   decode_split  issue 13: eager decode's wall step against the GPU's kernel time per step,
 #                 hf (with and without the 2D mask), mom-none, mom-eager at 4k and 128k (~4 min)
 #   decode_cudnn  issue 13/15: decode_split at lengths never decoded before (--fresh), with sdpa's
@@ -85,6 +91,10 @@ if [ "$mode" = run ]; then
         paper_all3) stage paper_all3 python3 benchmarks/paper_tables.py --repeats 3 --out "$dir/paper_tables.json" ;;
         max_hf) stage max_hf python3 benchmarks/max_context.py --variants hf --out "$dir/max_hf.json" ;;
         families) stage families python3 benchmarks/families.py --out "$dir/families.json" ;;
+        families_qwen|families_nemo) model=$([ $name = families_qwen ] && echo qwen2.5-7b || echo mistral-nemo-12b)
+            stage $name python3 benchmarks/families.py --model $model --out "$dir/$name.json" ;;
+        max_offload) stage max_offload python3 benchmarks/max_context.py --variants hf-offload \
+            --start-at hf-offload=557056 --walk-steps 8 --out "$dir/max_offload.json" ;;
         peers) stage peers python3 benchmarks/peers.py --out "$dir/peers.json" ;;
         max_std_chunked) stage max_std_chunked python3 benchmarks/max_context.py --variants standard,hf-chunked \
             --out "$dir/max_std_chunked.json" ;;

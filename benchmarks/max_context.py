@@ -20,7 +20,8 @@ exact prediction costs two runs (the maximum and one step above) where the grow-
 costs six to eight; after `WALK_STEPS` steps without a bracket it hands over to the search.
 
 Host walls cost nothing to find: `mom`'s wall is host RAM, so it first tries one step above the
-guard's maximum (refused before any allocation) and then walks from the prediction under it;
+guard's maximum (refused before any allocation) and then the maximum itself: one full run where
+the card holds it (mom.predict says it does; tests/simulate checks that prediction on a CPU);
 transformers' offloaded cache has no guard, so the same check refuses its tries here (recorded
 as the benchmark's guard) rather than letting the kernel's OOM killer end the whole run.
 `mom`'s guard maximum is found with mom's own check after its placement (`OffloadRuntime.
@@ -58,7 +59,7 @@ KIND = "max_context"
 VARIANTS = "standard,hf,hf-chunked,hf-offload,mom-paper,mom"
 GUARD_FIRST = {"mom"}  # offload="auto": host RAM is the wall
 BENCH_GUARD = {"hf-offload"}  # host-resident cache without a guard of its own
-PREDICTED = {"standard", "hf", "hf-chunked", "mom-paper", "mom", "mom-none", "mom-stream", "mom-prefill"}  # mom.predict covers
+PREDICTED = {"standard", "hf", "hf-chunked", "mom-paper", "mom-none", "mom-stream", "mom-prefill"}  # mom.predict covers
 WALK_STEPS = 3  # steps walked from a prediction before the bracket search takes over
 
 
@@ -84,6 +85,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--contexts", default=None, help="run these contexts per variant instead of searching")
     parser.add_argument("--piece", type=int, default=PAPER_PIECE, help="mom's mini-sequence size")
     parser.add_argument("--chunk", type=int, default=PAPER_CHUNK, help="hf-chunked's prefill chunk")
+    parser.add_argument("--start-at", default="", metavar="VARIANT=TOKENS,...",
+                        help="where the walk starts, instead of mom.predict's maximum: for a variant it does not "
+                             "cover (hf-offload, whose tries above the wall run out of memory in the first layer's "
+                             "prefill, seconds each: start above the wall and walk down), or a prediction made "
+                             "beforehand on a CPU")
+    parser.add_argument("--walk-steps", type=int, default=WALK_STEPS,
+                        help="steps walked from the start before the bracket search takes over")
     parser.add_argument("--start", choices=("prediction", "grow"), default=None,
                         help="first try at mom.predict's maximum, or grow from --low (default: prediction on CUDA)")
     return parser.parse_args(argv)
@@ -140,13 +148,16 @@ def search(searcher: Searcher, variant: str) -> dict:
            if variant in GUARD_FIRST else args.high)
     if top < args.high and attempt(top + args.coarse):  # the guard let more through than computed here
         top = args.high
-    predicted = predicted_maximum(searcher, variant)
-    passing, failing = (walk(attempt, predicted, lambda c: step_at(args, c), args.low, top)
-                        if predicted is not None else (None, None))
+    start = starts_given(args).get(variant)
+    predicted = predicted_maximum(searcher, variant) if start is None and variant not in GUARD_FIRST else None
+    start = start if start is not None else predicted
+    passing, failing = (walk(attempt, start, lambda c: step_at(args, c), args.low, top, args.walk_steps)
+                        if start is not None else (None, None))
     if passing is None or failing is None:
         passing, failing = search_range(searcher, attempt, tries, top)
     above = searcher.recorded(variant, failing) if failing is not None else None
     return dict(maximum=passing, failing_above=failing, wall=(above or {}).get("wall"), predicted=predicted,
+                started_at=start,
                 error_above=(above or {}).get("error"), limit_reached=failing is not None,
                 resolution=failing - passing if passing is not None and failing is not None else None,
                 tries=len(tries), done=True)
@@ -169,14 +180,22 @@ def step_at(args, context: int) -> int:
     return args.fine if context < args.switch else args.coarse
 
 
-def walk(attempt, start: int, step, low: int, high: int) -> tuple[int | None, int | None]:
+def starts_given(args) -> dict[str, int]:
+    """--start-at as {variant: tokens}."""
+    pairs = [item.split("=") for item in args.start_at.split(",") if item.strip()]
+    if any(len(pair) != 2 or not pair[1].strip().isdigit() for pair in pairs):
+        raise SystemExit(f"--start-at takes VARIANT=TOKENS pairs separated by commas, got {args.start_at!r}")
+    return {variant.strip(): int(tokens) for variant, tokens in pairs}
+
+
+def walk(attempt, start: int, step, low: int, high: int, steps: int = WALK_STEPS) -> tuple[int | None, int | None]:
     """From `start`, one step at a time towards the wall: (passing, failing) a step apart, or
-    (None, None) when WALK_STEPS steps did not bracket it (the bracket search goes on from there;
+    (None, None) when `steps` steps did not bracket it (the bracket search goes on from there;
     its tries of the same contexts replay from the report)."""
     start = max(low, min(start, high))
     if attempt(start):
         passing = start
-        for _ in range(WALK_STEPS):
+        for _ in range(steps):
             above = passing + step(passing)
             if above > high:
                 return None, None
@@ -185,7 +204,7 @@ def walk(attempt, start: int, step, low: int, high: int) -> tuple[int | None, in
             passing = above
         return None, None
     failing = start
-    for _ in range(WALK_STEPS):
+    for _ in range(steps):
         below = failing - step(failing - 1)  # the step of the grid just under `failing`
         if below < low:
             return None, None
@@ -273,6 +292,10 @@ def estimate_lines(args) -> list[str]:
             contexts = [guess + args.coarse, guess] if variant in GUARD_FIRST else _simulated_tries(args, guess)
             if variant in PREDICTED and args.start != "grow":  # on a GPU: from the prediction, if it is right
                 contexts = [guess, guess + step_at(args, guess)]
+            elif variant in starts_given(args):  # walked from the start to the guess
+                start, step = starts_given(args)[variant], step_at(args, guess)
+                contexts = list(range(start, guess, -step) if start > guess else range(start, guess + step + 1, step))
+                contexts += [guess] if start > guess else []
         total += sum(estimate.run_s(shape, variant, c, args.new_tokens) if c <= guess else
                      estimate.failing_s(shape, variant, c) for c in contexts)
     return estimate.lines(f"max_context ({args.variants})", total)

@@ -197,10 +197,19 @@ def max_context_rows(report: dict, anchors: dict | None = None) -> list[dict]:
                          failing=f"{_tokens(above)} ({found.get('wall') or 'error'})" if above else
                          "none: every try up to the cap passed",
                          step=_tokens(found.get("resolution")), tries=found.get("tries"),
-                         predicted=_tokens(found.get("predicted")),
+                         predicted=_search_start(found),
                          paper=_tokens(paper.get(PAPER_MAX.get(variant, ""))),
                          measured=found.get("maximum"), variant_name=variant))
     return rows + [_cut_off_row(report, variant, paper) for variant in _cut_off_variants(report)]
+
+
+def _search_start(found: dict) -> str:
+    """mom.predict's maximum where the search started there; a start given on the command line
+    (--start-at: a variant mom.predict does not cover) is marked as such."""
+    if found.get("predicted") is not None:
+        return _tokens(found["predicted"])
+    started = found.get("started_at")
+    return "-" if started is None else f"{_tokens(started)} (given)"
 
 
 def _cut_off_variants(report: dict) -> list[str]:

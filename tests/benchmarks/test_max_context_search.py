@@ -91,19 +91,15 @@ def test_mom_finds_its_host_wall_in_two_tries(tmp_path, monkeypatch, model):
     assert seen and seen[0].offload == "auto"  # mom's own guard after its placement, not the whole cache
 
 
-@pytest.mark.parametrize("predicted, runs", [
-    (851_968, [868_352, 851_968]),           # the prediction is the host wall: nothing else runs
-    (819_200, [868_352, 819_200, 835_584, 851_968]),  # two steps low: walks up to the wall
-])
-def test_mom_from_its_prediction_runs_no_try_above_the_host_wall(tmp_path, monkeypatch, model, predicted, runs):
+def test_mom_runs_once_at_its_host_wall_whatever_the_prediction(tmp_path, monkeypatch, model):
     """The eleventh session's search began with an 8-minute run above the whole-cache formula's
-    maximum; under the runtime's guard every try above the wall is a refusal, and the walk starts
-    from the prediction."""
+    maximum. Under the runtime's guard every try above the wall is a refusal, and the one run is at
+    the wall: a prediction below it would have walked up in runs of 12 minutes each at 1.1M."""
     _host_wall(monkeypatch, 851_968)
-    monkeypatch.setattr(max_context, "predicted_maximum", lambda searcher, variant: predicted)
+    monkeypatch.setattr(max_context, "predicted_maximum", lambda searcher, variant: 819_200)
     fake = Wall(10**7, host_wall=851_968)
     found, _ = _search(tmp_path, monkeypatch, model, fake, variant="mom")
-    assert fake.calls == runs
+    assert fake.calls == [868_352, 851_968]
     assert (found["maximum"], found["failing_above"], found["wall"]) == (851_968, 868_352, "host")
 
 
@@ -162,7 +158,6 @@ def test_the_search_starts_from_a_prediction_only_on_a_gpu(tmp_path, model):
     args = max_context.parse(["--out", str(tmp_path / "m.json"), "--device", "cpu", "--start", "prediction"])
     searcher = max_context.Searcher(args, model, dict(runs=[]))
     assert searcher.from_prediction and max_context.predicted_maximum(searcher, "hf-offload") is None
-    assert "mom" in max_context.PREDICTED
 
 
 def test_the_prediction_runs_the_variants_prefill():
@@ -171,3 +166,34 @@ def test_the_prediction_runs_the_variants_prefill():
     assert max_context.predict_options("hf-chunked", 4096) == dict(logits_to_keep=1, prefill_chunk_size=4096)
     assert max_context.predict_options("hf", 8192) == dict(logits_to_keep=1, prefill_chunk_size=None)
     assert {"standard", "hf-chunked"} <= max_context.PREDICTED and "hf-offload" not in max_context.PREDICTED
+
+
+def test_hf_offload_walks_down_from_a_given_start_to_its_wall(tmp_path, monkeypatch, model):
+    """transformers' offloaded cache is not predicted: started above its wall, every try but the
+    last is a failure (seconds each on a GPU: the first layer's MLP runs out), and one pass ends it."""
+    _host_wall(monkeypatch, 10**7)
+    monkeypatch.setattr(max_context, "measure_generate", fake := Wall(500_000))
+    args = max_context.parse(["--out", str(tmp_path / "m.json"), "--device", "cpu", "--settle", "0",
+                              "--variants", "hf-offload", "--start-at", "hf-offload=557056", "--walk-steps", "8"])
+    found = max_context.search(max_context.Searcher(args, model, dict(runs=[], searches={})), "hf-offload")
+    assert fake.calls == [557_056, 540_672, 524_288, 507_904, 491_520]
+    assert (found["maximum"], found["failing_above"], found["started_at"], found["predicted"]) == (
+        491_520, 507_904, 557_056, None)
+
+
+@pytest.mark.parametrize("text", ["hf-offload", "hf-offload=5e5", "hf-offload=1=2"])
+def test_a_malformed_start_is_refused_with_the_form_it_takes(tmp_path, text):
+    args = max_context.parse(["--out", str(tmp_path / "m.json"), "--start-at", text])
+    with pytest.raises(SystemExit, match="VARIANT=TOKENS"):
+        max_context.starts_given(args)
+
+
+def test_a_given_start_replaces_the_prediction(tmp_path, monkeypatch, model):
+    """A start passed with --start-at (a prediction made beforehand on a CPU) is walked from; the
+    GPU machine then predicts nothing."""
+    monkeypatch.setattr(max_context, "predicted_maximum", lambda searcher, variant: pytest.fail("predicted"))
+    monkeypatch.setattr(max_context, "measure_generate", fake := Wall(200_000))
+    args = max_context.parse(["--out", str(tmp_path / "m.json"), "--device", "cpu", "--settle", "0",
+                              "--variants", "hf", "--start-at", "hf=196608"])
+    found = max_context.search(max_context.Searcher(args, model, dict(runs=[], searches={})), "hf")
+    assert fake.calls == [196_608, 204_800] and found["started_at"] == found["maximum"] == 196_608
