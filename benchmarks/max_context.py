@@ -97,6 +97,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+class NotAWall(Exception):
+    """A try failed with an error that is not out of memory: no wall was found, and walking on
+    would report a bogus maximum; the variant's search stops with the error."""
+
+    def __init__(self, record: dict):
+        super().__init__(record.get("error"))
+        self.record = record
+
+
 class Searcher:
     """Runs (or replays from the report) one try at a time and keeps the report saved."""
 
@@ -109,6 +118,8 @@ class Searcher:
 
     def attempt(self, variant: str, context: int, tries: list[Try]) -> bool:
         record = self.recorded(variant, context) or self.run(variant, context)
+        if record.get("error") and not record.get("oom"):
+            raise NotAWall(record)
         passed = not record.get("oom") and not record.get("error")
         tries.append(Try(context, passed, int((record.get("peak_gib") or 0) * 2**30)))
         return passed
@@ -161,6 +172,18 @@ def search(searcher: Searcher, variant: str) -> dict:
                 error_above=(above or {}).get("error"), limit_reached=failing is not None,
                 resolution=failing - passing if passing is not None and failing is not None else None,
                 tries=len(tries), done=True)
+
+
+def search_or_error(searcher: Searcher, variant: str) -> dict:
+    """search(), or where a try failed with an error other than out of memory, a summary saying so
+    (not done: a rerun after the fix replays the error from the file; delete its try to retry)."""
+    try:
+        return search(searcher, variant)
+    except NotAWall as stop:
+        tries = [r for r in searcher.report["runs"] if r["variant"] == variant]
+        print(f"{variant}: search stopped: {stop.record['error']} at {stop.record['context']:,} tokens", flush=True)
+        return dict(maximum=None, failing_above=None, wall=None, predicted=None, limit_reached=False,
+                    error=stop.record["error"], stopped_at=stop.record["context"], tries=len(tries), done=False)
 
 
 def search_range(searcher: Searcher, attempt, tries: list[Try], top: int) -> tuple[int | None, int | None]:
@@ -326,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             for context in (int(c) for c in args.contexts.split(",")):
                 searcher.recorded(variant, context) or searcher.run(variant, context)
         elif not report["searches"].get(variant, {}).get("done"):
-            report["searches"][variant] = search(searcher, variant)
+            report["searches"][variant] = search_or_error(searcher, variant)
             runfile.save(args.out, report)
     return runfile.finish(args, report, tables.max_context_markdown)
 

@@ -195,7 +195,8 @@ def max_context_rows(report: dict, anchors: dict | None = None) -> list[dict]:
         above = found.get("failing_above")
         rows.append(dict(variant=f"`{variant}`", maximum=_tokens(found.get("maximum")),
                          failing=f"{_tokens(above)} ({found.get('wall') or 'error'})" if above else
-                         "none: every try up to the cap passed",
+                         f"search stopped at {_tokens(found.get('stopped_at'))}: {found['error']}"
+                         if found.get("error") else "none: every try up to the cap passed",
                          step=_tokens(found.get("resolution")), tries=found.get("tries"),
                          predicted=_search_start(found),
                          paper=_tokens(paper.get(PAPER_MAX.get(variant, ""))),

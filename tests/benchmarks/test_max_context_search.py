@@ -197,3 +197,24 @@ def test_a_given_start_replaces_the_prediction(tmp_path, monkeypatch, model):
                               "--variants", "hf", "--start-at", "hf=196608"])
     found = max_context.search(max_context.Searcher(args, model, dict(runs=[], searches={})), "hf")
     assert fake.calls == [196_608, 204_800] and found["started_at"] == found["maximum"] == 196_608
+
+
+def test_an_error_that_is_not_out_of_memory_stops_the_search_without_a_maximum(tmp_path, monkeypatch, model):
+    """transformers' offloaded cache on a machine without CUDA fails at every length: that is no
+    wall, so the walk stops at the first such try instead of reporting the smallest length tried."""
+
+    def broken(model, variant, config, context, new_tokens, **kwargs):
+        broken.calls.append(context)
+        return dict(variant=variant, context=context, new_tokens=new_tokens, oom=False,
+                    error="AssertionError: Torch not compiled with CUDA enabled")
+
+    broken.calls = []
+    monkeypatch.setattr(max_context, "measure_generate", broken)
+    args = max_context.parse(["--out", str(tmp_path / "m.json"), "--device", "cpu", "--settle", "0",
+                              "--variants", "hf", "--start-at", "hf=196608"])
+    report = dict(runs=[], searches={})
+    found = max_context.search_or_error(max_context.Searcher(args, model, report), "hf")
+    assert broken.calls == [196_608]
+    assert found["maximum"] is None and not found["done"] and "CUDA" in found["error"]
+    row = max_context.tables.max_context_rows(dict(report, searches={"hf": found}))[0]
+    assert row["maximum"] == "-" and "search stopped at 196,608" in row["failing"]
