@@ -32,6 +32,9 @@
 #                 and 128k, hf, mom-auto and mom-paper, decode at fresh lengths at 32k and 128k in 2 rounds
 #                 (~3 min)
 #   predict_nemo  the same for mistral-nemo-12b (~6 min, estimated)
+#   predict_presets  issue 13: the four presets never measured (llama-3.2-1b, llama-3.2-3b, qwen3-8b,
+#                 mistral-7b) at 32k and 128k, hf and mom-auto, decode at fresh 128k lengths (~8 min,
+#                 estimated): head_dim 64 (the 1B/3B), q/k norms (qwen3) are shapes the fit never saw
 #   max_mom       issues 12-14: mom's maximum context: one step above mom's own host guard (refused
 #                 at once), then mom.predict's maximum (1,114,112 predicted; ~13.5 min)
 #   decode_split  issue 13: eager decode's wall step against the GPU's kernel time per step,
@@ -106,6 +109,10 @@ if [ "$mode" = run ]; then
             stage $name python3 benchmarks/predict_accuracy.py --model $model --contexts 32768,131072 \
             --variants hf,mom-auto,mom-paper --decode-contexts 32768,131072 --decode-rounds 2 --fresh --budget-s 330 \
             --out "$dir/$name.json" ;;
+        predict_presets) for model in llama-3.2-1b llama-3.2-3b qwen3-8b mistral-7b; do
+                stage predict_$model python3 benchmarks/predict_accuracy.py --model $model --contexts 32768,131072 \
+                --variants hf,mom-auto --decode-contexts 131072 --decode-rounds 2 --fresh --budget-s 150 \
+                --out "$dir/predict_$model.json"; done ;;
         max_mom) stage max_mom python3 benchmarks/max_context.py --variants mom --out "$dir/max_mom.json" ;;
         decode_split) stage decode_split python3 benchmarks/decode_split.py --out "$dir/decode_split.json" ;;
         decode_cudnn) stage decode_cudnn bash -c "python3 benchmarks/decode_split.py --fresh --rounds 2 \
