@@ -94,7 +94,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="steps walked from the start before the bracket search takes over")
     parser.add_argument("--start", choices=("prediction", "grow"), default=None,
                         help="first try at mom.predict's maximum, or grow from --low (default: prediction on CUDA)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    starts_given(args)  # a malformed --start-at stops here, before the model loads
+    return args
 
 
 class NotAWall(Exception):

@@ -183,9 +183,8 @@ def test_hf_offload_walks_down_from_a_given_start_to_its_wall(tmp_path, monkeypa
 
 @pytest.mark.parametrize("text", ["hf-offload", "hf-offload=5e5", "hf-offload=1=2"])
 def test_a_malformed_start_is_refused_with_the_form_it_takes(tmp_path, text):
-    args = max_context.parse(["--out", str(tmp_path / "m.json"), "--start-at", text])
     with pytest.raises(SystemExit, match="VARIANT=TOKENS"):
-        max_context.starts_given(args)
+        max_context.parse(["--out", str(tmp_path / "m.json"), "--start-at", text])
 
 
 def test_a_given_start_replaces_the_prediction(tmp_path, monkeypatch, model):
