@@ -71,9 +71,8 @@ def lines(title: str, seconds: float, limit_s: float = 540) -> list[str]:
 def guessed_maximum(variant: str) -> int:
     """Where a search is expected to stop, for planning only (never reported): the paper's
     maxima (anchors) for its methods, 200k for hf (128k passed, 256k ran out of memory on an
-    H100), mom.predict's 1,114,112 for mom on a 125 GiB host (NOTES.md), and for hf-offload 491,520:
-    its 128k peak (30.07 GiB, 15.1 above the weights) grown linearly to the card, less the tenth
-    of it that transformers' allocations strand at the wall."""
+    H100), mom.predict's 1,114,112 for mom on a 125 GiB host (NOTES.md), and for hf-offload 458,752,
+    mom.predict's maximum for its nearest analogue (offload="stream" without mini-sequences or trim)."""
     import json
     from pathlib import Path
 
@@ -81,7 +80,7 @@ def guessed_maximum(variant: str) -> int:
     named = {"standard": "standard", "hf-chunked": "chunked_prefill", "mom-paper": "mom"}
     if variant in named:
         return paper["max_context_tokens"][named[variant]]
-    return {"hf": 200_000, "mom": 1_114_112, "hf-offload": 491_520}.get(variant, 200_000)
+    return {"hf": 200_000, "mom": 1_114_112, "hf-offload": 458_752}.get(variant, 200_000)
 
 
 def failing_s(s: dict, variant: str, context: int) -> float:

@@ -18,9 +18,11 @@
 #   families      issue 12: qwen2.5-7b and mistral-nemo-12b, hf vs mom, 32k-128k, bf16 verdict (~17 min, estimated)
 #   families_qwen, families_nemo  the same, one model each (~7 and ~10.5 min, estimated)
 #   max_offload   issue 12: hf-offload's maximum (transformers' offloaded cache, not predicted),
-#                 walked down from 622,592, above the ~550k its 128k peak extrapolates to (121 KiB
-#                 a token above the weights): the failing tries run out in the first layer's MLP
-#                 (seconds); one passing run with 32 tokens of decode at ~11 s each (~10 min)
+#                 walked down from 524,288: mom.predict of its nearest analogue (offload="stream",
+#                 no mini-sequences, no trim: 29.58 GiB at 128k, measured hf-offload 30.07) passes
+#                 458,752 and runs out at 475,136 in an MLP, its reserve 11 GiB above the allocated;
+#                 the failing tries end in the first layer's MLP (seconds); one passing run with
+#                 32 tokens of decode at ~9 s each (~8 min)
 #   peers         issue 12: transformers' offloaded and static caches beside mom at 4k and 128k (~9 min, estimated)
 #   max_std_chunked  issues 12-13: standard's and hf-chunked's maxima, each from mom.predict's
 #                 (147,456 and 311,296 predicted; ~4.3 min estimated)
@@ -97,7 +99,7 @@ if [ "$mode" = run ]; then
         families_qwen|families_nemo) model=$([ $name = families_qwen ] && echo qwen2.5-7b || echo mistral-nemo-12b)
             stage $name python3 benchmarks/families.py --model $model --out "$dir/$name.json" ;;
         max_offload) stage max_offload python3 benchmarks/max_context.py --variants hf-offload \
-            --start-at hf-offload=622592 --walk-steps 10 --out "$dir/max_offload.json" ;;
+            --start-at hf-offload=524288 --walk-steps 8 --out "$dir/max_offload.json" ;;
         peers) stage peers python3 benchmarks/peers.py --out "$dir/peers.json" ;;
         max_std_chunked) stage max_std_chunked python3 benchmarks/max_context.py --variants standard,hf-chunked \
             --out "$dir/max_std_chunked.json" ;;
