@@ -9,15 +9,23 @@ only. The output buffer is allocated once, after the first piece tells its dtype
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 
 import torch
 
 PieceListener = Callable[[int, int, str], None]  # (piece index, piece count, "start" | "end")
 
+# The simulator's seam (mom/simulate/runner.py, searches only): on tensors without data every full
+# piece of a loop issues the same ops on the same shapes and leaves the allocator as it found it,
+# so a maximum-context search may run a sample of the pieces. Never set around real tensors.
+PIECE_SAMPLE: ContextVar[Callable[[list], list] | None] = ContextVar("mom_piece_sample", default=None)
+
 
 def piece_bounds(seq_len: int, piece_size: int) -> list[tuple[int, int]]:
     """[start, end) of each piece; the last one may be shorter."""
-    return [(start, min(start + piece_size, seq_len)) for start in range(0, seq_len, piece_size)]
+    bounds = [(start, min(start + piece_size, seq_len)) for start in range(0, seq_len, piece_size)]
+    sample = PIECE_SAMPLE.get()
+    return bounds if sample is None else sample(bounds)
 
 
 def run_in_pieces(

@@ -120,7 +120,7 @@ def _weights_and_transients(config, card: GPU, mini_sequences: int, new_tokens: 
     if given is not None:
         return _bytes(fake_model(config, "", dtype).model), int(given[0]), float(given[1])
     stream = MomConfig(mini_sequences=mini_sequences, offload="stream")
-    short, long = (predict(config, stream, context, new_tokens, batch, card, dtype=dtype)
+    short, long = (predict(config, stream, context, new_tokens, batch, card, dtype=dtype, every_piece=False)
                    for context in REFERENCE_CONTEXTS)
     if short.oom or long.oom:  # the card is too small for the references: transients as far as seen
         return short.weights_bytes, max(0, short.peak_gpu_bytes - short.weights_bytes), 0.0

@@ -171,7 +171,8 @@ def plan(
     searches = []  # each mode's maximum-context search, from its prediction at `context`
     for count in counts:
         for cfg in candidates(mini_sequences, kv_gpu_budget):
-            prediction = predict(config, cfg, context, new_tokens, batch, card, host_bytes, gpus=count)
+            prediction = predict(config, cfg, context, new_tokens, batch, card, host_bytes, gpus=count,
+                                 every_piece=False)
             row = _row(prediction, cfg)
             (result.rows if row.fits else result.rejected).append(row)
             mode = "baseline" if cfg.is_baseline else cfg.offload
@@ -263,7 +264,7 @@ def find_max_context(model: Any, config: MomConfig, gpu: str | int | GPU = "H100
     def predict_at(context: int) -> Prediction:
         prediction = predict(hf_config, config, context, new_tokens, batch, card, host_bytes, gpus=gpus,
                              device_map=device_map, logits_to_keep=logits_to_keep,
-                             prefill_chunk_size=prefill_chunk_size)
+                             prefill_chunk_size=prefill_chunk_size, every_piece=False)
         if on_try is not None:
             on_try(prediction)
         return prediction
