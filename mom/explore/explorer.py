@@ -82,7 +82,10 @@ GPU_DEFAULTS = dict(context=131072, new_tokens=32, mini_sequences=16, limit=0, u
 # predictions cost the same at any length: the slider reaches past what any card in the table holds
 SIMULATE_DEFAULTS = dict(GPU_DEFAULTS, contexts=(4096, 4 << 20))
 MODES = ("simulate", "measure")
-SIMULATE_REDRAW_S, MEASURE_REDRAW_S = 1.0, 0.25  # least time between two live redraws
+# least time between two live redraws: a redraw of a prediction's 1,800 events takes about 0.3 s, and
+# a 128k prediction about 1.5 s on 2 cores, so in simulate mode it draws once, at its end (every 2 s
+# for the long ones: 720k takes about 15 s)
+SIMULATE_REDRAW_S, MEASURE_REDRAW_S = 2.0, 0.25
 SIMULATED_MODEL = "llama-3.1-8b"
 MAX_GPUS = 8  # cards of one host a simulated device map spreads over (an HGX box)
 HOST_GIB = 128  # host RAM of the simulated machine, a setting (a two-socket server's smallest usual size)
@@ -372,7 +375,6 @@ class Explorer:
             self._say(f"{'predicting' if self.simulating else 'running'} {title} ...")
             self.progress.bar_style = "info"
             self.progress.value = 0
-            # a prediction takes about a second: a redraw (0.3 s for its 1,800 events) each second, not each 0.25 s
             self.live.min_interval_s = SIMULATE_REDRAW_S if self.simulating else MEASURE_REDRAW_S
             if self.simulating:
                 self._reset_live()  # the model on the meta device (cached after its first build)
