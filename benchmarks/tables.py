@@ -214,7 +214,10 @@ def _search_start(found: dict) -> str:
 
 
 def _cut_off_variants(report: dict) -> list[str]:
-    """Variants with tries in the file but no finished search (a run cut off by the lease)."""
+    """Variants with tries in the file but no finished search (a run cut off by the lease); none
+    where the file ran given contexts (`--contexts`) instead of searching."""
+    if (report.get("args") or {}).get("contexts"):
+        return []
     done = set(report.get("searches", {}))
     return list(dict.fromkeys(r["variant"] for r in report.get("runs", []) if r["variant"] not in done))
 

@@ -217,3 +217,12 @@ def test_an_error_that_is_not_out_of_memory_stops_the_search_without_a_maximum(t
     assert found["maximum"] is None and not found["done"] and "CUDA" in found["error"]
     row = max_context.tables.max_context_rows(dict(report, searches={"hf": found}))[0]
     assert row["maximum"] == "-" and "search stopped at 196,608" in row["failing"]
+
+
+def test_runs_without_a_finished_search_are_a_cut_off_search_only_when_searching():
+    runs = [dict(variant="mom", context=917_504, oom=False), dict(variant="mom", context=1_261_568, oom=True, wall="host")]
+    searching = dict(args=dict(contexts=None), runs=runs, searches={})
+    (row,) = max_context.tables.max_context_rows(searching)
+    assert row["maximum"] == ">= 917,504 (search cut off)" and row["failing"] == "1,261,568 (host)"
+    assert max_context.tables.max_context_rows(dict(searching, args=dict(contexts="917504"))) == []
+
