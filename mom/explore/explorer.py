@@ -1,11 +1,14 @@
 """Explorer: the ipywidgets panel where a user moves mom's settings and watches memory.
 
-The panel only gathers settings, calls `memory.profile` / `memory.find_max_context`, and hands
-the results to the figures of live.py and plots.py; it computes nothing itself. Every button
-has a method twin (`run`, `compare`, `find_max_context`, `stop`) so notebooks and tests drive
-it the same way a user does, and reading `summary`, `live` and `sweep` is reading what is shown.
-Everything drawn comes from Profiles and their events, so a Profile made any other way (a
-prediction, a saved run) is drawn by `show_profile` with no special case.
+The panel only gathers settings, calls `memory.profile` / `memory.find_max_context` (or their
+predicted twins), and hands the results to the figures of live.py and plots.py; it computes
+nothing itself. Its widgets, each mode's defaults and the layout are built in controls.py, and
+what it says under the buttons is worded in messages.py: this module holds the state and what
+each click does. Every button has a method twin (`run`, `compare`, `find_max_context`, `stop`)
+so notebooks and tests drive it the same way a user does, and reading `summary`, `live` and
+`sweep` is reading what is shown. Everything drawn comes from Profiles and their events, so a
+Profile made any other way (a prediction, a saved run) is drawn by `show_profile` with no
+special case.
 
 Decisions:
 - Nothing heavy happens at construction: a preset is loaded at the first run, and only one
@@ -48,7 +51,6 @@ from __future__ import annotations
 
 import html
 import logging
-import math
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -58,59 +60,27 @@ import torch
 from torch import nn
 
 from .. import checks
-from ..config import OFFLOAD_MODES, MomConfig
+from ..config import MomConfig
 from ..engine import families
 from ..load import load
 from ..memory import tables
 from ..memory.cancel import Cancel
-from ..memory.events import GiB, MaxContextResult, MiB, Profile, format_bytes
+from ..memory.events import GiB, MaxContextResult, Profile
 from ..memory.profile import find_max_context, profile
-from ..presets import PRESETS, TINY_PRESETS
 from ..simulate import find_max_context as predicted_max_context
 from ..simulate import predict
 from ..simulate.fake import fake_model, model_config
-from . import plots, simulated
+from . import controls as panel
+from . import messages, plots, simulated
+from .controls import GIVEN_MODEL, HOST_GIB, MAX_GPUS
 from .live import LiveFigures, figure_widget, fit_width, model_weights_by_layer, update_in_place
 
 logger = logging.getLogger(__name__)
 
-GIVEN_MODEL = "(the model given)"
-CPU_DEFAULTS = dict(context=8192, new_tokens=8, mini_sequences=8, limit=32, unit="MiB", resolution=1024,
-                    contexts=(256, 16384))
-GPU_DEFAULTS = dict(context=131072, new_tokens=32, mini_sequences=16, limit=0, unit="GiB", resolution=8192,
-                    contexts=(4096, 1 << 20))
-# predictions cost the same at any length: the slider reaches past what any card in the table holds
-SIMULATE_DEFAULTS = dict(GPU_DEFAULTS, contexts=(4096, 4 << 20))
-MODES = ("simulate", "measure")
 # least time between two live redraws: a redraw of a prediction's 1,800 events takes about 0.3 s, and
 # a 128k prediction about 1.5 s on 2 cores, so in simulate mode it draws once, at its end (every 2 s
 # for the long ones: 720k takes about 15 s)
 SIMULATE_REDRAW_S, MEASURE_REDRAW_S = 2.0, 0.25
-SIMULATED_MODEL = "llama-3.1-8b"
-MAX_GPUS = 8  # cards of one host a simulated device map spreads over (an HGX box)
-HOST_GIB = 128  # host RAM of the simulated machine, a setting (a two-socket server's smallest usual size)
-# M stops about x1.5 apart: one drag step is a small change, and the track stays readable
-M_OPTIONS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
-_SLIDER = dict(layout=widgets.Layout(width="430px"), style={"description_width": "130px"})
-_RED, _INK = "#b00020", "#333"
-
-
-def context_options(low: int, high: int) -> list[tuple[str, int]]:
-    """Log-spaced contexts from low to high: powers of two and the halfway points (x1.5)."""
-    options, value = [], low
-    while value <= high:
-        for candidate in (value, value * 3 // 2):
-            if candidate <= high:
-                options.append((_short(candidate), candidate))
-        value *= 2
-    return options
-
-
-def _short(n: int) -> str:
-    """8192 -> '8k', 6144 -> '6k', 1536 -> '1.5k'; a context typed by hand stays exact: 8000 -> '8000'."""
-    if n >= 1024 and n % 512 == 0:
-        return f"{n // 1024}k" if n % 1024 == 0 else f"{n / 1024:.1f}k"
-    return str(n)
 
 
 class Explorer:
@@ -153,14 +123,14 @@ class Explorer:
         limit_bytes = checks.check_limit(limit_bytes)
         self.device = checks.check_device(device) or _default_device(model if preset is None else None)
         self.cuda = self.device.type == "cuda"
-        mode = _check_mode(mode, model, preset, self.cuda)
+        mode = panel.check_mode(mode, isinstance(model, nn.Module), preset, self.cuda)
         simulated.card_of(gpu, 1.0)  # an unknown card is refused here, not at the first run
         if isinstance(gpus, bool) or not isinstance(gpus, int) or not 1 <= gpus <= MAX_GPUS:
             raise ValueError(f"gpus must be a whole number from 1 to {MAX_GPUS}, got {gpus!r}")
         self._gpus_arg = gpus
         self._limit_arg = limit_bytes
-        self.defaults = self._defaults_for(mode)
-        self.unit = GiB if self.defaults["unit"] == "GiB" else MiB
+        self.defaults = panel.defaults_for(mode, self.cuda, limit_bytes)
+        self.unit = panel.unit_of(self.defaults)
         self._given = model if preset is None else None
         self._model: nn.Module | None = self._given
         self._model_name = GIVEN_MODEL if self._given is not None else None
@@ -178,8 +148,8 @@ class Explorer:
         self._limits = simulated.PhysicalLimits()
         self._marks: dict[str, tuple[str, int, str]] = {}
         self._preset = preset
-        self.controls = self._make_controls(preset, _check_context(context, self.defaults["contexts"]), mode, gpu,
-                                            host_gib)
+        self.controls = self._make_controls(preset, panel.check_context(context, self.defaults["contexts"]), mode,
+                                            gpu, host_gib)
         self.buttons = self._make_buttons()
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="progress",
                                             layout=widgets.Layout(width="300px"))
@@ -190,7 +160,9 @@ class Explorer:
         if self._given is not None:
             self._reset_live()
         self.live.redraw()
-        self.widget = self._layout()
+        self.widget = panel.layout(self.controls, self.buttons,
+                                   [self.progress, self.message, self.live.layer_widget, self.live.timeline_widget,
+                                    self.summary_html, self.sweep])
         self.controls["mode"].observe(self._on_mode_change, "value")
 
     # -- display --
@@ -420,7 +392,7 @@ class Explorer:
         label = plots.profile_label(_labelled(config))
         self._say(f"searching the longest context for {label}, up to {high} tokens ...")
         self.progress.bar_style = "info"
-        self.progress.value, self.progress.max = 0, _expected_tries(high, resolution)
+        self.progress.value, self.progress.max = 0, messages.expected_tries(high, resolution)
         self._draw_physical_limit(config)
 
         def on_try(run: Profile) -> None:
@@ -430,8 +402,7 @@ class Explorer:
             self._draw_sweep()
             self.progress.max = max(self.progress.max, self.progress.value + 1)
             self.progress.value += 1
-            outcome = "stopped" if run.cancelled else "out of memory" if run.oom else format_bytes(run.peak_gpu_bytes)
-            self._say(f"{label}: try {self.progress.value}, {run.context} tokens: {outcome}", error=run.oom)
+            self._say(messages.try_line(label, self.progress.value, run), error=run.oom)
 
         if self.simulating:
             result = predicted_max_context(self._source(), config, self.card, self.host_bytes, self.new_tokens,
@@ -445,7 +416,7 @@ class Explorer:
         self._mark_maximum(result, label)
         self.progress.max = max(1, self.progress.value)
         self.progress.bar_style = "warning" if result.cancelled else "success"
-        self._say_lines([(_max_context_message(result, label, self._predicted_on()), False), *self._limit_lines()])
+        self._say_lines([(messages.max_context_message(result, label, self._predicted_on()), False), *self._limit_lines()])
         return result
 
     def _draw_physical_limit(self, config: MomConfig) -> None:
@@ -491,7 +462,7 @@ class Explorer:
         self.summary_html.value = tables.html_table(tables.metric_rows(result, base), caption=caption)
         self._draw_sweep()
         on = self._predicted_on()
-        lines = [(_outcome_line(run, on), run.oom) for run in (base, result) if run is not None]
+        lines = [(messages.outcome_line(run, on), run.oom) for run in (base, result) if run is not None]
         if base is not None and base.passed and result.passed and base.peak_gpu_bytes:
             lines.append((f"peak memory {result.peak_gpu_bytes / base.peak_gpu_bytes:.2f}x the baseline's", False))
         if self.simulating:
@@ -560,7 +531,7 @@ class Explorer:
 
     def _title(self, label: str, context: int) -> str:
         where = f", {simulated.predicted(self.card, self.gpus)}" if self.simulating else ""
-        return f"{self._display_name()}, {label}, {_short(context)} tokens{where}"
+        return f"{self._display_name()}, {label}, {panel.short(context)} tokens{where}"
 
     def _sweep_title(self) -> str:
         if self.simulating:
@@ -607,16 +578,11 @@ class Explorer:
         self._say_lines([(text, error)])
 
     def _say_lines(self, lines: list[tuple[str, bool]]) -> None:
-        spans = [f"<span style='color:{_RED if error else _INK}'>{html.escape(text)}</span>" for text, error in lines]
-        self.message.value = "<br>".join(spans)
+        self.message.value = messages.html_lines(lines)
 
     def _hint(self) -> str:
-        if self.simulating:
-            return (f"Simulate: mom.predict runs mom's own code on shape-only tensors and answers for a "
-                    f"{self.controls['gpu'].value} in about a second, no GPU needed. Choose settings, then Run; "
-                    "Compare predicts the baseline beside them. Measure runs real models on this machine.")
         where = "a pretend device limit on CPU" if not self.cuda else str(self.device)
-        return f"Choose settings, then Run; Compare runs the baseline beside them ({where})."
+        return messages.hint(self.simulating, self.controls["gpu"].value, where)
 
     def _on_progress(self, done: int, total: int) -> None:
         self.progress.max = total
@@ -625,47 +591,9 @@ class Explorer:
     # -- widgets --
     def _make_controls(self, preset: str | None, context: int | None, mode: str, gpu: str,
                        host_gib: float) -> dict[str, widgets.Widget]:
-        style = {"description_width": "initial"}
-        cards = simulated.gpu_options()
-        custom = gpu if gpu not in cards else simulated.CUSTOM
-        controls = {
-            "mode": widgets.ToggleButtons(options=list(MODES), value=mode, description="mode", style=style,
-                                          tooltips=["predict for a chosen GPU: mom's own code on shape-only tensors",
-                                                    "run for real on this machine (tiny models on CPU)"]),
-            "model": widgets.Dropdown(options=[preset or GIVEN_MODEL], description="model", style=style,
-                                      layout=widgets.Layout(width="260px")),
-            "context": widgets.SelectionSlider(options=[("1", 1)], description="context (tokens)",
-                                               continuous_update=False, **_SLIDER),
-            "context_tokens": widgets.BoundedIntText(value=1, min=1, max=1 << 30, description="or type", style=style,
-                                                     layout=widgets.Layout(width="150px")),
-            "new_tokens": widgets.IntSlider(value=1, min=1, max=256, description="new tokens",
-                                            continuous_update=False, **_SLIDER),
-            "mini_sequences": widgets.SelectionSlider(options=[("1 (off)" if m == 1 else str(m), m) for m in M_OPTIONS],
-                                                      description="mini-sequences M", continuous_update=False,
-                                                      **_SLIDER),
-            "offload": widgets.Dropdown(options=list(OFFLOAD_MODES), value="none", description="offload KV",
-                                        style=style, layout=widgets.Layout(width="200px")),
-            "budget_fits": widgets.Checkbox(value=True, description="KV kept on device: what fits", style=style,
-                                            layout=widgets.Layout(width="240px")),
-            "budget": widgets.BoundedFloatText(value=0.0, min=0.0, max=1e6, style=style,
-                                               layout=widgets.Layout(width="200px")),
-            "limit_on": widgets.Checkbox(value=not self.cuda, description="pretend device limit", style=style,
-                                         layout=widgets.Layout(width="190px")),
-            "limit": widgets.BoundedFloatText(value=1.0, min=0.25, max=1e6, style=style,
-                                              layout=widgets.Layout(width="170px")),
-            "gpu": widgets.Dropdown(options=cards, value=gpu if gpu in cards else simulated.CUSTOM,
-                                    description="simulated GPU", style=style, layout=widgets.Layout(width="270px")),
-            "gpu_gib": widgets.BoundedFloatText(value=simulated.card_of(gpu, 1.0).total_bytes / GiB if custom
-                                                else 24.0, min=1.0, max=1e4, description="custom (GiB)", style=style,
-                                                layout=widgets.Layout(width="160px")),
-            "gpus": widgets.BoundedIntText(value=self._gpus_arg, min=1, max=MAX_GPUS, description="GPUs", style=style,
-                                           layout=widgets.Layout(width="110px")),
-            "host_gib": widgets.BoundedFloatText(value=host_gib, min=0.0, max=1e5, description="host RAM (GiB)",
-                                                 style=style, layout=widgets.Layout(width="180px")),
-            "beside_predicted": widgets.Checkbox(value=self.cuda, description="predicted beside", style=style,
-                                                 layout=widgets.Layout(width="170px")),
-        }
-        self.controls = controls
+        """The setting widgets (controls.py), set to `mode` and wired to the panel."""
+        self.controls = controls = panel.make_controls(preset or GIVEN_MODEL, mode, gpu, host_gib, self._gpus_arg,
+                                                       self.cuda)
         self._apply_mode(mode, context)
         controls["context"].observe(self._on_context_slider, "value")
         controls["context_tokens"].observe(self._on_context_typed, "value")
@@ -680,51 +608,12 @@ class Explorer:
         self._on_gpu_change()
         return controls
 
-    def _defaults_for(self, mode: str) -> dict[str, Any]:
-        d = dict(SIMULATE_DEFAULTS if mode == "simulate" else GPU_DEFAULTS if self.cuda else CPU_DEFAULTS)
-        if self._limit_arg is not None:
-            d["limit"] = self._limit_arg / (GiB if d["unit"] == "GiB" else MiB)
-        return d
-
-    def _model_names(self, mode: str) -> tuple[list[str], str]:
-        """(dropdown options, default): real presets to simulate, tiny ones to measure on CPU."""
-        if self._given is not None:
-            return [GIVEN_MODEL], GIVEN_MODEL
-        if mode == "simulate":
-            names = [p for p in PRESETS if p not in TINY_PRESETS]
-        else:
-            names = list(TINY_PRESETS if not self.cuda else PRESETS)
-        preset = self._preset
-        if preset is not None and preset not in names:
-            names.append(preset)
-        return names, preset or (SIMULATED_MODEL if mode == "simulate" or self.cuda else names[0])
-
     def _apply_mode(self, mode: str, context: int | None = None) -> None:
-        """Set every control to `mode`'s options and defaults (a context given is kept exactly)."""
-        self.defaults = self._defaults_for(mode)
-        d, c = self.defaults, self.controls
-        self.unit = GiB if d["unit"] == "GiB" else MiB
-        names, default = self._model_names(mode)
-        c["model"].options, c["model"].value = names, default
-        options = context_options(*d["contexts"])
-        values = [v for _, v in options]
-        if context is not None and context not in values:  # a stop of its own, not a rounded neighbour
-            options = sorted([*options, (_short(context), context)], key=lambda o: o[1])
-        start = context if context is not None else min(values, key=lambda v: abs(v - d["context"]))
-        c["context_tokens"].min, c["context_tokens"].max = 1, 1 << 30  # wide while the slider moves
-        c["context"].options, c["context"].value = options, start
-        c["context_tokens"].value = start
-        c["context_tokens"].min, c["context_tokens"].max = d["contexts"]
-        c["new_tokens"].value, c["mini_sequences"].value = d["new_tokens"], d["mini_sequences"]
-        c["budget"].description = f"KV budget ({d['unit']})"
-        c["limit"].description = f"limit ({d['unit']})"
-        c["limit"].value = max(d["limit"], 0.25)
-        simulate = mode == "simulate"
-        for name in ("limit_on", "limit"):
-            _show(c[name], not simulate and not self.cuda)
-        for name in ("gpu", "gpu_gib", "gpus", "host_gib"):
-            _show(c[name], simulate)
-        _show(c["beside_predicted"], not simulate)
+        """Every control to `mode`'s options and defaults (a context given is kept exactly)."""
+        self.defaults = panel.defaults_for(mode, self.cuda, self._limit_arg)
+        self.unit = panel.unit_of(self.defaults)
+        names = panel.model_names(mode, self._given is not None, self._preset, self.cuda)
+        panel.apply_mode(self.controls, mode, self.defaults, names, self.cuda, context)
 
     def _on_mode_change(self, change) -> None:
         """Another mode: its controls, empty figures, and the hint of what it does."""
@@ -741,7 +630,7 @@ class Explorer:
 
     def _on_gpu_change(self, _change=None) -> None:
         self.controls["gpu_gib"].disabled = self.controls["gpu"].value != simulated.CUSTOM
-        _show(self.controls["gpu_gib"], self.simulating and self.controls["gpu"].value == simulated.CUSTOM)
+        panel.show(self.controls["gpu_gib"], self.simulating and self.controls["gpu"].value == simulated.CUSTOM)
 
     def _on_setup_change(self, _change=None) -> None:
         """Another model, card or host RAM: the sweep's runs and lines belong to the old one."""
@@ -754,8 +643,7 @@ class Explorer:
     def _on_context_typed(self, change) -> None:
         """A typed context is used exactly: it becomes a stop of the slider if it is not one."""
         slider, value = self.controls["context"], change["new"]
-        if value not in [v for _, v in slider.options]:
-            slider.options = sorted([*slider.options, (_short(value), value)], key=lambda o: o[1])
+        slider.options = panel.with_stop(slider.options, value)
         slider.value = value
 
     def _on_budget_change(self, _change=None) -> None:
@@ -768,55 +656,12 @@ class Explorer:
         self.controls["limit"].disabled = self.cuda or not self.controls["limit_on"].value
 
     def _make_buttons(self) -> dict[str, widgets.Button]:
-        wide = widgets.Layout(width="190px")
-        buttons = {
-            "run": widgets.Button(description="Run", button_style="primary", icon="play",
-                                  tooltip="prefill the context, then generate the new tokens, drawing memory per layer"),
-            "compare": widgets.Button(description="Compare with baseline", icon="balance-scale", layout=wide,
-                                      tooltip="run plain Hugging Face and these settings at this context, side by side"),
-            "max_context": widgets.Button(description="Find max context", icon="search", layout=wide,
-                                          tooltip="the longest context that fits (CPU: the whole slider; GPU: up to "
-                                                  "the context chosen)"),
-            "stop": widgets.Button(description="Stop", icon="stop", button_style="warning", disabled=True,
-                                   tooltip="cancel the run at its next layer; the model is restored"),
-        }
+        buttons = panel.make_buttons()
         buttons["run"].on_click(lambda _: self.run(wait=False))
         buttons["compare"].on_click(lambda _: self.compare(wait=False))
         buttons["max_context"].on_click(lambda _: self.find_max_context(wait=False))
         buttons["stop"].on_click(lambda _: self.stop())
         return buttons
-
-    def _layout(self) -> widgets.Widget:
-        c, b = self.controls, self.buttons
-        wrap = widgets.Layout(flex_flow="row wrap", align_items="center")
-        rows = [
-            widgets.HBox([c["mode"], c["gpu"], c["gpu_gib"], c["gpus"], c["host_gib"], c["limit_on"], c["limit"],
-                          c["beside_predicted"]], layout=wrap),
-            widgets.HBox([c["model"], c["context"], c["context_tokens"], c["new_tokens"]], layout=wrap),
-            widgets.HBox([c["mini_sequences"], c["offload"], c["budget_fits"], c["budget"]], layout=wrap),
-            widgets.HBox([b["run"], b["compare"], b["max_context"], b["stop"], self.progress], layout=wrap),
-            self.message,
-            self.live.layer_widget,
-            self.live.timeline_widget,
-            self.summary_html,
-            self.sweep,
-        ]
-        return widgets.VBox(rows, layout=widgets.Layout(width="100%"))
-
-
-def _show(widget: widgets.Widget, shown: bool) -> None:
-    widget.layout.display = None if shown else "none"
-
-
-def _check_mode(mode: str | None, model, preset: str | None, cuda: bool) -> str:
-    """The mode asked for, else simulate where there is no GPU and nothing small to run for real."""
-    if mode is not None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        return mode
-    if cuda or isinstance(model, nn.Module) or preset in TINY_PRESETS:
-        return "measure"
-    return "simulate"
 
 
 def _check_model(model) -> str | None:
@@ -831,17 +676,6 @@ def _check_model(model) -> str | None:
         return model
     raise TypeError(f"Explorer expects a model (a loaded causal LM, e.g. mom.load('tiny-llama')) or a preset name "
                     f"such as 'tiny-llama', got {type(model).__name__}; {checks.PRESETS_HINT}")
-
-
-def _check_context(context, bounds: tuple[int, int]) -> int | None:
-    if context is None:
-        return None
-    context = checks.check_context(context)
-    low, high = bounds
-    if not low <= context <= high:
-        raise ValueError(f"context {context} is outside the explorer's context slider ({low} to {high} tokens here); "
-                         f"pick one in that range, or use mom.profile(model, config, context={context}) for any length")
-    return context
 
 
 def _default_device(model: nn.Module | None) -> torch.device:
@@ -860,34 +694,3 @@ def _labelled(config: MomConfig) -> Profile:
 def _model_title(model: nn.Module) -> str:
     config = model.config
     return getattr(config, "name_or_path", "") or getattr(config, "model_type", type(model).__name__)
-
-
-def _expected_tries(high: int, resolution: int) -> int:
-    """About how many tries a search makes: doublings up to high, then halvings of the bracket."""
-    steps = max(1, math.ceil(math.log2(max(high // resolution, 1))))
-    return 2 * steps + 1
-
-
-def _outcome_line(run: Profile, predicted_on: str | None = None) -> str:
-    where = f"{plots.profile_label(run)} at {run.context} tokens" + (f", {predicted_on}" if predicted_on else "")
-    if run.cancelled:
-        return f"{where}: stopped"
-    if run.oom:
-        return f"{where}: out of memory ({run.error})"
-    return f"{where}: peak {format_bytes(run.peak_gpu_bytes)}"
-
-
-def _max_context_message(result: MaxContextResult, label: str, predicted_on: str | None = None) -> str:
-    tries = f"{len(result.tries)} tries" + (f", {predicted_on}" if predicted_on else "")
-    if result.cancelled:
-        so_far = f"the longest passing so far is {result.maximum} tokens" if result.maximum else "nothing passed yet"
-        return f"{label}: search stopped after {tries}; {so_far}"
-    if not result.limit_reached:
-        return (f"{label}: no limit reached below the cap ({result.high} tokens): every context tried fits; "
-                f"{tries}")
-    if result.maximum is None:
-        return f"{label}: even the shortest context tried ran out of memory; {tries}"
-    failing = result.first_failure_above
-    above = f"; {failing.context} tokens did not" if failing is not None else ""
-    return (f"{label}: the longest context that fits is {result.maximum} tokens "
-            f"(to {result.resolution} tokens){above}; {tries}")

@@ -11,7 +11,8 @@ import pytest
 import mom
 from mom.engine.patch import handle_of
 from mom.explore import Explorer, plots
-from mom.explore.explorer import M_OPTIONS, _max_context_message
+from mom.explore.controls import M_OPTIONS
+from mom.explore.messages import max_context_message
 from mom.memory.events import MaxContextResult, MiB
 
 from . import synthetic
@@ -149,12 +150,12 @@ def test_max_context_messages_say_what_was_found():
         return MaxContextResult(maximum=max((p.context for p in runs if not p.oom), default=None),
                                 resolution=1024, tries=list(runs), high=high)
 
-    capped = _max_context_message(result(synthetic.profile("M=8", 2048, MiB), synthetic.profile("M=8", 4096, MiB)), "M=8")
+    capped = max_context_message(result(synthetic.profile("M=8", 2048, MiB), synthetic.profile("M=8", 4096, MiB)), "M=8")
     assert "no limit reached below the cap (4096 tokens)" in capped and "longest" not in capped
-    found = _max_context_message(result(synthetic.profile("M=8", 2048, MiB),
+    found = max_context_message(result(synthetic.profile("M=8", 2048, MiB),
                                         synthetic.profile("M=8", 4096, MiB, oom=True)), "M=8")
     assert "longest context that fits is 2048 tokens" in found and "4096 tokens did not" in found
-    none = _max_context_message(result(synthetic.profile("M=8", 1024, MiB, oom=True)), "M=8")
+    none = max_context_message(result(synthetic.profile("M=8", 1024, MiB, oom=True)), "M=8")
     assert "even the shortest" in none
 
 
