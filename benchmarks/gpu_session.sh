@@ -37,6 +37,11 @@
 #   predict_presets  issue 13: the four presets never measured (llama-3.2-1b, llama-3.2-3b, qwen3-8b,
 #                 mistral-7b) at 32k and 128k, hf and mom-auto, decode at fresh 128k lengths (~8 min,
 #                 estimated): head_dim 64 (the 1B/3B), q/k norms (qwen3) are shapes the fit never saw
+#   prefill_sweep  issue 13: TTFT below 64k, where mom.predict comes out low (hf -10% at 32k, -18% at
+#                 4k; qwen2.5-7b's mom-auto -28% at 32k, 0.3 s slower than its hf and mom-paper): llama-3.1-8b
+#                 at 4k-64k and qwen2.5-7b at 32k and 64k, mom-auto first, then hf, mom-paper and
+#                 mom-auto-budget (auto without the empty_cache of asking what is free), 2 new tokens, no
+#                 decode check (~4 min, estimated)
 #   max_mom       issues 12-14: mom's maximum context: one step above mom's own host guard (refused
 #                 at once), then mom.predict's maximum (1,114,112 predicted; ~13.5 min)
 #   decode_split  issue 13: eager decode's wall step against the GPU's kernel time per step,
@@ -115,6 +120,12 @@ if [ "$mode" = run ]; then
                 stage predict_$model python3 benchmarks/predict_accuracy.py --model $model --contexts 32768,131072 \
                 --variants hf,mom-auto --decode-contexts 131072 --decode-rounds 2 --fresh --budget-s 150 \
                 --out "$dir/predict_$model.json"; done ;;
+        prefill_sweep) stage prefill_sweep bash -c "python3 benchmarks/predict_accuracy.py --model llama-3.1-8b \
+            --contexts 4096,8192,16384,32768,49152,65536 --variants mom-auto,hf,mom-paper,mom-auto-budget \
+            --new-tokens 2 --decode-contexts '' --budget-s 240 --out $dir/prefill_sweep_llama.json; \
+            python3 benchmarks/predict_accuracy.py --model qwen2.5-7b --contexts 32768,65536 \
+            --variants mom-auto,hf,mom-paper,mom-auto-budget --new-tokens 2 --decode-contexts '' --budget-s 150 \
+            --out $dir/prefill_sweep_qwen.json" ;;
         max_mom) stage max_mom python3 benchmarks/max_context.py --variants mom --out "$dir/max_mom.json" ;;
         decode_split) stage decode_split python3 benchmarks/decode_split.py --out "$dir/decode_split.json" ;;
         decode_cudnn) stage decode_cudnn bash -c "python3 benchmarks/decode_split.py --fresh --rounds 2 \
