@@ -39,9 +39,9 @@
 #                 estimated): head_dim 64 (the 1B/3B), q/k norms (qwen3) are shapes the fit never saw
 #   prefill_sweep  issue 13: TTFT below 64k, where mom.predict comes out low (hf -10% at 32k, -18% at
 #                 4k; qwen2.5-7b's mom-auto -28% at 32k, 0.3 s slower than its hf and mom-paper): llama-3.1-8b
-#                 at 4k-64k and qwen2.5-7b at 32k and 64k, mom-auto first, then hf, mom-paper and
-#                 mom-auto-budget (auto without the empty_cache of asking what is free), 2 new tokens, no
-#                 decode check (~4 min, estimated)
+#                 at 4k-64k and qwen2.5-7b at 32k and 64k, mom-auto first, then hf, mom-paper and mom-none
+#                 (mini-sequences without a mom cache: is the outlier the resident cache's path or the
+#                 pieces'), 2 new tokens, no decode check (~4 min, estimated)
 #   max_mom       issues 12-14: mom's maximum context: one step above mom's own host guard (refused
 #                 at once), then mom.predict's maximum (1,114,112 predicted; ~13.5 min)
 #   decode_split  issue 13: eager decode's wall step against the GPU's kernel time per step,
@@ -121,10 +121,10 @@ if [ "$mode" = run ]; then
                 --variants hf,mom-auto --decode-contexts 131072 --decode-rounds 2 --fresh --budget-s 150 \
                 --out "$dir/predict_$model.json"; done ;;
         prefill_sweep) stage prefill_sweep bash -c "python3 benchmarks/predict_accuracy.py --model llama-3.1-8b \
-            --contexts 4096,8192,16384,32768,49152,65536 --variants mom-auto,hf,mom-paper,mom-auto-budget \
+            --contexts 4096,8192,16384,32768,49152,65536 --variants mom-auto,hf,mom-paper,mom-none \
             --new-tokens 2 --decode-contexts '' --budget-s 240 --out $dir/prefill_sweep_llama.json; \
             python3 benchmarks/predict_accuracy.py --model qwen2.5-7b --contexts 32768,65536 \
-            --variants mom-auto,hf,mom-paper,mom-auto-budget --new-tokens 2 --decode-contexts '' --budget-s 150 \
+            --variants mom-auto,hf,mom-paper,mom-none --new-tokens 2 --decode-contexts '' --budget-s 150 \
             --out $dir/prefill_sweep_qwen.json" ;;
         max_mom) stage max_mom python3 benchmarks/max_context.py --variants mom --out "$dir/max_mom.json" ;;
         decode_split) stage decode_split python3 benchmarks/decode_split.py --out "$dir/decode_split.json" ;;

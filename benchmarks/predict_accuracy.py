@@ -45,10 +45,6 @@ VARIANTS = {
     "mom-auto": mom.MomConfig(mini_sequence_size=4096, offload="auto", decode_graph=True),
     "mom-stream": mom.MomConfig(mini_sequence_size=4096, offload="stream"),
     "mom-paper": mom.MomConfig.paper(),
-    # "auto" with a K/V budget given: placed without asking the card what is free, so without the
-    # torch.cuda.empty_cache() that asking does (engine/copies.py); prefill_sweep times the difference
-    "mom-auto-budget": mom.MomConfig(mini_sequence_size=4096, offload="auto", decode_graph=True,
-                                     kv_gpu_budget=40 * 2**30),
 }
 
 
