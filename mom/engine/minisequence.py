@@ -15,7 +15,7 @@ import torch
 
 PieceListener = Callable[[int, int, str], None]  # (piece index, piece count, "start" | "end")
 
-# The simulator's seam (mom/simulate/runner.py, searches only): on tensors without data every full
+# The simulator's seam (mom/simulate/seams.py, searches only): on tensors without data every full
 # piece of a loop issues the same ops on the same shapes and leaves the allocator as it found it,
 # so a maximum-context search may run a sample of the pieces. Never set around real tensors.
 PIECE_SAMPLE: ContextVar[Callable[[list], list] | None] = ContextVar("mom_piece_sample", default=None)

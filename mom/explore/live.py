@@ -36,27 +36,14 @@ def model_weights_by_layer(model: nn.Module) -> dict[str, int]:
     from ..engine import families
     from ..memory.sizes import weight_bytes
 
-    if next(model.parameters()).device.type == "meta":
-        weight_bytes = _meta_bytes
+    meta = next(model.parameters()).device.type == "meta"
     seen: set[int] = set()  # one set across positions: a tied weight counts at its first one
-    out = {"embed": weight_bytes(families.embedding(model), seen)}
+    out = {"embed": weight_bytes(families.embedding(model), seen, meta)}
     for index, layer in enumerate(families.decoder_layers(model)):
-        out[f"L{index}"] = weight_bytes(layer, seen)
-    out["head"] = weight_bytes(families.final_norm(model), seen) + weight_bytes(families.lm_head(model), seen)
-    out["embed"] += weight_bytes(model) - sum(out.values())
+        out[f"L{index}"] = weight_bytes(layer, seen, meta)
+    out["head"] = weight_bytes(families.final_norm(model), seen, meta) + weight_bytes(families.lm_head(model), seen, meta)
+    out["embed"] += weight_bytes(model, meta=meta) - sum(out.values())
     return out
-
-
-def _meta_bytes(module: nn.Module, seen: set[int] | None = None) -> int:
-    """Bytes the module's meta tensors stand for, each storage once (as sizes.weight_bytes counts real ones)."""
-    seen = set() if seen is None else seen
-    total = 0
-    for tensor in (*module.parameters(), *module.buffers()):
-        storage = tensor.untyped_storage()
-        if storage._cdata not in seen:
-            seen.add(storage._cdata)
-            total += storage.nbytes()
-    return total
 
 
 _TRACE_KEYS = ("x", "y", "base", "text", "marker", "line", "showlegend")

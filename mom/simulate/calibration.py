@@ -14,7 +14,7 @@ the engine they were measured on (commit 690919e; tests/simulate/test_accuracy.p
 still applies). Every prediction lists it in its `calibration`.
 
 The "auto" offload budgets are not written out here: the engine's placement asks its copier for
-free device memory, and the prediction answers from the allocator model (runner.py).
+free device memory, and the prediction answers from the allocator model (seams.py).
 
 The second calibration, the host's seconds per decoder layer of an eager decode step, is below
 (`host_cost`, with its rule); speed.py uses it and lists it in every prediction's `calibration`.

@@ -114,11 +114,12 @@ def kv_bytes_per_token(config, dtype: torch.dtype = torch.bfloat16, batch: int =
 def _weights_and_transients(config, card: GPU, mini_sequences: int, new_tokens: int, batch: int,
                             dtype: torch.dtype, given: tuple[int, float] | None) -> tuple[int, int, float]:
     """(W, a, b): the weights, and T(S) = a + b S fitted through two stream predictions."""
+    from ..memory.sizes import weight_bytes
     from .fake import fake_model
-    from .runner import _bytes, predict
+    from .runner import predict
 
     if given is not None:
-        return _bytes(fake_model(config, "", dtype).model), int(given[0]), float(given[1])
+        return weight_bytes(fake_model(config, "", dtype).model, meta=True), int(given[0]), float(given[1])
     stream = MomConfig(mini_sequences=mini_sequences, offload="stream")
     short, long = (predict(config, stream, context, new_tokens, batch, card, dtype=dtype, every_piece=False)
                    for context in REFERENCE_CONTEXTS)

@@ -14,11 +14,10 @@ remaining steps are accounted, not run: their peak grows by the K/V of one token
 device per step, exactly what running them shows (tests/simulate compare both).
 
 Offloaded caches: the engine's MomCache runs as it is, with two instance-level substitutions
-made here: the handle's host pool becomes one that makes fake host-tier tensors (the real pool
-keys blocks by data pointer, which fake tensors do not have), and the handle's copier answers
-the engine's question "how much device memory is free?" (which offload="auto" places layers
-by, before prefill and after it) from the allocator model instead of CUDA. Host RAM is checked against `host_bytes` where the engine
-checks it, with the blocks it counts (_FakeHostPool.reserve).
+(seams.py): the handle's host pool makes fake host-tier tensors and checks host RAM against
+`host_bytes` where the engine checks it, with the blocks it counts; the handle's copier answers
+"how much device memory is free?" (which offload="auto" places layers by) from the allocator
+model instead of CUDA. An out-of-memory is placed in the module that was running (where.py).
 
 What shape-only tensors cannot see (kernels' workspaces) is added from calibration.py and listed
 in the Prediction.
@@ -34,7 +33,6 @@ map the layers run one card after another, the same work in the same order.
 from __future__ import annotations
 
 import contextlib
-import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -43,18 +41,17 @@ from torch import nn
 
 from ..config import MomConfig
 from ..engine import families
-from ..engine.host_guard import HOST_RAM_MARGIN, HostMemoryError
-from ..engine.minisequence import PIECE_SAMPLE
+from ..engine.host_guard import HostMemoryError
 from ..engine.patch import enable
-from ..memory.events import MemoryEvent, Profile, format_bytes
+from ..memory.events import MemoryEvent, Profile
 from ..memory.recorder import MemoryRecorder
-from . import calibration, speed
+from ..memory.sizes import weight_bytes
+from . import calibration, seams, speed
 from .devices import ImitatedDevices, resolve_device_map
 from .fake import fake_model, model_config, run_context
 from .gpus import GPU, resolve_gpu
 from .probe import AllocatorProbe
-
-logger = logging.getLogger(__name__)
+from .where import Where, failure_event
 
 RUN_DECODE_STEPS = 2  # decode steps run on fake tensors; later ones are accounted (module docstring)
 
@@ -165,51 +162,10 @@ def predict(
         _describe_devices(result, devices)
     result.pieces_sampled = not every_piece
     with run_context(), (devices.marked(fake.model) if devices else contextlib.nullcontext()), \
-            _engine_warnings(result.engine_notes), _pieces(every_piece):
+            seams.engine_warnings(result.engine_notes), seams.pieces(every_piece):
         _run(fake.model, config, result, probe, host_bytes, listeners, devices)
     speed.fill(result, fake.model.config, config, card, batch)
     return result
-
-
-def sample_pieces(bounds: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The pieces a sampled prediction runs: the first three and the last. On tensors without data
-    every full piece issues the same ops on the same shapes, and from the second piece on the
-    allocator is left as the piece found it (tests/simulate/test_sampled_pieces.py checks peaks,
-    reserve, OOM and speed against every piece); the last may be shorter."""
-    return bounds if len(bounds) <= 4 else [*bounds[:3], bounds[-1]]
-
-
-@contextlib.contextmanager
-def _pieces(every_piece: bool):
-    """Inside the block, the engine's piece loops (minisequence.piece_bounds) run `sample_pieces`
-    unless every piece is asked for; set for this thread's context only, and always reset."""
-    if every_piece:
-        yield
-        return
-    token = PIECE_SAMPLE.set(sample_pieces)
-    try:
-        yield
-    finally:
-        PIECE_SAMPLE.reset(token)
-
-
-@contextlib.contextmanager
-def _engine_warnings(notes: list[str]):
-    """The engine's log records go to `notes` inside the block, not to the user's log."""
-    engine = logging.getLogger("mom.engine")
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            notes.append(record.getMessage())
-
-    handler, propagate = Keep(logging.INFO), engine.propagate
-    engine.addHandler(handler)
-    engine.propagate = False
-    try:
-        yield notes
-    finally:
-        engine.removeHandler(handler)
-        engine.propagate = propagate
 
 
 def _imitated_devices(model: nn.Module, card: GPU, gpus, device_map) -> ImitatedDevices | None:
@@ -232,19 +188,14 @@ def _new_prediction(model: nn.Module, name: str, config: MomConfig, context: int
     return Prediction(
         model_name=name, config={**asdict(config), "label": config.describe()}, context=context,
         new_tokens=new_tokens, batch=batch, backend="predicted", device_name=f"{card.name} (predicted)",
-        device_limit_bytes=card.usable_bytes, weights_bytes=_bytes(model), gpu=card.name,
-        layer_weight_bytes=[_bytes(layer) for layer in layers],
+        device_limit_bytes=card.usable_bytes, weights_bytes=weight_bytes(model, meta=True), gpu=card.name,
+        layer_weight_bytes=[weight_bytes(layer, meta=True) for layer in layers],
     )
-
-
-def _bytes(module: nn.Module) -> int:
-    seen = {t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in (*module.parameters(), *module.buffers())}
-    return sum(seen.values())
 
 
 def _run(model: nn.Module, config: MomConfig, result: Prediction, probe: AllocatorProbe, host_bytes: int | None,
          listeners, devices: ImitatedDevices | None = None) -> None:
-    where = _Where(model)
+    where = Where(model)
     try:
         result.start_bytes = _track_weights(model, probe, devices)
         workspace = [calibration.hold_unseen(p) for p in _probes(probe, devices)]  # noqa: F841  (held like cuBLAS's)
@@ -259,8 +210,8 @@ def _run(model: nn.Module, config: MomConfig, result: Prediction, probe: Allocat
         recorder.add_listener(listener)
     try:
         with enable(model, config) as handle, where, recorder, _transfers(model, devices):
-            _use_fake_host_pool(handle, probe, host_bytes)
-            _answer_free_memory(handle, probe, devices)
+            seams.use_fake_host_pool(handle, probe, host_bytes)
+            seams.answer_free_memory(handle, probe, devices)
             _prefill_and_decode(model, result, probe, where, recorder, devices)
     except HostMemoryError as error:  # the engine's host-RAM guard, against host_bytes
         result.oom, result.oom_kind, result.error = True, "host", str(error)
@@ -349,7 +300,7 @@ def _weights_do_not_fit(result: Prediction, error, probe: AllocatorProbe, device
     failing = getattr(error, "device", None)  # set by ImitatedDevices.track_weights
     where = f" on {_card_of(failing, devices)}" if devices and failing else ""
     result.oom, result.oom_kind, result.error = True, "device", f"the weights do not fit{where}: {error}"
-    result.oom_event = _failure_event("prefill", 0, None, "weights", devices.probe_of(failing) if where else probe)
+    result.oom_event = failure_event("prefill", 0, None, "weights", devices.probe_of(failing) if where else probe)
     result.oom_event.device = failing if where else None
     result.events = [result.oom_event]
     result.peak_gpu_bytes = result.weights_bytes
@@ -375,109 +326,3 @@ def _peaks_by_device(result: Prediction, recorder: MemoryRecorder, devices: Imit
         result.peak_by_device[name] = max(result.peak_by_device.get(name, 0), peak)
 
 
-class _FakeHostPool:
-    """The HostPool interface on shape-only tensors: every block is a new host-tier tensor.
-
-    The engine's host-RAM guard adds this pool's `free_bytes` to this machine's available RAM;
-    unbounded, it always passes. The real check against `host_bytes` is made in `reserve`, which
-    the engine calls right after its guard with exactly the host blocks the guard counted (only
-    the layers placed on the host), with the guard's margin.
-    """
-
-    free_bytes = 1 << 62
-
-    def __init__(self, probe: AllocatorProbe, host_bytes: int | None):
-        self.probe, self.host_bytes = probe, host_bytes
-
-    def reserve(self, sizes) -> None:
-        needed = sum(sizes)
-        if self.host_bytes is not None and needed > HOST_RAM_MARGIN * self.host_bytes:
-            raise HostMemoryError(
-                f"offloading the KV cache needs {format_bytes(needed)} of host RAM, but only "
-                f"{format_bytes(self.host_bytes)} is available, {HOST_RAM_MARGIN:.0%} usable (predicted)")
-
-    def lend(self, shape, dtype: torch.dtype, owner: int = 0) -> torch.Tensor:
-        with self.probe.host_tier():
-            return torch.empty(shape, dtype=dtype, device="meta")
-
-    def take_back(self, view: torch.Tensor, after=None) -> None:
-        return None
-
-    def take_back_all(self, owner: int, after=None) -> None:
-        return None
-
-    def clear(self) -> None:
-        return None
-
-
-def _use_fake_host_pool(handle, probe: AllocatorProbe, host_bytes: int | None) -> None:
-    offload = getattr(handle, "offload", None)
-    if offload is not None:
-        for lane in offload.lanes:  # one pool per device (engine/lanes.py); a fake model has one
-            lane.pool = _FakeHostPool(probe, host_bytes)
-
-
-def _answer_free_memory(handle, probe: AllocatorProbe, devices: ImitatedDevices | None = None) -> None:
-    """The engine's placement asks its copier for free device memory (engine/placement.py);
-    here the allocator model answers, as CUDA would after empty_cache(): each lane its own card's."""
-    offload = getattr(handle, "offload", None)
-    if offload is not None:
-        for lane in offload.lanes:
-            mine = devices.probe_of(lane.device) if devices else probe
-            lane.copier.free_device_bytes = lambda p=mine: _free_after_emptying(p)
-
-
-def _free_after_emptying(probe: AllocatorProbe) -> int:
-    probe.free_cached()
-    return probe.allocator.capacity - probe.allocator.reserved
-
-
-class _Where:
-    """Which module is running (forward hooks), for the event of an out-of-memory."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-        self.stack: list[tuple[str, int | None]] = []
-        self.phase, self.step = "prefill", 0
-        self._handles: list = []
-
-    def __enter__(self) -> _Where:
-        named = [(families.embedding(self.model), "embedding", None)]
-        family = families.family_of(self.model)
-        for index, layer in enumerate(families.decoder_layers(self.model)):
-            named += [(layer, "layer", index), (getattr(layer, family.attention), "attention", index),
-                      (getattr(layer, family.mlp), "mlp", index)]
-        named += [(families.final_norm(self.model), "norm", None), (families.lm_head(self.model), "lm_head", None)]
-        for module, name, index in named:
-            self._handles.append(module.register_forward_pre_hook(
-                lambda *_, n=name, i=index: self.stack.append((n, i))))
-            self._handles.append(module.register_forward_hook(
-                lambda _m, _a, output, n=name, i=index: self._pop(n, i, output), always_call=True))
-        return self
-
-    def _pop(self, name: str, index: int | None, output) -> None:
-        # a module that raised (output None) stays on the stack: it is where the run failed
-        if output is not None and self.stack and self.stack[-1] == (name, index):
-            self.stack.pop()
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-    def event(self, probe: AllocatorProbe, devices: ImitatedDevices | None = None) -> MemoryEvent:
-        module, layer = self.stack[-1] if self.stack else ("model", None)
-        if devices is None:
-            return _failure_event(self.phase, self.step, layer, module, probe)
-        device = devices.devices[devices.map.layers[layer]] if layer is not None else devices.current()
-        event = _failure_event(self.phase, self.step, layer, module, devices.probe_of(device))
-        event.device = devices.name(device)
-        return event
-
-
-def _failure_event(phase: str, step: int, layer: int | None, module: str, probe: AllocatorProbe) -> MemoryEvent:
-    """The allocation that would fail, as the recorder marks one (kind "oom")."""
-    now = probe.allocated()
-    return MemoryEvent(phase=phase, step=step, layer=layer, module=module, bytes_before=now, bytes_after=now,
-                       peak_bytes=now, reserved_bytes=probe.reserved(), kind="oom",
-                       requested_bytes=probe.last_request)

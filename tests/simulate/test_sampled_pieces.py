@@ -1,5 +1,5 @@
 """A search's predictions run a sample of each mini-sequence loop's pieces (the first three and
-the last: mom.simulate.runner.sample_pieces): the same peaks, allocator reserve, OOM verdict and
+the last: mom.simulate.seams.sample_pieces): the same peaks, allocator reserve, OOM verdict and
 speed as with every piece, and the engine's piece loops untouched outside them."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 
 import mom
 from mom.engine.minisequence import PIECE_SAMPLE, piece_bounds
-from mom.simulate.runner import sample_pieces
+from mom.simulate.seams import sample_pieces
 
 C = 4096
 CASES = [  # (model, config, context, gpu, gpus): every offload mode, a fused prefill, an OOM, two cards
