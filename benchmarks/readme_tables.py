@@ -233,9 +233,60 @@ def results(folder: Path = RESULTS) -> list[tuple[Path, str, dict]]:
     return found
 
 
+# The section's order: what the README is read for first. Within a topic, the newest files first.
+TOPICS = [
+    ("Tables 1-4 of the paper (issue 12)", "paper_tables"),
+    ("Maximum context of every variant (issue 12)", "max_context"),
+    ("Two more families (issue 12)", "families"),
+    ("What a user would pick instead (issue 12)", "peers"),
+    ("One million tokens on one H100 (issue 14)", "million"),
+    ("Decode at the speed of memory (issue 15)", "decode_speed"),
+    ("mom.predict against measured runs (issue 13)", "predict_accuracy"),
+    ("mom.predict on a CPU (issue 13)", "predict_speed"),
+    ("Exactness with the K/V split between GPU and host (issue 14)", "placement_exact"),
+    ("The eager decode step, split (issue 13)", "decode_split"),
+    ("The first decode measurements", "decode_repeats"),
+]
+assert sorted(kind for _, kind in TOPICS) == sorted(TABLES), "every kind of results file has a topic"
+PREDICTED_NOTE = ("The predicted columns are what `mom.predict` said at the run's commit; the current code's "
+                  "predictions of these runs are checked by tests/simulate.")
+
+
+def newest_first(found: list[tuple[Path, str, dict]]) -> list[tuple[Path, str, dict]]:
+    """By the date that starts each file's name, newest first; within a date, by name."""
+    by_name = sorted(found, key=lambda item: item[0].name)
+    return sorted(by_name, key=lambda item: item[0].name[:10], reverse=True)
+
+
+def _passing_beyond(found: list[tuple[Path, str, dict]]) -> list[str]:
+    """A passing run longer than any bracketed maximum (issue 14's one prompt), said beside the table."""
+    from max_context_chart import passing_runs
+
+    passing = passing_runs([report for _, kind, report in found if kind == "million"])
+    return [f"Beside the searches: `{variant}` passed {tokens:,} tokens with decode on {card} (issue 14's run, below): "
+            "a pass, not a bracketed maximum." for variant, (tokens, card) in passing.items()]
+
+
 def section(folder: Path = RESULTS) -> str:
-    """The README's results section from every results file in `folder` that names a full commit."""
-    parts = ["\n".join(line.rstrip() for line in TABLES[kind](path, report)) for path, kind, report in results(folder)]
+    """The README's results section from every results file in `folder` that names a full commit,
+    under a heading per topic (TOPICS), newest files first."""
+    found = results(folder)
+    parts = []
+    for title, kind in TOPICS:
+        mine = newest_first([item for item in found if item[1] == kind])
+        if not mine:
+            continue
+        blocks = [f"### {title}"]
+        if kind == "max_context":
+            import tables
+
+            oldest_first = [(str(shown(path)), report) for path, _, report in reversed(mine)]
+            blocks.append("\n".join(tables.max_context_summary_markdown(oldest_first)))
+            blocks += _passing_beyond(found)
+        if kind == "predict_accuracy":
+            blocks.append(PREDICTED_NOTE)
+        blocks += ["\n".join(line.rstrip() for line in TABLES[kind](path, report)) for path, _, report in mine]
+        parts.append("\n\n".join(blocks))
     return "\n\n".join(parts) if parts else "No results with a known commit yet."
 
 

@@ -246,6 +246,49 @@ def max_context_markdown(report: dict, path: Path | None = None) -> list[str]:
     return [header(report, path, what), "", *markdown(titles, rows)]
 
 
+MAX_CONTEXT_VARIANTS = ("standard", "hf", "hf-offload", "hf-chunked", "mom-paper", "mom")  # issue 12's order
+
+
+def max_context_summary_rows(found: list[tuple[str, dict]], anchors: dict | None = None) -> list[dict]:
+    """Every variant's maximum in one table, from several max_context files (`found`: (name, report),
+    oldest first): per variant the newest finished search, else the newest cut-off one, each row
+    naming the commit and file it came from; a variant no file searched reads "not measured yet"."""
+    anchors = anchors or load_anchors()
+    chosen: dict[str, tuple[dict, str, dict]] = {}
+    for name, report in found:
+        for row in max_context_rows(report, anchors):
+            variant, finished = row["variant_name"], row["measured"] is not None
+            if finished or variant not in chosen or chosen[variant][0]["measured"] is None:
+                chosen[variant] = (row, name, report)
+    rows = []
+    for variant in [*MAX_CONTEXT_VARIANTS, *sorted(set(chosen) - set(MAX_CONTEXT_VARIANTS))]:
+        if variant not in chosen:
+            rows.append(dict(variant=f"`{variant}`", maximum="not measured yet", failing="-", step="-", tries="-",
+                             predicted="-", paper=_tokens(anchors["max_context_tokens"].get(PAPER_MAX.get(variant, ""))),
+                             run="-"))
+            continue
+        row, name, report = chosen[variant]
+        commit = str((report.get("provenance") or {}).get("commit"))[:12]
+        rows.append({**row, "run": f"`{commit}`, `{name}`"})
+    return rows
+
+
+def max_context_summary_markdown(found: list[tuple[str, dict]]) -> list[str]:
+    """`max_context_summary_rows` as markdown, with what every row stands on."""
+    if not found:
+        return []
+    cards = sorted({str((r.get("provenance") or {}).get("device")) for _, r in found})
+    new_tokens = (found[-1][1].get("args") or {}).get("new_tokens")
+    titles = ["variant", "maximum (tokens)", "fails at (wall)", "step", "mom.predict (search start)",
+              "paper (A100 80GB)", "commit, file"]
+    columns = ["variant", "maximum", "failing", "step", "predicted", "paper", "run"]
+    rows = [{t: row[c] for t, c in zip(titles, columns)} for row in max_context_summary_rows(found)]
+    return [f"Every variant's maximum context, `{found[-1][1].get('model')}` on {', '.join(cards)}: prefill + {new_tokens} "
+            "greedy tokens through `generate()`, a passing run at the maximum and a failing run one step above it (the host "
+            "wall: the guard's refusal), from the newest search of each variant; each search's file in full below.",
+            "", *markdown(titles, rows)]
+
+
 def _tokens(n: int | None) -> str:
     return "-" if n is None else f"{n:,}"
 

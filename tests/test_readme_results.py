@@ -165,3 +165,32 @@ def test_predict_speed_table_judges_both_targets(tmp_path):
     assert "`mom plan`" not in "\n".join(predict_speed.markdown(report))  # older files time no plan
     report["plans"] = [dict(model="llama-3.1-8b", seconds=25.14, workers=2, max_context={"none": 385024})]
     assert "2 processes): `llama-3.1-8b` 25.1 s." in "\n".join(predict_speed.markdown(report))
+
+
+def test_every_variant_s_maximum_in_one_table_from_the_newest_search_of_each(tmp_path):
+    old = dict(kind="max_context", model="llama-3.1-8b", provenance=PROV, args=dict(new_tokens=32), runs=[],
+               searches={"hf": dict(maximum=212992, failing_above=221184, wall="gpu", resolution=8192, tries=5, done=True)})
+    newer = {**PROV, "commit": "f" * 40}
+    new = dict(kind="max_context", model="llama-3.1-8b", provenance=newer, args=dict(new_tokens=32),
+               searches={"hf": dict(maximum=221184, failing_above=229376, wall="gpu", resolution=8192, tries=2, done=True)},
+               runs=[dict(variant="mom", context=917504, oom=False, error=None),
+                     dict(variant="mom", context=1261568, oom=True, wall="host", error="refused")])
+    _write(tmp_path, "2026-12-01_h100_max_context_hf.json", old)
+    _write(tmp_path, "2026-12-02_h100_max_context_more.json", new)
+    text = readme_tables.section(tmp_path)
+    summary = text.split("### Maximum context of every variant (issue 12)", 1)[1].split("Maximum context per variant", 1)[0]
+    assert f"| `hf` | 221,184 | 229,376 (gpu) | 8,192 | - | - | `{'f' * 12}`, `2026-12-02_h100_max_context_more.json` |" in summary
+    assert "| `hf-offload` | not measured yet | - | - | - | 165,000 | - |" in summary
+    assert "| `mom` | >= 917,504 (search cut off) | 1,261,568 (host) |" in summary
+    assert summary.index("`standard`") < summary.index("`hf`") < summary.index("`mom-paper`") < summary.index("`mom`")
+    # each file in full below it, the newest first
+    assert text.index("2026-12-02_h100_max_context_more.json`.") < text.index("2026-12-01_h100_max_context_hf.json`.")
+
+
+def test_topics_come_in_the_reading_order_whatever_the_file_names(tmp_path):
+    _write(tmp_path, "2026-12-09_h100_paper_tables.json", _paper_report())
+    _write(tmp_path, "2026-11-01_h100_max.json", dict(kind="max_context", model="llama-3.1-8b", provenance=PROV,
+                                                      args=dict(new_tokens=32), runs=[], searches={}))
+    text = readme_tables.section(tmp_path)
+    assert text.index("### Tables 1-4 of the paper") < text.index("### Maximum context of every variant")
+    assert "### Decode at the speed of memory" not in text  # no file of that kind: no heading
