@@ -12,9 +12,11 @@ against the paper's numbers (benchmarks/anchors/mom_paper.json).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -253,9 +255,23 @@ PREDICTED_NOTE = ("The predicted columns are what `mom.predict` said at the run'
 
 
 def newest_first(found: list[tuple[Path, str, dict]]) -> list[tuple[Path, str, dict]]:
-    """By the date that starts each file's name, newest first; within a date, by name."""
+    """By the date that starts each file's name, newest first; within a date, the later commit
+    first (its place in this repository's history; by name where git does not know it)."""
+    order = _commit_order()
     by_name = sorted(found, key=lambda item: item[0].name)
-    return sorted(by_name, key=lambda item: item[0].name[:10], reverse=True)
+    by_commit = sorted(by_name, key=lambda item: order.get(known_commit(item[2]) or "", len(order)))
+    return sorted(by_commit, key=lambda item: item[0].name[:10], reverse=True)
+
+
+@functools.cache
+def _commit_order() -> dict[str, int]:
+    """Full hash -> position in `git rev-list HEAD` (0: the newest); {} outside a git checkout."""
+    try:
+        listed = subprocess.run(["git", "-C", str(ROOT), "rev-list", "HEAD"], capture_output=True, text=True,
+                                timeout=30, check=True).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {commit: index for index, commit in enumerate(listed)}
 
 
 def _passing_beyond(found: list[tuple[Path, str, dict]]) -> list[str]:
