@@ -12,11 +12,9 @@ against the paper's numbers (benchmarks/anchors/mom_paper.json).
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -250,28 +248,28 @@ TOPICS = [
     ("The first decode measurements", "decode_repeats"),
 ]
 assert sorted(kind for _, kind in TOPICS) == sorted(TABLES), "every kind of results file has a topic"
+# The file a topic opens with where several share a date: the measurement of the code as it is now
+# (a results file records its commit but not when it ran, and a CI checkout may be shallow)
+HEADLINE = {"decode_speed": "2026-12-07_h100_decode_speed_fused.json",
+            "paper_tables": "2026-12-07_h100_paper144k_all3.json"}
 PREDICTED_NOTE = ("The predicted columns are what `mom.predict` said at the run's commit; the current code's "
                   "predictions of these runs are checked by tests/simulate.")
 
 
 def newest_first(found: list[tuple[Path, str, dict]]) -> list[tuple[Path, str, dict]]:
-    """By the date that starts each file's name, newest first; within a date, the later commit
-    first (its place in this repository's history; by name where git does not know it)."""
-    order = _commit_order()
+    """By the date that starts each file's name, newest first; within a date, the file that covers
+    the most (variant, context) pairs first, then by name. (Not by commit: a CI checkout may be
+    shallow, and the README must come out the same there.)"""
     by_name = sorted(found, key=lambda item: item[0].name)
-    by_commit = sorted(by_name, key=lambda item: order.get(known_commit(item[2]) or "", len(order)))
-    return sorted(by_commit, key=lambda item: item[0].name[:10], reverse=True)
+    by_coverage = sorted(by_name, key=lambda item: -_coverage(item[2]))
+    return sorted(by_coverage, key=lambda item: item[0].name[:10], reverse=True)
 
 
-@functools.cache
-def _commit_order() -> dict[str, int]:
-    """Full hash -> position in `git rev-list HEAD` (0: the newest); {} outside a git checkout."""
-    try:
-        listed = subprocess.run(["git", "-C", str(ROOT), "rev-list", "HEAD"], capture_output=True, text=True,
-                                timeout=30, check=True).stdout.split()
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return {commit: index for index, commit in enumerate(listed)}
+def _coverage(report: dict) -> int:
+    runs = report.get("runs")
+    if not isinstance(runs, list):
+        return 0
+    return len({(r.get("variant"), r.get("context")) for r in runs if isinstance(r, dict)})
 
 
 def _passing_beyond(found: list[tuple[Path, str, dict]]) -> list[str]:
@@ -290,6 +288,7 @@ def section(folder: Path = RESULTS) -> str:
     parts = []
     for title, kind in TOPICS:
         mine = newest_first([item for item in found if item[1] == kind])
+        mine.sort(key=lambda item: item[0].name != HEADLINE.get(kind))  # stable: the rest keep their order
         if not mine:
             continue
         blocks = [f"### {title}"]

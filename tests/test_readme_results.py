@@ -194,3 +194,15 @@ def test_topics_come_in_the_reading_order_whatever_the_file_names(tmp_path):
     text = readme_tables.section(tmp_path)
     assert text.index("### Tables 1-4 of the paper") < text.index("### Maximum context of every variant")
     assert "### Decode at the speed of memory" not in text  # no file of that kind: no heading
+
+
+def test_a_topic_opens_with_its_headline_file_then_the_most_complete(tmp_path):
+    fuller = _paper_report()
+    fuller["runs"] = fuller["runs"] + [_run("hf", 48000, 2.0, 20.0, 26.0)]
+    _write(tmp_path, "2026-12-07_h100_paper_a_fuller.json", fuller)
+    _write(tmp_path, "2026-12-07_h100_paper_b.json", _paper_report())
+    _write(tmp_path, readme_tables.HEADLINE["paper_tables"], _paper_report())
+    text = readme_tables.section(tmp_path)
+    order = [text.index(f"{name}`.") for name in (readme_tables.HEADLINE["paper_tables"],
+                                                  "2026-12-07_h100_paper_a_fuller.json", "2026-12-07_h100_paper_b.json")]
+    assert order == sorted(order)
