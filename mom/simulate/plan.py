@@ -17,6 +17,12 @@ Several GPUs (`gpus=2` or `gpus=(1, 2, 4)`): every candidate is predicted on eac
 (devices.py's even split), rows are grouped by count (fewest cards first, fastest first within),
 and a row fits when every card's peak does. With one count, `max_context` is keyed by the mode;
 with several, by "<mode> on <N> GPUs" ("on 1 GPU").
+
+Nothing fits: the plan's next question is answered too, "how many of these cards would it
+take?" (`fewest_gpus`): from the first count the weights could fit (their bytes over a card's),
+up to FEWEST_GPUS_UP_TO, the first count at which "auto" or "stream" (the two that hold the least
+on the cards) is predicted to run at the planned context. A few predictions: a 70B at 256k takes
+about 8 s.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ NEAR_THE_WALL_NOTE = (
     "model's by more than that (an H100 ran the baseline out of memory at 229,376 tokens with 0.18 GiB "
     "predicted left, benchmarks/results/2026-12-07_h100_max_context_hf.json)")
 DEFAULT_HIGH = 4 << 20  # 4M tokens: beyond any card in the table for an 8B model
+FEWEST_GPUS_UP_TO = 8  # the cards of one host (an HGX box): where the search for the fewest stops
 
 
 def near_the_wall(usable_bytes: int, reserved_bytes: int) -> bool:
@@ -82,6 +89,8 @@ class Plan:
     max_context_capped: list[str] = field(default_factory=list)  # keys whose maximum is the search's cap, not a wall
     resolution: int = 8192
     gpus: list[int] = field(default_factory=lambda: [1])
+    fewest_gpus: PlanRow | None = None  # nothing fits: the first count of cards where a config does
+    fewest_gpus_searched: int | None = None  # the counts searched for it went up to this one
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,7 +122,20 @@ class Plan:
             text.append(f"the weights alone ({format_bytes(self.rejected[0].peak_gpu_bytes)}) do not fit this card: "
                         "no configuration can run; a larger card, more cards (gpus=N), or a quantized model "
                         "is needed")
+        if not self.rows:
+            text.append(self._fewest_line())
         return "\n".join([title, *text])
+
+    def _fewest_line(self) -> str:
+        if self.fewest_gpus_searched is None:
+            return "the fewest cards that fit were not searched (plan(fewest_gpus=False))"
+        row = self.fewest_gpus
+        if row is None:
+            return (f"no count of {self.gpu} up to {self.fewest_gpus_searched} runs this context: a shorter context, "
+                    "more host RAM, a larger card or a quantized model is needed")
+        speed = f", TTFT {_fmt(row.ttft_s, 2)} s, decode {_fmt(row.decode_s_per_token, 3)} s/token"
+        return (f"the fewest that fit: {row.gpus}x {self.gpu}, with {row.label} (peak {_peaks(row)} per card{speed}); "
+                f"--gpus {row.gpus} (plan(gpus={row.gpus})) compares every configuration there")
 
 
 def candidates(mini_sequences: int = 16, kv_gpu_budget: int | None = None) -> list[MomConfig]:
@@ -139,6 +161,7 @@ def plan(
     high: int = DEFAULT_HIGH,
     gpus: int | Sequence[int] = 1,
     workers: int | None = 1,
+    fewest_gpus: bool = True,
 ) -> Plan:
     """Rank the configurations that fit, and find each offload mode's maximum context.
 
@@ -155,6 +178,8 @@ def plan(
             several counts to compare (rows per count).
         workers: processes for the maximum-context searches, one mode each (parallel.py); None:
             one per CPU core, at most one per search. 1 (the default) searches in this process.
+        fewest_gpus: when nothing fits, find the fewest cards of `gpu` that would run the planned
+            context (the module docstring).
 
     Returns:
         A Plan; `plan.table()` prints it, `plan.to_dict()` is its JSON.
@@ -179,12 +204,31 @@ def plan(
             searches.append((reach_key(mode, count, counts), (config, cfg, card, host_bytes, new_tokens, batch,
                                                               resolution, high, count, prediction)))
     result.rows.sort(key=lambda r: (r.gpus, r.total_s if r.total_s is not None else float("inf")))
+    if fewest_gpus and not result.rows:
+        result.fewest_gpus_searched = FEWEST_GPUS_UP_TO
+        result.fewest_gpus = _fewest_gpus(config, card, host_bytes, context, new_tokens, batch, mini_sequences,
+                                          kv_gpu_budget, after=max(counts), weights=prediction.weights_bytes)
     if max_contexts:
         for key, (maximum, limit_reached) in parallel.run_searches(_search_one, searches, workers):
             result.max_context[key] = maximum
             if maximum is not None and not limit_reached:
                 result.max_context_capped.append(key)
     return result
+
+
+def _fewest_gpus(config, card: GPU, host_bytes: int | None, context: int, new_tokens: int, batch: int,
+                 mini_sequences: int, kv_gpu_budget: int | None, after: int, weights: int) -> PlanRow | None:
+    """The row of the first count of cards above `after` where "auto" or "stream" runs, or None."""
+    first = max(after + 1, -(-weights // card.usable_bytes))  # no count below the weights' own share
+    for count in range(first, min(FEWEST_GPUS_UP_TO, config.num_hidden_layers) + 1):
+        for mode in ("auto", "stream"):
+            cfg = MomConfig(mini_sequences=mini_sequences, offload=mode,
+                            kv_gpu_budget=kv_gpu_budget if mode == "auto" else None)
+            prediction = predict(config, cfg, context, new_tokens, batch, card, host_bytes, gpus=count,
+                                 every_piece=False)
+            if not prediction.oom:
+                return _row(prediction, cfg)
+    return None
 
 
 def _search_one(config, cfg, card, host_bytes, new_tokens, batch, resolution, high, count, known):

@@ -113,10 +113,26 @@ def test_find_max_context_answers_like_the_measured_search():
     assert result.first_failure_above.context == result.maximum + 16384
 
 
-def test_a_model_whose_weights_do_not_fit_says_so():
+def test_a_model_whose_weights_do_not_fit_says_so_and_how_many_cards_would_do():
     plan = mom.plan("llama-3.1-70b", gpu="H100-80GB", host_bytes=256 * GiB, context=262144, max_contexts=False)
     assert not plan.rows and len(plan.rejected) == 5
     assert "the weights alone (131.42 GiB) do not fit this card" in plan.table()
+    fewest = plan.fewest_gpus
+    assert fewest.fits and fewest.gpus == 3 and fewest.config["offload"] == "auto"
+    assert len(fewest.peak_by_device) == 3 and max(fewest.peak_by_device.values()) <= plan.usable_bytes
+    two = mom.predict("llama-3.1-70b", mom.MomConfig(**{k: v for k, v in fewest.config.items()}), context=262144,
+                      gpu="H100-80GB", host_bytes=256 * GiB, gpus=2, every_piece=False)
+    assert two.oom  # two cards do not: three is the fewest
+    assert "the fewest that fit: 3x H100-80GB, with M=16, trim, offload=auto" in plan.table()
+    assert plan.to_dict()["fewest_gpus"]["gpus"] == 3
+
+
+def test_when_no_count_of_cards_would_do_the_plan_says_what_would():
+    plan = mom.plan("llama-3.1-8b", gpu="custom-1GiB", context=32768, max_contexts=False)
+    assert not plan.rows and plan.fewest_gpus is None and plan.fewest_gpus_searched == 8
+    assert "no count of custom-1GiB up to 8 runs this context" in plan.table()
+    plan = mom.plan("llama-3.1-8b", gpu="custom-1GiB", context=32768, max_contexts=False, fewest_gpus=False)
+    assert plan.fewest_gpus_searched is None and "not searched" in plan.table()
 
 
 def test_a_reserve_near_the_card_is_marked():
