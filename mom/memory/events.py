@@ -137,6 +137,29 @@ class Profile:
             out.pop("events")
         return out
 
+    def __repr__(self) -> str:
+        """One line: a Profile holds thousands of events, and a notebook shows the last expression's
+        repr (the events are in `events`, `frame()` and `to_dict(with_events=True)`)."""
+        if self.cancelled:
+            outcome = "cancelled"
+        elif self.oom:
+            outcome = f"out of memory ({self.oom_kind or 'device'})"
+        else:
+            outcome = f"peak {format_bytes(self.peak_gpu_bytes)}"
+            if self.ttft_s is not None:
+                outcome += f", TTFT {self.ttft_s:.2f} s"
+            if self.decode_tokens_per_s:
+                outcome += f", decode {self.decode_tokens_per_s:.1f} tokens/s"
+        where = self.device_name or self.backend
+        return (f"{type(self).__name__}({self.model_name or 'model'}, {self.label or 'unlabelled'}, "
+                f"{self.context:,} + {self.new_tokens} tokens on {where}: {outcome}; {len(self.events):,} events)")
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the same metric table the report and the Explorer show."""
+        from .tables import html_table, metric_rows
+
+        return html_table(metric_rows(self), caption=repr(self))
+
     def frame(self):
         """The events as a pandas DataFrame (see `events_frame`)."""
         return events_frame(self.events)
@@ -179,6 +202,17 @@ class MaxContextResult:
         """Which wall stopped the search: 'device', 'host', or None (no limit reached)."""
         failure = self.first_failure_above
         return failure.oom_kind if failure is not None else None
+
+    def __repr__(self) -> str:
+        """One line, with one short line per try (see Profile.__repr__)."""
+        if self.cancelled:
+            found = f"cancelled, longest passing so far {self.maximum}"
+        elif not self.limit_reached:
+            found = f"no limit reached up to {self.high}"
+        else:
+            found = f"maximum {self.maximum} tokens" + (f" ({self.wall} wall)" if self.wall else "")
+        return (f"MaxContextResult({found}, resolution {self.resolution}, {len(self.tries)} tries: "
+                f"{[p.context for p in self.tries]})")
 
     def to_dict(self, with_events: bool = False) -> dict[str, Any]:
         return {

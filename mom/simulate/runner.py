@@ -56,7 +56,7 @@ from .where import Where, failure_event
 RUN_DECODE_STEPS = 2  # decode steps run on fake tensors; later ones are accounted (module docstring)
 
 
-@dataclass
+@dataclass(repr=False)  # Profile's one-line repr, not a dump of every event
 class Prediction(Profile):
     """A predicted Profile (backend "predicted") and what the prediction rests on.
 

@@ -61,3 +61,27 @@ def test_one_storage_counter_counts_shared_storage_once():
     assert weight_bytes(model[0], seen) == 160 and weight_bytes(model[1], seen) == 0  # tied: counted once
     x = torch.zeros(100)
     assert storage_bytes([x, x[10:], x.view(10, 10), torch.empty(0, device="meta")]) == 400
+
+
+def test_a_profile_shows_as_one_line_and_a_metric_table_not_its_events():
+    from mom.memory.events import MaxContextResult, MemoryEvent
+
+    event = MemoryEvent(phase="prefill", step=0, layer=0, module="mlp", bytes_before=0, bytes_after=0, peak_bytes=0)
+    ran = _run("M=4, trim", 3 * MiB, ttft_s=0.25, decode_tokens_per_s=40.0, events=[event] * 5000,
+               device_name="cpu (tensor tracker)")
+    assert repr(ran) == ("Profile(m, M=4, trim, 1,024 + 2 tokens on cpu (tensor tracker): peak 3.00 MiB, "
+                         "TTFT 0.25 s, decode 40.0 tokens/s; 5,000 events)")
+    assert "out of memory (host)" in repr(_run("M=8", 0, oom=True, oom_kind="host"))
+    html = ran._repr_html_()
+    assert "<table" in html and "3.00 MiB" in html and "mlp" not in html
+    above = Profile("m", {"label": "a"}, 1536, 2, oom=True, oom_kind="device")
+    search = MaxContextResult(maximum=1024, resolution=512, high=4096, tries=[_run("a", 1, events=[event] * 100), above])
+    assert repr(search) == "MaxContextResult(maximum 1024 tokens (device wall), resolution 512, 2 tries: [1024, 1536])"
+
+
+def test_a_prediction_keeps_the_one_line_repr():
+    import mom
+
+    p = mom.predict("tiny-llama", mom.MomConfig(mini_sequences=2), context=256, new_tokens=2, gpu="custom-1GiB")
+    assert repr(p).startswith("Prediction(tiny-llama, M=2, trim, 256 + 2 tokens on custom-1GiB (predicted): peak ")
+    assert len(repr(p)) < 300
