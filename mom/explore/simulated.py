@@ -72,12 +72,22 @@ def prediction_lines(result: Any) -> list[str]:
         low, high = result.decode_s_per_token_range
         parts.append(f"decode {result.batch / result.decode_tokens_per_s:.4f} s/token ({low:.4f}-{high:.4f})")
     lines = [f"{predicted(result.gpu)}: {', '.join(parts)}; {'; '.join(result.speed_notes)}"] if parts else []
-    lines += reserve_lines(result)
+    lines += cards_needed_lines(result) + reserve_lines(result)
     calibration = result.calibration or {}
     if "unseen_bytes" in calibration:
         lines.append(f"calibration: {format_bytes(calibration['unseen_bytes'])} of kernel workspaces fake tensors "
                      f"cannot see, held from the first matmul on ({calibration.get('source', 'no source')})")
     return lines
+
+
+def cards_needed_lines(result: Any) -> list[str]:
+    """Weights that do not fit: how many of these cards they need at the least (their bytes over a
+    card's usable memory; the context needs more: mom.plan finds the fewest that run it)."""
+    if not (result.oom and (result.error or "").startswith("the weights do not fit") and result.device_limit_bytes):
+        return []
+    least = -(-result.weights_bytes // result.device_limit_bytes)
+    return [f"the weights alone ({format_bytes(result.weights_bytes)}) need at least {least} of these cards: set GPUs "
+            f"to {least} or more (mom.plan names the fewest that run this context)"]
 
 
 def reserve_lines(result: Any) -> list[str]:

@@ -156,6 +156,18 @@ def test_the_reserve_is_said_and_flagged_near_the_wall():
     assert "GiB left)" in line and "within" not in line
 
 
+def test_weights_too_big_for_the_card_say_how_many_cards_they_need():
+    panel = Explorer("llama-3.1-70b", gpu="H100-80GB")
+    panel.controls["context"].value = 32768
+    result = panel.run()
+    assert result.oom and "the weights alone (131.42 GiB) need at least 2 of these cards" in panel.message.value
+    panel.controls["gpus"].value = 2
+    panel.controls["mini_sequences"].value = 16
+    panel.controls["offload"].value = "auto"
+    assert not panel.run().oom and "need at least" not in panel.message.value
+    panel.close()
+
+
 def test_find_max_marks_a_host_walled_maximum():
     """offload="stream" on a small host: the host rule is the wall (simulate/reach.py predicts one
     step above it and at it), and the panel marks the predicted maximum like any other wall."""
