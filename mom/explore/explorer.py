@@ -643,7 +643,9 @@ class Explorer:
     def _on_context_typed(self, change) -> None:
         """A typed context is used exactly: it becomes a stop of the slider if it is not one."""
         slider, value = self.controls["context"], change["new"]
-        slider.options = panel.with_stop(slider.options, value)
+        options = panel.with_stop(slider.options, value)
+        if len(options) != len(slider.options):  # a new stop; setting the same options again would redraw
+            slider.options = options
         slider.value = value
 
     def _on_budget_change(self, _change=None) -> None:

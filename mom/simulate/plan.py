@@ -21,8 +21,8 @@ with several, by "<mode> on <N> GPUs" ("on 1 GPU").
 Nothing fits: the plan's next question is answered too, "how many of these cards would it
 take?" (`fewest_gpus`): from the first count the weights could fit (their bytes over a card's),
 up to FEWEST_GPUS_UP_TO, the first count at which "auto" or "stream" (the two that hold the least
-on the cards) is predicted to run at the planned context. A few predictions: a 70B at 256k takes
-about 8 s.
+on the cards) is predicted to run at the planned context. A few predictions: llama-3.1-70b at 256k
+on H100-80GB (3 cards) takes three, and its whole plan 4 s on 2 cores.
 """
 
 from __future__ import annotations
