@@ -134,7 +134,7 @@ def predict(
         prefill_chunk_size: transformers' chunked prefill, `generate(prefill_chunk_size=...)`:
             the prompt in calls of this many tokens onto the growing cache (None: one call).
         every_piece: False runs only the first three and the last piece of each mini-sequence
-            loop (`sample_pieces`): the same peaks, OOM verdict and speed, tens of times faster
+            loop (seams.sample_pieces): the same peaks, OOM verdict and speed, tens of times faster
             at a million tokens, but the events show only those pieces. The searches over
             predictions (mom.plan, find_max_context) use it; a prediction to draw should not.
 
