@@ -1,4 +1,4 @@
-"""`mom demo | profile | max-context | presets | plan`: the terminal face of the functions notebooks call.
+"""`mom demo | profile | predict | max-context | presets | plan`: the terminal face of the functions notebooks call.
 
 Every command prints a table and can write JSON, so each number it shows can be reproduced and
 kept. GPU benchmarks live in benchmarks/bench.py (a script, not part of the installed package).
@@ -64,9 +64,19 @@ def _config(args) -> MomConfig:
 
 
 def _run_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="tiny-llama", metavar="NAME",
+    """The options of a measured run: the model and mom's config, the device and the limit, JSON."""
+    _config_args(parser, default_model="tiny-llama")
+    parser.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
+    parser.add_argument("--limit-gib", type=_gib, default=None, metavar="GIB", help=LIMIT_HELP)
+    parser.add_argument("--json", default=None, metavar="PATH",
+                        help="also write the results as JSON to this file (checked before the run)")
+
+
+def _config_args(parser: argparse.ArgumentParser, default_model: str) -> None:
+    """The model, mom's config and the new tokens: what a measured run and a prediction share."""
+    parser.add_argument("--model", default=default_model, metavar="NAME",
                         help="a preset (`mom presets`), a local model directory, or a hub id org/name "
-                             "(default: tiny-llama)")
+                             f"(default: {default_model})")
     parser.add_argument("--mini-sequences", "-M", type=_count, default=None, metavar="M",
                         help="M: run token-wise blocks over the prompt in M pieces")
     parser.add_argument("--mini-sequence-size", "-C", type=_count, default=None, metavar="C",
@@ -79,10 +89,6 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-trim", action="store_true",
                         help="run the full last layer (by default a mom config trims it to the last position)")
     parser.add_argument("--new-tokens", type=_count, default=32, metavar="N", help="greedy tokens after the prompt (default: 32)")
-    parser.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
-    parser.add_argument("--limit-gib", type=_gib, default=None, metavar="GIB", help=LIMIT_HELP)
-    parser.add_argument("--json", default=None, metavar="PATH",
-                        help="also write the results as JSON to this file (checked before the run)")
 
 
 def _output(path: str | None, option: str, example: str = "mom.json") -> Path | None:
@@ -104,7 +110,7 @@ def _table(runs) -> str:
     from .memory.profile import profile_table
 
     table = profile_table(runs)
-    if any(p.backend != "cuda" for p in runs):
+    if any(p.backend == "tracker" for p in runs):
         table += "\n" + CPU_TIMING_NOTE
     return table
 
@@ -133,6 +139,60 @@ def _cmd_profile(args) -> int:
     if out is not None:
         save_json(runs, out)
     return 0
+
+
+def _cmd_predict(args) -> int:
+    from .memory.profile import save_json
+    from .simulate import predict, resolve_gpu
+    from .simulate.explain import predicted, prediction_lines
+
+    card = resolve_gpu(args.gpu)  # an unknown card is an error before anything is built
+    out, report = _output(args.json, "--json"), _output(args.report, "--report", "mom-predicted.html")
+    host = int(args.host_gib * GiB) if args.host_gib is not None else None
+    configs = ([MomConfig()] if args.baseline else []) + [_config(args)]
+    runs = [predict(args.model, cfg, args.context, args.new_tokens, gpu=card, host_bytes=host,
+                    gpus=args.gpus if args.gpus > 1 else None) for cfg in configs]
+    host_words = f"{args.host_gib:g} GiB of host RAM" if host is not None else "unlimited host RAM"
+    print(f"{runs[-1].model_name}, {predicted(card, args.gpus)}, {host_words} (mom.predict: no GPU used)")
+    print(_table(runs))
+    for run in runs:
+        lines = ([f"out of memory ({run.oom_kind}){_where(run.oom_event)}: {run.error}"] if run.oom else [])
+        lines += prediction_lines(run)
+        print(f"{run.label}: " + "\n  ".join(lines))
+    if out is not None:
+        save_json(runs, out)
+    if report is not None:
+        print(f"report: {_predicted_report(runs, report, card, args)}")
+    return 0
+
+
+def _where(event) -> str:
+    """' in layer 3's mlp, prefill': where a predicted run runs out (nothing when it is not known)."""
+    if event is None:
+        return ""
+    if event.module == "weights":
+        return " placing the weights"
+    inside = event.module
+    if event.layer is not None:
+        inside = f"layer {event.layer}" + (f"'s {event.module}" if event.module != "layer" else "")
+    return f" in {inside}, {event.phase}" + (f" step {event.step}" if event.phase == "decode" else "")
+
+
+def _predicted_report(runs, path: Path, card, args) -> Path:
+    """The HTML report of `mom demo`, of predictions: per-layer figures at the real model's size."""
+    import torch
+
+    from .explore.live import model_weights_by_layer
+    from .explore.report import write_report
+    from .simulate.explain import predicted
+    from .simulate.fake import fake_model, model_config
+
+    config, name = model_config(args.model)
+    weights = model_weights_by_layer(fake_model(config, name, torch.bfloat16).model)  # predict()'s dtype
+    note = (f"{predicted(card, args.gpus)} by mom.predict (mom's own code on shape-only tensors, no GPU): "
+            f"mom predict --model {args.model} --gpu {args.gpu} --context {args.context}")
+    return write_report(runs, path, title=f"{name}: predicted memory", weights_by_layer=weights,
+                        device_limit_bytes=card.usable_bytes, note=note)
 
 
 def _cmd_max_context(args) -> int:
@@ -199,7 +259,7 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mom", description="Long-context inference within GPU memory, measured.")
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,profile,max-context,presets,plan}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,profile,predict,max-context,presets,plan}")
     demo = sub.add_parser("demo", help="baseline vs mom on the embedded default; HTML report + table")
     demo.add_argument("--model", default=None, metavar="NAME",
                       help="a preset, local directory or hub id (default: llama-3.1-8b on a GPU, tiny-llama on CPU)")
@@ -217,6 +277,22 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--context", type=_count, default=4096, metavar="N", help="prompt tokens (default: 4096)")
     prof.add_argument("--baseline", action="store_true", help="also run plain Hugging Face, side by side")
     prof.set_defaults(run=_cmd_profile)
+    pred = sub.add_parser("predict", help="predict one run on a chosen GPU, no GPU needed (mom.predict: mom's own "
+                                          "code on shape-only tensors)")
+    _config_args(pred, default_model="llama-3.1-8b")
+    pred.add_argument("--context", type=_count, default=131072, metavar="N", help="prompt tokens (default: 131072)")
+    pred.add_argument("--gpu", default="H100-80GB", metavar="CARD",
+                      help="a card of mom.simulate.GPUS (`mom plan --help` lists them), or a size such as "
+                           "custom-24GiB (default: H100-80GB)")
+    pred.add_argument("--gpus", type=_count, default=1, metavar="N",
+                      help="spread the model over N cards of --gpu (an even split of its layers; default: 1)")
+    pred.add_argument("--host-gib", type=_gib, default=None, metavar="GIB",
+                      help="host RAM for an offloaded KV cache, in GiB (default: unlimited)")
+    pred.add_argument("--baseline", action="store_true", help="also predict plain Hugging Face, side by side")
+    pred.add_argument("--json", default=None, metavar="PATH", help="also write the predictions as JSON to this file")
+    pred.add_argument("--report", default=None, metavar="PATH",
+                      help="also write the HTML report (per-layer figures, as `mom demo` writes) to this file")
+    pred.set_defaults(run=_cmd_predict)
     search = sub.add_parser("max-context", help="largest context that runs (OOM-safe search)")
     _run_args(search)
     search.add_argument("--resolution", type=_count, default=8192, metavar="N",

@@ -107,6 +107,9 @@ def device_line(profile: Profile) -> str:
     if profile.backend == "tracker":
         device = (profile.device_name or "cpu").replace(" (tensor tracker)", "")
         return f"{device}, measured by mom's tensor tracker"
+    if profile.backend == "predicted":
+        card = (profile.device_name or "a GPU").replace(" (predicted)", "")
+        return f"{card}, predicted by mom.predict (mom's own code on shape-only tensors; nothing ran on a GPU)"
     return f"{profile.device_name or profile.backend}, measured by the CUDA allocator"
 
 

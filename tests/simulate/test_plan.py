@@ -193,3 +193,28 @@ def test_searches_in_processes_give_the_maxima_of_one_process():
 def test_a_worker_count_below_one_is_refused(workers):
     with pytest.raises(ValueError, match="workers must be a number of processes"):
         mom.plan("llama-3.2-1b", gpu="custom-8GiB", context=16384, workers=workers)
+
+
+def test_cli_predict_prints_the_table_and_what_it_rests_on_and_writes_json_and_report(tmp_path, capsys):
+    out, report = tmp_path / "p.json", tmp_path / "p.html"
+    code = main(["predict", "--model", "llama-3.2-1b", "--gpu", "custom-8GiB", "--host-gib", "16", "--context", "65536",
+                 "-M", "8", "--offload", "auto", "--baseline", "--json", str(out), "--report", str(report)])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert text.startswith("llama-3.2-1b, predicted on custom-8GiB, 16 GiB of host RAM (mom.predict: no GPU used)")
+    assert "tensor tracker" not in text  # no CPU-timing note: nothing was measured
+    assert "M=8, trim, offload=auto: predicted on custom-8GiB: TTFT" in text and "calibration:" in text
+    runs = json.loads(out.read_text())
+    runs = runs["runs"] if isinstance(runs, dict) else runs
+    assert [r["backend"] for r in runs] == ["predicted", "predicted"]
+    page = report.read_text()
+    assert "predicted by mom.predict" in page and "measured by the CUDA allocator" not in page
+
+
+def test_cli_predict_says_where_a_run_runs_out_and_how_many_cards_the_weights_need(capsys):
+    assert main(["predict", "--model", "llama-3.1-70b", "--context", "32768"]) == 0
+    text = capsys.readouterr().out
+    assert "baseline: out of memory (device) placing the weights: the weights do not fit" in text
+    assert "need at least 2 of these cards" in text
+    assert main(["predict", "--model", "qwen2.5-7b", "--gpu", "RTX-4090-24GB", "--context", "262144"]) == 0
+    assert "baseline: out of memory (device) in layer 0, prefill:" in capsys.readouterr().out
