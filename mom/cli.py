@@ -13,6 +13,7 @@ errors, here as in the API and the Explorer. Errors print one line and exit with
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import sys
@@ -65,14 +66,14 @@ def _config(args) -> MomConfig:
 
 def _run_args(parser: argparse.ArgumentParser) -> None:
     """The options of a measured run: the model and mom's config, the device and the limit, JSON."""
-    _config_args(parser, default_model="tiny-llama")
+    _config_args(parser, default_model="tiny-llama", offload_note="; offload needs CUDA")
     parser.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
     parser.add_argument("--limit-gib", type=_gib, default=None, metavar="GIB", help=LIMIT_HELP)
     parser.add_argument("--json", default=None, metavar="PATH",
                         help="also write the results as JSON to this file (checked before the run)")
 
 
-def _config_args(parser: argparse.ArgumentParser, default_model: str) -> None:
+def _config_args(parser: argparse.ArgumentParser, default_model: str, offload_note: str = "") -> None:
     """The model, mom's config and the new tokens: what a measured run and a prediction share."""
     parser.add_argument("--model", default=default_model, metavar="NAME",
                         help="a preset (`mom presets`), a local model directory, or a hub id org/name "
@@ -83,7 +84,7 @@ def _config_args(parser: argparse.ArgumentParser, default_model: str) -> None:
                         help="C: run token-wise blocks in pieces of C tokens (give -M or -C, not both)")
     parser.add_argument("--offload", choices=OFFLOAD_MODES, default="none",
                         help="where the KV cache lives: none (GPU), prefill (the paper: offload during prefill, "
-                             "reload for decode), stream, auto (GPU while it fits); offload needs CUDA")
+                             f"reload for decode), stream, auto (GPU while it fits){offload_note}")
     parser.add_argument("--kv-gpu-budget-gib", type=_budget_gib, default=None, metavar="GIB",
                         help='GiB of KV cache kept on the GPU with --offload auto (default: what fits)')
     parser.add_argument("--no-trim", action="store_true",
@@ -148,6 +149,9 @@ def _cmd_predict(args) -> int:
 
     card = resolve_gpu(args.gpu)  # an unknown card is an error before anything is built
     out, report = _output(args.json, "--json"), _output(args.report, "--report", "mom-predicted.html")
+    if report is not None and importlib.util.find_spec("plotly") is None:
+        raise RuntimeError("--report draws with plotly, which is not installed: pip install plotly "
+                           "(or the notebooks extra, pip install -e '.[notebooks]')")
     host = int(args.host_gib * GiB) if args.host_gib is not None else None
     configs = ([MomConfig()] if args.baseline else []) + [_config(args)]
     runs = [predict(args.model, cfg, args.context, args.new_tokens, gpu=card, host_bytes=host,
@@ -281,9 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
                                           "code on shape-only tensors)")
     _config_args(pred, default_model="llama-3.1-8b")
     pred.add_argument("--context", type=_count, default=131072, metavar="N", help="prompt tokens (default: 131072)")
+    from .simulate.gpus import GPUS
+
     pred.add_argument("--gpu", default="H100-80GB", metavar="CARD",
-                      help="a card of mom.simulate.GPUS (`mom plan --help` lists them), or a size such as "
-                           "custom-24GiB (default: H100-80GB)")
+                      help=f"one of {', '.join(GPUS)}, or a size such as custom-24GiB (default: H100-80GB)")
     pred.add_argument("--gpus", type=_count, default=1, metavar="N",
                       help="spread the model over N cards of --gpu (an even split of its layers; default: 1)")
     pred.add_argument("--host-gib", type=_gib, default=None, metavar="GIB",

@@ -218,3 +218,13 @@ def test_cli_predict_says_where_a_run_runs_out_and_how_many_cards_the_weights_ne
     assert "need at least 2 of these cards" in text
     assert main(["predict", "--model", "qwen2.5-7b", "--gpu", "RTX-4090-24GB", "--context", "262144"]) == 0
     assert "baseline: out of memory (device) in layer 0, prefill:" in capsys.readouterr().out
+
+
+def test_cli_predict_report_without_plotly_is_refused_before_predicting(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "plotly" else find_spec(name, *a))
+    assert main(["predict", "--model", "llama-3.2-1b", "--report", str(tmp_path / "p.html")]) == 2
+    assert "--report draws with plotly, which is not installed" in capsys.readouterr().err
+    assert not (tmp_path / "p.html").exists()
