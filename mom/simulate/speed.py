@@ -38,7 +38,8 @@ at 128k: 0.97-1.04x of that bound), and the first step's reload of an offloaded 
 over the steps. (Until 2026-12-07 the device term was fitted on `hf`'s 60 ms step at 128k, which
 was mostly cuDNN's plan cost: K/V at 35% of HBM and 2.7 reads for the copy.)
 
-Ranges: +-15% around the central value for prefill. Eager decode: the calibration runs' own
+Ranges: +-15% around the central value for prefill; for a head size other than 128 (the only one
+any calibration run had), the top also lets attention take 1.5x as long (UNSEEN_HEAD_DIM_ATTENTION). Eager decode: the calibration runs' own
 spread (the fastest and slowest run's cost per layer over the median: one H100 round in three
 ran 2-3x slower) applied to the step, never narrower than -15% / +15%; with the cold term, the
 low end is the step without it (lengths decoded before in the process) and the high end adds
@@ -68,6 +69,12 @@ WEIGHTS_HBM_SHARE = 0.54  # calibration.eager_device_rates, kept equal by tests/
 KV_HBM_SHARE = 0.94
 CAT_TRAFFIC = 2.14  # DynamicCache's torch.cat per token, in reads of the cache
 PREFILL_SPREAD = 0.15
+# Every prefill the shares were fitted or checked on ran head_dim 128 (llama-3.1-8b, qwen2.5-7b,
+# mistral-nemo-12b). Flash attention runs smaller heads at a lower rate per FLOP, by how much on this
+# card is not measured yet (stage predict_presets: llama-3.2-1b and 3b, head_dim 64): the central
+# value keeps the fitted share, and the range's top lets attention take this much longer.
+CALIBRATED_HEAD_DIM = 128
+UNSEEN_HEAD_DIM_ATTENTION = 1.5
 DEVICE_SPREAD = 0.15
 
 
@@ -180,8 +187,25 @@ def fill(result, config, mom_config: MomConfig, card: GPU, batch: int) -> None:
     result.ttft_s = ttft
     result.ttft_range_s = (ttft * (1 - PREFILL_SPREAD), ttft * (1 + PREFILL_SPREAD))
     result.speed_notes = [f"prefill {why}"]
+    _widen_for_an_unseen_head_dim(result, config, batch, card)
     if result.new_tokens > 1:
         _fill_decode(result, config, mom_config, card, batch)
+
+
+def _widen_for_an_unseen_head_dim(result, config, batch: int, card: GPU) -> None:
+    """The TTFT range's top where the attention kernel runs a head size no run calibrated."""
+    head_dim = families.kv_geometry_of_config(config)[2]
+    if head_dim == CALIBRATED_HEAD_DIM:
+        return
+    _, attention = prefill_flops(config, result.context, batch, result.logits_to_keep)
+    chunked = result.prefill_chunk_size is not None and result.prefill_chunk_size < result.context
+    share = CHUNKED_ATTENTION_SHARE if chunked else ATTENTION_SHARE
+    extra = attention / (card.bf16_flops * share) * (UNSEEN_HEAD_DIM_ATTENTION - 1)
+    low, high = result.ttft_range_s
+    result.ttft_range_s = (low, high + extra)
+    result.speed_notes.append(f"attention at head_dim {head_dim}: its rate is calibrated at head_dim "
+                              f"{CALIBRATED_HEAD_DIM} only, so the TTFT range's top lets it take "
+                              f"{UNSEEN_HEAD_DIM_ATTENTION:g}x as long (+{extra:.2f} s)")
 
 
 def _fill_decode(result, config, mom_config: MomConfig, card: GPU, batch: int) -> None:

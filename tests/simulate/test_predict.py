@@ -166,3 +166,14 @@ def test_engine_warnings_during_a_prediction_are_kept_not_logged(caplog):
     with caplog.at_level(logging.WARNING):
         engine_log.warning("after")
     assert [r.getMessage() for r in caplog.records if r.name.startswith("mom.engine")] == ["after"]
+
+
+def test_a_head_size_no_run_calibrated_widens_the_ttft_range_and_says_so():
+    cfg = mom.MomConfig(mini_sequences=16, offload="auto")
+    small = mom.predict("llama-3.2-1b", cfg, context=131072, new_tokens=2)  # head_dim 64
+    low, high = small.ttft_range_s
+    assert low == pytest.approx(0.85 * small.ttft_s) and high > 1.3 * small.ttft_s  # attention is most of it at 128k
+    assert any("attention at head_dim 64" in note for note in small.speed_notes)
+    calibrated = mom.predict("llama-3.1-8b", cfg, context=131072, new_tokens=2)  # head_dim 128
+    assert calibrated.ttft_range_s[1] == pytest.approx(1.15 * calibrated.ttft_s)
+    assert not any("head_dim" in note for note in calibrated.speed_notes)
