@@ -39,8 +39,8 @@ over the steps. (Until 2026-12-07 the device term was fitted on `hf`'s 60 ms ste
 was mostly cuDNN's plan cost: K/V at 35% of HBM and 2.7 reads for the copy.)
 
 Ranges: +-15% around the central value for prefill; for a head size other than 128 (the only one
-any calibration run had), the top also lets attention take 1.5x as long (UNSEEN_HEAD_DIM_ATTENTION). Eager decode: the calibration runs' own
-spread (the fastest and slowest run's cost per layer over the median: one H100 round in three
+any calibration run had), the top also lets attention take 1.5x as long (UNSEEN_HEAD_DIM_ATTENTION).
+Eager decode: the calibration runs' own spread (the fastest and slowest run's cost per layer over the median: one H100 round in three
 ran 2-3x slower) applied to the step, never narrower than -15% / +15%; with the cold term, the
 low end is the step without it (lengths decoded before in the process) and the high end adds
 its slowest measurement. Graph decode: the
@@ -101,13 +101,18 @@ def prefill_seconds(config, context: int, batch: int, card: GPU, logits_to_keep:
                     chunk: int | None = None) -> tuple[float, str]:
     """(seconds, what bounds it) of a prefill (prefill_flops), in calls of `chunk` tokens (None: one)."""
     linear, attention = prefill_flops(config, context, batch, logits_to_keep)
-    chunked = chunk is not None and chunk < context
-    share = CHUNKED_ATTENTION_SHARE if chunked else ATTENTION_SHARE
+    chunked, share = attention_share(context, chunk)
     seconds = linear / (card.bf16_flops * MATMUL_SHARE) + attention / (card.bf16_flops * share)
     why = f"compute-bound: {(linear + attention) / 1e15:.1f} PFLOP at {card.bf16_flops / 1e12:.0f} TFLOP/s peak"
     if chunked:
         why += f"; attention in {chunk:,}-token chunks through a masked kernel, at {share:.0%} ({CHUNKED_SOURCE})"
     return seconds, why
+
+
+def attention_share(context: int, chunk: int | None) -> tuple[bool, float]:
+    """(chunked, the share of the bf16 peak attention runs at) of a prefill in calls of `chunk` tokens."""
+    chunked = chunk is not None and chunk < context
+    return chunked, CHUNKED_ATTENTION_SHARE if chunked else ATTENTION_SHARE
 
 
 def device_seconds(weights: int, kv_device: int, copies_cache: bool, card: GPU) -> float:
@@ -198,8 +203,7 @@ def _widen_for_an_unseen_head_dim(result, config, batch: int, card: GPU) -> None
     if head_dim == CALIBRATED_HEAD_DIM:
         return
     _, attention = prefill_flops(config, result.context, batch, result.logits_to_keep)
-    chunked = result.prefill_chunk_size is not None and result.prefill_chunk_size < result.context
-    share = CHUNKED_ATTENTION_SHARE if chunked else ATTENTION_SHARE
+    _, share = attention_share(result.context, result.prefill_chunk_size)
     extra = attention / (card.bf16_flops * share) * (UNSEEN_HEAD_DIM_ATTENTION - 1)
     low, high = result.ttft_range_s
     result.ttft_range_s = (low, high + extra)
